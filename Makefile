@@ -1,0 +1,33 @@
+# Quick start: `make demo` counts sample_logs/ with a master and two workers; `make test` runs
+# the whole suite. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_STATE := .logdispatch-demo
+
+.PHONY: demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	rm -rf $(DEMO_STATE)
+	$(BIN)/logdispatch run sample_logs --once --workers 2 --state $(DEMO_STATE)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check dispatcher workers tests
+	$(BIN)/mypy dispatcher workers
+
+# pytest exits 5 when it collected nothing: that is a failure here, said out loud.
+test: lint
+	$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$rc
+
+clean:
+	rm -rf $(VENV) $(DEMO_STATE) .logdispatch .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,126 @@
+"""What crosses the wire between master and workers, and the errors both sides share.
+
+This is the one module of ``dispatcher`` that ``workers`` imports: the task and result types,
+the manager class with its registered names, the address format and authkey loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from enum import Enum
+from multiprocessing.managers import BaseManager
+
+log = logging.getLogger("logdispatch.protocol")
+
+AUTHKEY_ENV = "LOGDISPATCH_AUTHKEY"
+DEFAULT_PORT = 50000
+# Loopback unless the operator says otherwise: the protocol is pickle with no encryption.
+DEFAULT_ADDRESS = ("127.0.0.1", DEFAULT_PORT)
+
+
+class LogDispatchError(Exception):
+    """Base of the project's own errors."""
+
+
+class ConfigError(LogDispatchError):
+    """Bad command-line or configuration input; the message is meant for the operator."""
+
+
+class Status(str, Enum):
+    """Outcome of one counting attempt, as a worker reports it."""
+
+    DONE = "done"
+    ERROR = "error"  # could not count (unreadable, corrupt archive...): retried, then failed
+    VANISHED = "vanished"  # the file is gone
+    CHANGED = "changed"  # size or mtime differ from the task: a newer version exists
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One file version to count; ``path`` is relative to the watched root, exact bytes."""
+
+    id: int
+    path: bytes
+    size: int
+    mtime_ns: int
+    attempt: int
+    error_pattern: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a worker found for one task attempt."""
+
+    task_id: int
+    attempt: int
+    worker: str
+    status: Status
+    lines: int = 0
+    error_lines: int = 0
+    bytes_read: int = 0
+    long_lines: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    samples: tuple[bytes, ...] = ()
+
+
+class DispatchManager(BaseManager):
+    """Client side of the master's manager server.
+
+    ``get_task_queue`` serves ``take(worker_id, max_items, max_bytes, timeout) -> list[Task]``,
+    ``heartbeat(worker_id, task_ids) -> list[int]`` (ids no longer leased to that worker) and
+    ``root() -> bytes``; ``get_result_queue`` serves ``put(results: list[Result])``.
+    """
+
+
+DispatchManager.register("get_task_queue")
+DispatchManager.register("get_result_queue")
+
+
+def parse_address(text: str, default_host: str = DEFAULT_ADDRESS[0]) -> tuple[str, int]:
+    """Parse ``HOST:PORT``, ``:PORT`` or ``[V6]:PORT``."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ConfigError(f"address {text!r} is not HOST:PORT")
+    host = host.strip("[]") or default_host
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"address {text!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"address {text!r}: port out of range")
+    return host, port
+
+
+def format_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def load_authkey(path: str | None) -> bytes:
+    """The shared secret: from ``path`` if given, else from $LOGDISPATCH_AUTHKEY; never a default."""
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                mode = os.fstat(f.fileno()).st_mode
+                key = f.read().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read authkey file {path}: {e.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning(
+                "authkey file %s is readable by group or others (mode %o): chmod 600 it",
+                path,
+                stat.S_IMODE(mode),
+            )
+        source = f"authkey file {path}"
+    elif AUTHKEY_ENV in os.environ:
+        key = os.environ[AUTHKEY_ENV].strip().encode()
+        source = f"${AUTHKEY_ENV}"
+    else:
+        raise ConfigError(f"an authkey is required: pass --authkey-file FILE or set ${AUTHKEY_ENV}")
+    if not key:
+        raise ConfigError(f"{source} is empty")
+    return key

@@ -10,7 +10,7 @@ import logging
 import os
 import stat
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from multiprocessing.managers import BaseManager
 
 log = logging.getLogger("logdispatch.protocol")
@@ -29,7 +29,7 @@ class ConfigError(LogDispatchError):
     """Bad command-line or configuration input; the message is meant for the operator."""
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Outcome of one counting attempt, as a worker reports it."""
 
     DONE = "done"
@@ -71,13 +71,21 @@ class DispatchManager(BaseManager):
     """Client side of the master's manager server.
 
     ``get_task_queue`` serves ``take(worker_id, max_items, max_bytes, timeout) -> list[Task]``,
-    ``heartbeat(worker_id, task_ids) -> list[int]`` (ids no longer leased to that worker) and
-    ``root() -> bytes``; ``get_result_queue`` serves ``put(results: list[Result])``.
+    ``heartbeat(worker_id, task_ids) -> list[int]`` (ids no longer leased to that worker),
+    ``release(worker_id, task_ids)`` (hand back untouched tasks) and ``describe() -> dict``
+    (``root``: the master's root path as bytes, ``lease``: lease seconds);
+    ``get_result_queue`` serves ``put(results: list[Result])``.
     """
 
 
 DispatchManager.register("get_task_queue")
 DispatchManager.register("get_result_queue")
+
+
+def display_path(path: bytes) -> str:
+    """A path for people: undecodable bytes and control characters escaped, nothing lost."""
+    text = path.decode("utf-8", "backslashreplace")
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def parse_address(text: str, default_host: str = DEFAULT_ADDRESS[0]) -> tuple[str, int]:
@@ -101,7 +109,7 @@ def format_address(address: tuple[str, int]) -> str:
 
 
 def load_authkey(path: str | None) -> bytes:
-    """The shared secret: from ``path`` if given, else from $LOGDISPATCH_AUTHKEY; never a default."""
+    """The shared secret from ``path``, else from $LOGDISPATCH_AUTHKEY; there is no default."""
     if path is not None:
         try:
             with open(path, "rb") as f:

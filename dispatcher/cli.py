@@ -1,0 +1,315 @@
+"""The ``logdispatch`` command: parse, build a config, call the library, return an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from dispatcher import defaults, summary
+from dispatcher.ledger import LedgerBusy
+from dispatcher.master import Master, MasterConfig
+from dispatcher.protocol import (
+    AUTHKEY_ENV,
+    DEFAULT_ADDRESS,
+    ConfigError,
+    format_address,
+    load_authkey,
+    parse_address,
+)
+from workers.counting import DEFAULT_ERROR_PATTERN, CountError, ErrorMatcher, count_path
+
+log = logging.getLogger("logdispatch.cli")
+
+# How long `run` gives its workers to finish their batch after SIGTERM before killing them.
+WORKER_STOP_SECONDS = 10.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "work":
+        # The worker is its own program (workers/); this is only its second name.
+        os.execv(sys.executable, [sys.executable, "-m", "workers", *args.worker_args])
+    setup_logging(args.verbose - args.quiet, quiet_by_default=args.command in ("run", "count"))
+    try:
+        result: int = args.func(args)
+        return result
+    except (ConfigError, LedgerBusy) as e:
+        print(f"logdispatch {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def setup_logging(verbosity: int, quiet_by_default: bool = False) -> None:
+    """Log lines name their component: ``logdispatch.watcher``, ``.ledger``, ``.server``..."""
+    base = logging.WARNING if quiet_by_default else logging.INFO
+    level = min(max(base - 10 * verbosity, logging.DEBUG), logging.CRITICAL)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="logdispatch",
+        description="Count lines and error lines of log files landing in a shared folder, "
+        "with the work spread over many hosts.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="watch ROOT and hand its files to workers")
+    serve.add_argument("root", type=Path, metavar="ROOT")
+    _add_master_options(serve, listen=True)
+    serve.set_defaults(func=cmd_serve)
+
+    work = commands.add_parser(
+        "work", help="count files for a master (see `logdispatch work --help`)", add_help=False
+    )
+    work.add_argument("worker_args", nargs=argparse.REMAINDER)
+
+    run = commands.add_parser("run", help="master and local workers in one command")
+    run.add_argument("root", type=Path, metavar="ROOT")
+    run.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes")
+    run.add_argument(
+        "--once", action="store_true", help="count what is in ROOT now, print the summary, exit"
+    )
+    _add_master_options(run, listen=False)
+    run.set_defaults(func=cmd_run)
+
+    summ = commands.add_parser("summary", help="per-file counts and totals from the ledger")
+    _add_state_option(summ)
+    summ.add_argument("--format", choices=summary.FORMATS, default="table")
+    _add_verbosity(summ)
+    summ.set_defaults(func=cmd_summary)
+
+    count = commands.add_parser("count", help="count local files directly, no master")
+    count.add_argument("files", nargs="+", metavar="FILE")
+    count.add_argument("--error-pattern", default=None, metavar="RE")
+    count.add_argument("--json", action="store_true", help="print JSON")
+    _add_verbosity(count)
+    count.set_defaults(func=cmd_count)
+    return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
+
+
+def _add_state_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=Path(defaults.STATE_DIR),
+        metavar="DIR",
+        help=f"ledger directory (default: {defaults.STATE_DIR} in the working directory)",
+    )
+
+
+def _add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
+    if listen:
+        parser.add_argument(
+            "--address",
+            default=format_address(DEFAULT_ADDRESS),
+            metavar="H:P",
+            help="where workers connect (default: %(default)s; 0.0.0.0:PORT for all interfaces)",
+        )
+        parser.add_argument(
+            "--authkey-file", metavar="F", help=f"shared secret (or set ${AUTHKEY_ENV})"
+        )
+    _add_state_option(parser)
+    parser.add_argument(
+        "--poll",
+        type=float,
+        metavar="SECONDS",
+        help="poll the folder every SECONDS instead of inotify events (use on NFS)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=defaults.SETTLE_SECONDS,
+        metavar="SECONDS",
+        help="a file is counted once its size and mtime held still this long (default %(default)s)",
+    )
+    parser.add_argument("--include", action="append", default=[], metavar="GLOB")
+    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    parser.add_argument(
+        "--error-pattern",
+        default=None,
+        metavar="RE",
+        help="bytes regex for error lines (default: \\b(?:ERROR|FATAL|CRITICAL)\\b)",
+    )
+    parser.add_argument("--lease", type=float, default=defaults.LEASE_SECONDS, metavar="SECONDS")
+    parser.add_argument("--max-attempts", type=int, default=defaults.MAX_ATTEMPTS, metavar="N")
+    _add_verbosity(parser)
+
+
+def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -> MasterConfig:
+    options: dict[str, Any] = {
+        "root": args.root,
+        "authkey": authkey,
+        "state_dir": args.state,
+        "poll": args.poll,
+        "settle": args.settle,
+        "include": args.include,
+        "exclude": args.exclude,
+        "error_pattern": _pattern(args.error_pattern),
+        "lease": args.lease,
+        "max_attempts": args.max_attempts,
+    }
+    if hasattr(args, "address"):
+        options["address"] = parse_address(args.address)
+    options.update(overrides)
+    return MasterConfig(**options)
+
+
+def _pattern(text: str | None) -> bytes:
+    return DEFAULT_ERROR_PATTERN if text is None else os.fsencode(text)
+
+
+class _Signals:
+    """First SIGINT/SIGTERM asks for a warm stop; a second one exits at once."""
+
+    def __init__(self, on_first: Callable[[], None]) -> None:
+        self._on_first = on_first
+        self.received = 0
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received += 1
+        if self.received > 1:
+            os._exit(128 + signum)
+        self._on_first()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    master = Master(_master_config(args, load_authkey(args.authkey_file)))
+    master.start()
+    _Signals(master.stop)
+    try:
+        master.run()
+    finally:
+        master.close()
+    log.info("stopped")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    authkey = secrets.token_hex(32).encode()  # private to this process tree
+    config = _master_config(args, authkey, address=("127.0.0.1", 0), once=args.once)
+    master = Master(config)
+    master.start()
+    signals = _Signals(master.stop)
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        workers = _start_workers(master, args.workers, authkey, args.verbose - args.quiet)
+        while not master.stopping:
+            master.step()
+            if config.once and master.finished:
+                break
+            if all(w.poll() is not None for w in workers):
+                log.error("all workers exited; stopping")
+                master.stop()
+    finally:
+        _stop_workers(workers)
+        master.close()
+    if signals.received:
+        return 130
+    document = summary.build(config.state_dir)
+    summary.render(document, "table", sys.stdout)
+    totals = document["totals"]
+    return 1 if totals["failed"] or not all(w.returncode == 0 for w in workers) else 0
+
+
+def _start_workers(
+    master: Master, count: int, authkey: bytes, verbosity: int
+) -> list[subprocess.Popen[bytes]]:
+    command = [
+        sys.executable,
+        "-m",
+        "workers",
+        "--address",
+        format_address(master.address),
+        "--root",
+        os.fsdecode(master.root),
+        "--parent-pid",
+        str(os.getpid()),
+    ]
+    command += ["-v"] * max(verbosity, 0) + ["-q"] * (1 - min(verbosity, 1))
+    env = {**os.environ, AUTHKEY_ENV: authkey.decode()}
+    # Their own process group: Ctrl-C reaches this process only, which stops them in order.
+    return [subprocess.Popen(command, env=env, process_group=0) for _ in range(count)]
+
+
+def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+    deadline = time.monotonic() + WORKER_STOP_SECONDS
+    for worker in workers:
+        try:
+            worker.wait(max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    summary.render(summary.build(args.state), args.format, sys.stdout)
+    return 0
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    try:
+        matcher = ErrorMatcher(_pattern(args.error_pattern))
+    except Exception as e:
+        raise ConfigError(f"--error-pattern is not a valid regex: {e}") from None
+    entries: list[dict[str, Any]] = []
+    failed = 0
+    for name in args.files:
+        entry: dict[str, Any] = {"path": name}
+        try:
+            counts = count_path(name, matcher)
+        except (CountError, OSError) as e:
+            failed += 1
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            entry["error"] = reason
+            if not args.json:
+                print(f"logdispatch count: {name}: {reason}", file=sys.stderr)
+        else:
+            entry.update(
+                lines=counts.lines,
+                error_lines=counts.error_lines,
+                bytes=counts.bytes_read,
+                compression=counts.compression,
+                long_lines=counts.long_lines,
+            )
+            if not args.json:
+                print(f"{counts.lines:>12} {counts.error_lines:>12}  {name}")
+        entries.append(entry)
+    counted = [e for e in entries if "error" not in e]
+    totals = {
+        "files": len(counted),
+        "lines": sum(e["lines"] for e in counted),
+        "error_lines": sum(e["error_lines"] for e in counted),
+    }
+    if args.json:
+        json.dump({"files": entries, "totals": totals}, sys.stdout, indent=2)
+        print()
+    elif len(entries) > 1:
+        print(f"{totals['lines']:>12} {totals['error_lines']:>12}  total")
+    return 1 if failed else 0

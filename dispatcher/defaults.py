@@ -1,0 +1,37 @@
+"""Tunable defaults of the master, each with the reason for its value."""
+
+from __future__ import annotations
+
+# A file must hold still (size and mtime) this long before it is counted: long enough for a
+# copy that pauses between writes, short enough that a rotated log is counted within seconds.
+SETTLE_SECONDS = 2.0
+
+# A worker's lease on a task lasts this long unless a heartbeat extends it; a killed worker's
+# files go to another worker after at most this delay.
+LEASE_SECONDS = 30.0
+
+# Attempts per file version before it is recorded as failed with its last error.
+MAX_ATTEMPTS = 3
+
+# First retry delay after a failed attempt; doubles with each attempt, capped.
+RETRY_BACKOFF_SECONDS = 1.0
+RETRY_BACKOFF_CAP_SECONDS = 60.0
+
+# Events are hints: a full rescan of the root runs this often to catch what they missed.
+RESCAN_SECONDS = 300.0
+
+# The longest a worker's take() waits on the master for work: calls stay short so a stopping
+# worker or master never waits on the other for long.
+TAKE_WAIT_CAP_SECONDS = 2.0
+
+# A connection must finish the authkey handshake and its first request within this time; the
+# stdlib server has no such limit and keeps one thread per silent connection forever.
+LOGIN_TIMEOUT_SECONDS = 5.0
+
+# How often the master loop wakes when nothing arrives: bounds settle and lease-expiry latency.
+TICK_SECONDS = 0.1
+
+
+STATE_DIR = ".logdispatch"
+LEDGER_FILE = "ledger.sqlite3"
+LOCK_FILE = "master.lock"

@@ -1,0 +1,236 @@
+"""The durable record of every file version and what became of it (SQLite in --state).
+
+One ``Ledger`` is owned by the master loop and is the only writer; ``read_latest`` opens its own
+read-only connection, so summaries work while the master runs and after it stopped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from dispatcher import defaults
+from dispatcher.protocol import ConfigError, LogDispatchError, Result
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS versions (
+    id INTEGER PRIMARY KEY,
+    path BLOB NOT NULL,           -- relative to the root, exact bytes of the name
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    lines INTEGER,
+    error_lines INTEGER,
+    bytes_read INTEGER,
+    long_lines INTEGER,
+    seconds REAL,
+    error TEXT,
+    samples BLOB,                 -- sample error lines joined by newlines
+    seen_at REAL NOT NULL,        -- wall clock, seconds
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS versions_path ON versions (path, id);
+CREATE INDEX IF NOT EXISTS versions_open ON versions (status) WHERE status IN ('queued', 'leased');
+"""
+
+
+class VersionStatus(StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    DONE = "done"
+    FAILED = "failed"
+    VANISHED = "vanished"
+    SUPERSEDED = "superseded"  # changed before it was counted; a newer version replaces it
+
+
+FINAL = frozenset({VersionStatus.DONE, VersionStatus.FAILED, VersionStatus.VANISHED})
+
+
+class LedgerBusy(LogDispatchError):
+    """Another master holds this state directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenVersion:
+    """A version not yet final, as found in the ledger at start-up."""
+
+    id: int
+    path: bytes
+    size: int
+    mtime_ns: int
+    status: VersionStatus
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    """The latest version of one path, as summaries show it."""
+
+    path: bytes
+    status: str
+    size: int
+    lines: int | None
+    error_lines: int | None
+    bytes_read: int | None
+    worker: str | None
+    attempts: int
+    error: str | None
+    finished_at: float | None
+
+
+def ledger_path(state_dir: Path) -> Path:
+    return state_dir / defaults.LEDGER_FILE
+
+
+class Ledger:
+    """Writer side; every method runs on the master loop's thread."""
+
+    def __init__(self, state_dir: Path, root: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(state_dir / defaults.LOCK_FILE, "a+b")  # noqa: SIM115 - held until close
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise LedgerBusy(f"another master is using the state directory {state_dir}") from None
+        self._db = sqlite3.connect(ledger_path(state_dir), isolation_level=None)
+        # WAL lets summaries read while the master writes; FULL makes each commit durable.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._check_root(root)
+        self._db.execute("BEGIN")
+
+    def _check_root(self, root: Path) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('root', ?)", (os.fsdecode(root),))
+        elif row[0] != os.fsdecode(root):
+            self.close()
+            raise ConfigError(
+                f"the state directory belongs to root {row[0]}, not {root}: "
+                "use another --state for this root"
+            )
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+        self._db.execute("BEGIN")
+
+    def close(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+        self._db.close()
+        self._lock.close()
+
+    def known_versions(self) -> dict[bytes, tuple[int, int]]:
+        """Size and mtime of the latest live version of every path."""
+        rows = self._db.execute(
+            "SELECT path, size, mtime_ns FROM versions WHERE id IN "
+            "(SELECT max(id) FROM versions WHERE status NOT IN ('vanished', 'superseded') "
+            " GROUP BY path)"
+        )
+        return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
+
+    def open_versions(self) -> list[OpenVersion]:
+        rows = self._db.execute(
+            "SELECT id, path, size, mtime_ns, status, attempts FROM versions "
+            "WHERE status IN ('queued', 'leased') ORDER BY id"
+        )
+        return [OpenVersion(i, p, s, m, VersionStatus(st), a) for i, p, s, m, st, a in rows]
+
+    def add_version(self, path: bytes, size: int, mtime_ns: int, seen_at: float) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO versions (path, size, mtime_ns, status, seen_at) VALUES (?, ?, ?, ?, ?)",
+            (path, size, mtime_ns, VersionStatus.QUEUED.value, seen_at),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def mark_leased(self, leases: Iterable[tuple[int, int, str]]) -> None:
+        """Record (version id, attempt, worker) for tasks handed out."""
+        self._db.executemany(
+            "UPDATE versions SET status = 'leased', attempts = ?, worker = ? "
+            "WHERE id = ? AND status IN ('queued', 'leased')",
+            ((attempt, worker, vid) for vid, attempt, worker in leases),
+        )
+
+    def mark_queued(self, version_id: int, attempts: int, error: str | None) -> None:
+        """Back in the queue after a failed or expired attempt."""
+        self._db.execute(
+            "UPDATE versions SET status = 'queued', attempts = ?, error = ? WHERE id = ?",
+            (attempts, error, version_id),
+        )
+
+    def record_result(self, result: Result, finished_at: float) -> None:
+        self._db.execute(
+            "UPDATE versions SET status = 'done', attempts = max(attempts, ?), worker = ?, "
+            "lines = ?, error_lines = ?, bytes_read = ?, long_lines = ?, seconds = ?, "
+            "error = NULL, samples = ?, finished_at = ? WHERE id = ?",
+            (
+                result.attempt,
+                result.worker,
+                result.lines,
+                result.error_lines,
+                result.bytes_read,
+                result.long_lines,
+                result.seconds,
+                b"\n".join(result.samples),
+                finished_at,
+                result.task_id,
+            ),
+        )
+
+    def record_end(
+        self,
+        version_id: int,
+        status: VersionStatus,
+        error: str | None,
+        finished_at: float,
+        worker: str | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        """Close a version without counts: failed, vanished or superseded."""
+        self._db.execute(
+            "UPDATE versions SET status = ?, error = ?, finished_at = ?, "
+            "worker = coalesce(?, worker), attempts = coalesce(?, attempts) WHERE id = ?",
+            (status.value, error, finished_at, worker, attempts, version_id),
+        )
+
+
+def read_root(state_dir: Path) -> str | None:
+    with _read_only(state_dir) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
+        return None if row is None else str(row[0])
+
+
+def read_latest(state_dir: Path) -> list[FileRow]:
+    """The latest live version of every path, ordered by path."""
+    with _read_only(state_dir) as db:
+        rows = db.execute(
+            "SELECT path, status, size, lines, error_lines, bytes_read, worker, attempts, error, "
+            "finished_at FROM versions WHERE id IN "
+            "(SELECT max(id) FROM versions WHERE status != 'superseded' GROUP BY path) "
+            "ORDER BY path"
+        ).fetchall()
+    return [FileRow(*row) for row in rows]
+
+
+@contextmanager
+def _read_only(state_dir: Path) -> Iterator[sqlite3.Connection]:
+    path = ledger_path(state_dir)
+    if not path.exists():
+        raise ConfigError(f"no ledger in {state_dir} (is --state right?)")
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        yield db
+    finally:
+        db.close()

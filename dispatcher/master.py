@@ -1,0 +1,363 @@
+"""The master loop: settle candidates, queue new versions, record results, reap leases.
+
+One thread runs ``step()`` over and over; it is the only writer of the ledger. Scanner, watcher
+and manager-server threads talk to it through ``inbox`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import stat
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dispatcher import defaults
+from dispatcher.ledger import Ledger, VersionStatus
+from dispatcher.protocol import ConfigError, Result, Status, display_path
+from dispatcher.server import ManagerServer, ResultsIn, ResultSink
+from dispatcher.taskqueue import Lease, Pending, TaskQueue
+from dispatcher.watcher import Eligibility, Scanned, Scanner, Seen, Watcher
+from workers.counting import DEFAULT_ERROR_PATTERN
+
+log = logging.getLogger("logdispatch.master")
+ledger_log = logging.getLogger("logdispatch.ledger")
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    root: Path
+    authkey: bytes
+    address: tuple[str, int] = ("127.0.0.1", 50000)
+    state_dir: Path = Path(defaults.STATE_DIR)
+    poll: float | None = None
+    settle: float = defaults.SETTLE_SECONDS
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    error_pattern: bytes = DEFAULT_ERROR_PATTERN
+    lease: float = defaults.LEASE_SECONDS
+    max_attempts: int = defaults.MAX_ATTEMPTS
+    rescan: float = defaults.RESCAN_SECONDS
+    once: bool = False  # count what is there now, then finish: no watching, no rescans
+
+    def __post_init__(self) -> None:
+        if not self.root.is_dir():
+            raise ConfigError(f"root {self.root} is not a directory")
+        try:
+            re.compile(self.error_pattern)
+        except re.error as e:
+            raise ConfigError(f"--error-pattern is not a valid regex: {e}") from None
+        if self.max_attempts < 1:
+            raise ConfigError("--max-attempts must be at least 1")
+        if self.lease <= 0 or self.settle < 0:
+            raise ConfigError("--lease must be positive and --settle not negative")
+
+
+@dataclass(slots=True)
+class _Observation:
+    size: int
+    mtime_ns: int
+    since: float  # monotonic time it was first seen with this size and mtime
+
+
+@dataclass(slots=True)
+class _OpenVersion:
+    path: bytes
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Progress:
+    """Counts the master keeps for --once and for the log."""
+
+    done: int = 0
+    failed: int = 0
+    vanished: int = 0
+    scan_complete: bool = False
+
+
+class Master:
+    def __init__(
+        self,
+        config: MasterConfig,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._wall = wall
+        self._root = os.fsencode(os.path.realpath(config.root))
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self.progress = Progress()
+        self._ledger = Ledger(config.state_dir, Path(os.fsdecode(self._root)))
+        self.tasks = TaskQueue(self._root, config.error_pattern, config.lease, clock)
+        self._server: ManagerServer | None = None
+        self._eligibility = Eligibility(config.include, config.exclude)
+        self._scanner = Scanner(self._root, self._eligibility, self._inbox)
+        self._watcher: Watcher | None = None
+        self._known = self._ledger.known_versions()  # path -> (size, mtime_ns) of latest version
+        self._open: dict[int, _OpenVersion] = {}
+        self._open_by_path: dict[bytes, int] = {}
+        self._settling: dict[bytes, _Observation] = {}
+        self._next_rescan = clock() + config.rescan
+
+    @property
+    def root(self) -> bytes:
+        return self._root
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None
+        return self._server.address
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Restore open work from the ledger, start serving, watching and the first scan."""
+        self._restore()
+        try:
+            self._server = ManagerServer(
+                self.config.address, self.config.authkey, self.tasks, ResultSink(self._inbox)
+            )
+        except OSError as e:
+            self._ledger.close()
+            host, port = self.config.address
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+        self._server.start()
+        self._scanner.start()
+        if not self.config.once:
+            self._watcher = Watcher(self._root, self._inbox, self._scanner, self.config.poll)
+            self._watcher.start()
+            log.info("watching %s (%s)", os.fsdecode(self._root), self._watcher.mode)
+        # The watcher starts first, so a file landing during the scan is seen by one or the other.
+        self._scanner.request()
+
+    def _restore(self) -> None:
+        for row in self._ledger.open_versions():
+            # A lease that was in flight when the master stopped is not the file's fault.
+            attempts = row.attempts - 1 if row.status is VersionStatus.LEASED else row.attempts
+            self._track_open(row.id, row.path, row.size, row.mtime_ns, max(attempts, 0))
+        if self._open:
+            log.info("re-queued %d unfinished files from the ledger", len(self._open))
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self.step()
+            if self.config.once and self.finished:
+                break
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return after the current step; safe from a signal handler."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        """Stop handing out work, record what has arrived, and release everything."""
+        self.tasks.close()
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._scanner.stop()
+        self._drain(timeout=0)
+        self._ledger.commit()
+        if self._server is not None:
+            self._server.stop()
+        self._ledger.close()
+
+    @property
+    def finished(self) -> bool:
+        """True once the first scan is complete and every file it found is final."""
+        return self.progress.scan_complete and not self._open and not self._settling
+
+    # --- one iteration -------------------------------------------------------------------
+
+    def step(self, timeout: float = defaults.TICK_SECONDS) -> None:
+        self._drain(timeout)
+        self._check_settling()
+        self._ledger.mark_leased(self.tasks.drain_taken())
+        for lease in self.tasks.expire():
+            self._lease_expired(lease)
+        if not self.config.once and self._clock() >= self._next_rescan:
+            self._next_rescan = self._clock() + self.config.rescan
+            self._scanner.request()
+        self._ledger.commit()
+
+    def _drain(self, timeout: float) -> None:
+        """Handle everything in the inbox, waiting up to ``timeout`` for the first message."""
+        try:
+            message = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if isinstance(message, ResultsIn):
+                for result in message.results:
+                    self._record(result)
+            elif isinstance(message, Scanned):
+                for seen in message.seen:
+                    self._consider(seen)
+                if message.complete:
+                    self.progress.scan_complete = True
+            elif isinstance(message, Seen):
+                self._consider(message)
+            try:
+                message = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    # --- settling ------------------------------------------------------------------------
+
+    def _consider(self, seen: Seen) -> None:
+        size, mtime_ns = seen.size, seen.mtime_ns
+        if size is None or mtime_ns is None:
+            if not self._eligibility.accepts(seen.path):
+                return
+            try:
+                st = os.lstat(os.path.join(self._root, seen.path))
+            except OSError:
+                self._settling.pop(seen.path, None)
+                return
+            if not stat.S_ISREG(st.st_mode):
+                self._settling.pop(seen.path, None)
+                return
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+        if self._known.get(seen.path) == (size, mtime_ns):
+            self._settling.pop(seen.path, None)
+            return
+        now = self._clock()
+        previous = self._settling.get(seen.path)
+        held_still = (
+            previous is not None
+            and (previous.size, previous.mtime_ns) == (size, mtime_ns)
+            and now - previous.since >= self.config.settle
+        )
+        # Every write moves mtime to "now": an mtime older than the settle time means the
+        # file has held still that long already (the clocks of master and file server agree).
+        old_enough = self._wall() - mtime_ns / 1e9 >= self.config.settle
+        if held_still or old_enough:
+            self._settling.pop(seen.path, None)
+            self._add_version(seen.path, size, mtime_ns)
+        elif previous is None or (previous.size, previous.mtime_ns) != (size, mtime_ns):
+            self._settling[seen.path] = _Observation(size, mtime_ns, now)
+
+    def _check_settling(self) -> None:
+        now = self._clock()
+        due = [p for p, o in self._settling.items() if now - o.since >= self.config.settle]
+        for path in due:
+            self._consider(Seen(path))
+
+    def _add_version(self, path: bytes, size: int, mtime_ns: int) -> None:
+        older = self._open_by_path.get(path)
+        if older is not None:
+            # Changed again before it was counted: only the newest version is worth counting.
+            self.tasks.discard(older)
+            self._close(older, VersionStatus.SUPERSEDED, "changed before it was counted")
+        version_id = self._ledger.add_version(path, size, mtime_ns, self._wall())
+        self._known[path] = (size, mtime_ns)
+        self._track_open(version_id, path, size, mtime_ns, attempts=0)
+
+    def _track_open(
+        self, version_id: int, path: bytes, size: int, mtime_ns: int, attempts: int
+    ) -> None:
+        self._open[version_id] = _OpenVersion(path, size, mtime_ns)
+        self._open_by_path[path] = version_id
+        self.tasks.put(Pending(version_id, path, size, mtime_ns, attempts))
+
+    # --- results and leases ----------------------------------------------------------------
+
+    def _record(self, result: Result) -> None:
+        version = self._open.get(result.task_id)
+        if version is None:
+            ledger_log.info(
+                "result for task %d attempt %d from %s ignored: already recorded",
+                result.task_id,
+                result.attempt,
+                result.worker,
+            )
+            return
+        lease = self.tasks.lease(result.task_id)
+        if result.status is Status.ERROR:
+            if lease is None or lease.task.attempt != result.attempt:
+                return  # an expired attempt's error; the current attempt decides
+            self.tasks.discard(result.task_id)
+            self._retry_or_fail(result.task_id, version, result.attempt, result.error or "error")
+            return
+        # First result wins: a done, vanished or changed report closes the version for good.
+        self.tasks.discard(result.task_id)
+        if result.status is Status.DONE:
+            self._ledger.record_result(result, self._wall())
+            self._forget(result.task_id)
+            self.progress.done += 1
+        elif result.status is Status.VANISHED:
+            self._close(result.task_id, VersionStatus.VANISHED, result.error, result.worker)
+            self._known.pop(version.path, None)
+        else:  # CHANGED: look again; the new version settles and is counted as itself
+            self._close(result.task_id, VersionStatus.SUPERSEDED, result.error, result.worker)
+            self._known.pop(version.path, None)
+            self._consider(Seen(version.path))
+
+    def _lease_expired(self, lease: Lease) -> None:
+        version = self._open.get(lease.task.id)
+        if version is None:
+            return
+        log.warning(
+            "lease on %s (attempt %d) held by %s expired",
+            display_path(version.path),
+            lease.task.attempt,
+            lease.worker,
+        )
+        reason = f"lease expired: worker {lease.worker} stopped responding"
+        self._retry_or_fail(lease.task.id, version, lease.task.attempt, reason)
+
+    def _retry_or_fail(
+        self, version_id: int, version: _OpenVersion, attempt: int, error: str
+    ) -> None:
+        if attempt >= self.config.max_attempts:
+            log.warning(
+                "%s failed after %d attempts: %s", display_path(version.path), attempt, error
+            )
+            self._close(version_id, VersionStatus.FAILED, error, attempts=attempt)
+            return
+        delay = min(
+            defaults.RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1), defaults.RETRY_BACKOFF_CAP_SECONDS
+        )
+        log.info(
+            "%s attempt %d failed (%s); retrying in %g s",
+            display_path(version.path),
+            attempt,
+            error,
+            delay,
+        )
+        self._ledger.mark_queued(version_id, attempt, error)
+        self.tasks.put(
+            Pending(version_id, version.path, version.size, version.mtime_ns, attempt), delay
+        )
+
+    def _close(
+        self,
+        version_id: int,
+        status: VersionStatus,
+        error: str | None,
+        worker: str | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        self._ledger.record_end(version_id, status, error, self._wall(), worker, attempts)
+        self._forget(version_id)
+        if status is VersionStatus.FAILED:
+            self.progress.failed += 1
+        elif status is VersionStatus.VANISHED:
+            self.progress.vanished += 1
+
+    def _forget(self, version_id: int) -> None:
+        version = self._open.pop(version_id)
+        if self._open_by_path.get(version.path) == version_id:
+            del self._open_by_path[version.path]

@@ -1,0 +1,209 @@
+"""The manager server, run on threads inside the master process.
+
+It serves the master's own ``TaskQueue`` and a ``ResultSink`` that hands results to the master
+loop. On top of the stdlib ``multiprocessing.managers.Server`` it adds what a server on a real
+network needs: a deadline for the authkey handshake, a log line for every refused connection
+(instead of a traceback sent back to the stranger), and a clean stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Connection, Listener
+from multiprocessing.managers import BaseManager, Server
+from typing import Any
+
+from dispatcher import defaults
+from dispatcher.protocol import Result, format_address
+from dispatcher.taskqueue import TaskQueue
+
+log = logging.getLogger("logdispatch.server")
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsIn:
+    """A batch of results on its way to the master loop."""
+
+    results: list[Result]
+
+
+class ResultSink:
+    """Served as ``get_result_queue``: accepts results and hands them to the master loop."""
+
+    def __init__(self, inbox: queue.SimpleQueue[Any]) -> None:
+        self._inbox = inbox
+
+    def put(self, results: list[Result]) -> None:
+        if not isinstance(results, list) or not all(isinstance(r, Result) for r in results):
+            raise TypeError("put() takes a list of Result")
+        self._inbox.put(ResultsIn(results))
+
+
+class ManagerServer:
+    """Listens on ``address`` and serves the task queue and result sink until ``stop()``."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        authkey: bytes,
+        task_queue: TaskQueue,
+        result_sink: ResultSink,
+        login_timeout: float = defaults.LOGIN_TIMEOUT_SECONDS,
+    ) -> None:
+        # Registered per server (not on the shared client class) so that several servers can
+        # live in one process; the callables are never pickled because the server is not forked.
+        class _Served(BaseManager):
+            pass
+
+        def get_task_queue() -> TaskQueue:
+            return task_queue
+
+        def get_result_queue() -> ResultSink:
+            return result_sink
+
+        _Served.register(
+            "get_task_queue", get_task_queue, exposed=("take", "heartbeat", "release", "describe")
+        )
+        _Served.register("get_result_queue", get_result_queue, exposed=("put",))
+        registry = _Served._registry  # type: ignore[attr-defined]
+        self._server = _GuardedServer(registry, address, authkey, "pickle", login_timeout)
+        self._thread = threading.Thread(
+            target=self._server.accepter, name="manager-accept", daemon=True
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.address
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("serving on %s", format_address(self.address))
+
+    def stop(self) -> None:
+        self._server.stop_serving()
+        self._thread.join(timeout=5)
+
+
+class _GuardedServer(Server):
+    # A worker has no business stopping the master: drop the stdlib's remote "shutdown".
+    public = [name for name in Server.public if name != "shutdown"]  # noqa: RUF012
+    stop_event: threading.Event
+    listener: Listener
+    address: tuple[str, int]
+
+    def __init__(
+        self,
+        registry: dict[str, Any],
+        address: tuple[str, int],
+        authkey: bytes,
+        serializer: str,
+        login_timeout: float,
+    ) -> None:
+        super().__init__(registry, address, authkey, serializer)
+        self.stop_event = threading.Event()  # the stdlib makes it in serve_forever(), unused here
+        self._login_timeout = login_timeout
+        self._clients: weakref.WeakSet[_LoginGuard] = weakref.WeakSet()
+
+    def accepter(self) -> None:
+        """Accept connections and give each a thread; the handshake happens on that thread."""
+        while not self.stop_event.is_set():
+            try:
+                conn = self.listener.accept()
+            except OSError as e:
+                if self.stop_event.is_set():
+                    break
+                log.warning("accept failed: %s", e)
+                time.sleep(0.1)  # e.g. out of file descriptors: do not spin
+                continue
+            if self.stop_event.is_set():
+                conn.close()
+                break
+            peer = _peer_text(self.listener.last_accepted)
+            guard = _LoginGuard(conn, peer, self._login_timeout)
+            self._clients.add(guard)
+            threading.Thread(
+                target=self.handle_request, args=(guard,), name=f"client {peer}", daemon=True
+            ).start()
+        self.listener.close()
+
+    def stop_serving(self) -> None:
+        self.stop_event.set()
+        # A thread blocked in accept() does not wake when the socket is closed: connect once.
+        host, port = self.address
+        wake_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        with contextlib.suppress(OSError):
+            socket.create_connection((wake_host, port), timeout=1).close()
+        for guard in list(self._clients):
+            guard.hang_up()
+
+
+class _LoginGuard:
+    """A new connection until its first request: bounded in time, quiet when refused."""
+
+    def __init__(self, conn: Connection, peer: str, login_timeout: float) -> None:
+        self._conn = conn
+        self._peer = peer
+        self._login_timeout = login_timeout
+        self._deadline = time.monotonic() + login_timeout
+        self._logged_in = False
+
+    def _wait_for_data(self) -> None:
+        if self._logged_in:
+            return
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0 or not self._conn.poll(remaining):
+            raise AuthenticationError(f"no login within {self._login_timeout:g} s")
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        self._wait_for_data()
+        return self._conn.recv_bytes(maxlength)
+
+    def recv(self) -> Any:
+        self._wait_for_data()
+        request = self._conn.recv()
+        # The handshake is done in bytes messages; the first pickled message is a request.
+        self._logged_in = True
+        return request
+
+    def send(self, obj: Any) -> None:
+        if not self._logged_in and isinstance(obj, tuple) and obj[:1] == ("#TRACEBACK",):
+            reason = str(obj[1]).strip().splitlines()[-1]
+            log.warning("refused connection from %s: %s", self._peer, reason)
+            return  # a stranger gets no traceback
+        self._conn.send(obj)
+
+    def send_bytes(self, buf: bytes, offset: int = 0, size: int | None = None) -> None:
+        self._conn.send_bytes(buf, offset, size)
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        return self._conn.poll(timeout)
+
+    def fileno(self) -> int:
+        return self._conn.fileno()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def hang_up(self) -> None:
+        """End the connection under a thread blocked reading it (closing the fd would not)."""
+        try:
+            with socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+
+
+def _peer_text(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return format_address((str(address[0]), int(address[1])))
+    return str(address)

@@ -1,0 +1,95 @@
+"""Summaries of the ledger: one row per file (its latest version) and totals."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from dispatcher.ledger import FileRow, read_latest
+from dispatcher.protocol import display_path
+
+FORMATS = ("table", "json", "csv")
+CSV_FIELDS = ("path", "status", "lines", "error_lines", "bytes", "worker", "attempts", "error")
+
+
+def build(state_dir: Path) -> dict[str, Any]:
+    """The summary document: ``{"totals": {...}, "files": [...]}`` as DESIGN.md fixes it."""
+    rows = read_latest(state_dir)
+    files = [_file_entry(row) for row in rows]
+    done = [row for row in rows if row.status == "done"]
+    totals = {
+        "files": len(rows),
+        "done": len(done),
+        "failed": sum(row.status == "failed" for row in rows),
+        "vanished": sum(row.status == "vanished" for row in rows),
+        "pending": sum(row.status in ("queued", "leased") for row in rows),
+        "lines": sum(row.lines or 0 for row in done),
+        "error_lines": sum(row.error_lines or 0 for row in done),
+        "bytes": sum(row.size for row in done),
+    }
+    return {"totals": totals, "files": files}
+
+
+def _file_entry(row: FileRow) -> dict[str, Any]:
+    return {
+        "path": display_path(row.path),
+        "status": row.status,
+        "lines": row.lines,
+        "error_lines": row.error_lines,
+        "bytes": row.size,
+        "worker": row.worker,
+        "attempts": row.attempts,
+        "error": row.error,
+    }
+
+
+def render(summary: dict[str, Any], fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        json.dump(summary, out, indent=2)
+        out.write("\n")
+    elif fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(summary["files"])
+    else:
+        _render_table(summary, out)
+
+
+def _render_table(summary: dict[str, Any], out: TextIO) -> None:
+    table = Table(box=box.SIMPLE_HEAD, show_footer=True)
+    totals = summary["totals"]
+    table.add_column("path", footer=f"{totals['files']} files", overflow="fold")
+    table.add_column("lines", justify="right", footer=f"{totals['lines']:,}")
+    table.add_column("error lines", justify="right", footer=f"{totals['error_lines']:,}")
+    table.add_column("status", footer=_status_footer(totals))
+    for entry in summary["files"]:
+        status = entry["status"]
+        if entry["error"] and status != "done":
+            status = f"{status}: {entry['error']}"
+        # Text(), not str: a file named "[red]x" is a name, not markup.
+        table.add_row(
+            Text(entry["path"]),
+            _number(entry["lines"]),
+            _number(entry["error_lines"]),
+            Text(status),
+            style=None if entry["status"] == "done" else "yellow",
+        )
+    console = Console(file=out, width=max(100, Console().width), highlight=False)
+    console.print(table)
+
+
+def _status_footer(totals: dict[str, int]) -> str:
+    parts = [f"{totals['done']} done"]
+    parts += [f"{totals[k]} {k}" for k in ("failed", "vanished", "pending") if totals[k]]
+    return ", ".join(parts)
+
+
+def _number(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"

@@ -1,0 +1,189 @@
+"""The master's queue of tasks and the leases on them.
+
+Workers reach ``take`` and ``heartbeat`` through the manager server; taking a batch records a
+lease for each task in the same step, so a worker that dies holding tasks loses nothing: its
+leases expire and the master puts the tasks back. Everything else is called by the master loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dispatcher import defaults
+from dispatcher.protocol import Task
+
+MAX_BATCH_ITEMS = 1000
+
+
+@dataclass(slots=True)
+class Pending:
+    """A version waiting for a worker; ``attempts`` counts the attempts already made."""
+
+    id: int
+    path: bytes
+    size: int
+    mtime_ns: int
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class Lease:
+    task: Task
+    worker: str
+    deadline: float
+
+
+class TaskQueue:
+    """Ready tasks, delayed retries and leases, shared by server threads and the master loop."""
+
+    def __init__(
+        self,
+        root: bytes,
+        error_pattern: bytes,
+        lease_seconds: float = defaults.LEASE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._root = root
+        self._error_pattern = error_pattern
+        self._lease_seconds = lease_seconds
+        self._clock = clock
+        self._ready: deque[Pending] = deque()
+        self._delayed: list[tuple[float, int, Pending]] = []  # heap by due time
+        self._cancelled: set[int] = set()  # ids to drop when they reach the front
+        self._leases: dict[int, Lease] = {}
+        self._taken: list[tuple[int, int, str]] = []  # (id, attempt, worker) since last drain
+        self._cond = threading.Condition()
+        self._closed = False
+
+    # --- served to workers -------------------------------------------------------------
+
+    def describe(self) -> dict[str, object]:
+        return {"root": self._root, "lease": self._lease_seconds}
+
+    def take(self, worker_id: str, max_items: int, max_bytes: int, timeout: float) -> list[Task]:
+        """Hand out up to ``max_items`` tasks (at least one, then up to ``max_bytes`` in all)."""
+        max_items = max(1, min(int(max_items), MAX_BATCH_ITEMS))
+        wait_until = self._clock() + max(0.0, min(float(timeout), defaults.TAKE_WAIT_CAP_SECONDS))
+        with self._cond:
+            while True:
+                self._promote_due()
+                if self._ready or self._closed:
+                    break
+                remaining = wait_until - self._clock()
+                if remaining <= 0:
+                    return []
+                self._cond.wait(min(remaining, self._next_due_in()))
+            batch: list[Task] = []
+            total = 0
+            now = self._clock()
+            while self._ready and len(batch) < max_items:
+                pending = self._ready[0]
+                if batch and total + pending.size > max_bytes:
+                    break
+                self._ready.popleft()
+                if pending.id in self._cancelled:
+                    self._cancelled.discard(pending.id)
+                    continue
+                task = Task(
+                    pending.id,
+                    pending.path,
+                    pending.size,
+                    pending.mtime_ns,
+                    pending.attempts + 1,
+                    self._error_pattern,
+                )
+                self._leases[task.id] = Lease(task, worker_id, now + self._lease_seconds)
+                self._taken.append((task.id, task.attempt, worker_id))
+                batch.append(task)
+                total += pending.size
+            return batch
+
+    def heartbeat(self, worker_id: str, task_ids: list[int]) -> list[int]:
+        """Extend the worker's leases; returns the ids it no longer holds (stop counting those)."""
+        lost = []
+        with self._cond:
+            deadline = self._clock() + self._lease_seconds
+            for task_id in task_ids:
+                lease = self._leases.get(task_id)
+                if lease is None or lease.worker != worker_id:
+                    lost.append(task_id)
+                else:
+                    lease.deadline = deadline
+        return lost
+
+    def release(self, worker_id: str, task_ids: list[int]) -> None:
+        """Take back tasks a stopping worker did not start; the attempt does not count."""
+        with self._cond:
+            for task_id in task_ids:
+                lease = self._leases.get(task_id)
+                if lease is None or lease.worker != worker_id:
+                    continue
+                del self._leases[task_id]
+                task = lease.task
+                pending = Pending(task.id, task.path, task.size, task.mtime_ns, task.attempt - 1)
+                self._ready.appendleft(pending)
+            self._cond.notify_all()
+
+    # --- master loop side ----------------------------------------------------------------
+
+    def put(self, pending: Pending, delay: float = 0.0) -> None:
+        with self._cond:
+            self._cancelled.discard(pending.id)
+            if delay > 0:
+                heapq.heappush(self._delayed, (self._clock() + delay, pending.id, pending))
+            else:
+                self._ready.append(pending)
+            self._cond.notify()
+
+    def lease(self, task_id: int) -> Lease | None:
+        with self._cond:
+            return self._leases.get(task_id)
+
+    def discard(self, task_id: int) -> None:
+        """Forget a task wherever it is: queued, delayed or leased."""
+        with self._cond:
+            if self._leases.pop(task_id, None) is None:
+                self._cancelled.add(task_id)
+
+    def expire(self) -> list[Lease]:
+        """Remove and return the leases whose deadline passed."""
+        now = self._clock()
+        with self._cond:
+            expired = [lease for lease in self._leases.values() if lease.deadline <= now]
+            for lease in expired:
+                del self._leases[lease.task.id]
+            return expired
+
+    def drain_taken(self) -> list[tuple[int, int, str]]:
+        with self._cond:
+            taken, self._taken = self._taken, []
+            return taken
+
+    def close(self) -> None:
+        """Stop handing out work: waiting and later takes return empty batches."""
+        with self._cond:
+            self._closed = True
+            self._ready.clear()
+            self._delayed.clear()
+            self._cond.notify_all()
+
+    def in_flight(self) -> int:
+        with self._cond:
+            return len(self._leases)
+
+    # --- internals (lock held) ------------------------------------------------------------
+
+    def _promote_due(self) -> None:
+        now = self._clock()
+        while self._delayed and self._delayed[0][0] <= now:
+            self._ready.append(heapq.heappop(self._delayed)[2])
+
+    def _next_due_in(self) -> float:
+        if not self._delayed:
+            return defaults.TAKE_WAIT_CAP_SECONDS
+        return max(0.0, self._delayed[0][0] - self._clock())

@@ -1,0 +1,109 @@
+"""``logdispatch work`` (also ``python -m workers``): run one or more worker processes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from dispatcher.protocol import (
+    AUTHKEY_ENV,
+    DEFAULT_ADDRESS,
+    LogDispatchError,
+    format_address,
+    load_authkey,
+    parse_address,
+)
+from workers.worker import Worker, WorkerConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="logdispatch work", description="Take paths from a master, count them, report."
+    )
+    parser.add_argument(
+        "--address",
+        default=format_address(DEFAULT_ADDRESS),
+        metavar="H:P",
+        help="the master's address (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--authkey-file", metavar="F", help=f"shared secret (or set ${AUTHKEY_ENV})"
+    )
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        help="where this host mounts the master's root (default: the master's own path)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, metavar="N", help="counting processes (default 1)"
+    )
+    parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = min(max(logging.INFO - 10 * (args.verbose - args.quiet), logging.DEBUG), 50)
+    _setup_logging(level)
+    try:
+        if args.processes < 1:
+            raise LogDispatchError("--processes must be at least 1")
+        root = None
+        if args.root is not None:
+            root = os.fsencode(os.path.abspath(args.root))
+            if not os.path.isdir(root):
+                raise LogDispatchError(f"--root {args.root} is not a directory")
+        config = WorkerConfig(
+            address=parse_address(args.address),
+            authkey=load_authkey(args.authkey_file),
+            root=root,
+            parent_pid=args.parent_pid,
+        )
+    except LogDispatchError as e:
+        print(f"logdispatch work: error: {e}", file=sys.stderr)
+        return 2
+    if args.processes == 1:
+        return Worker(config).run()
+    return _run_many(config, args.processes, level)
+
+
+def _setup_logging(level: int) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+
+
+def _child(config: WorkerConfig, level: int) -> None:
+    # Own process group: a terminal's Ctrl-C reaches the parent, which passes it on once.
+    os.setpgid(0, 0)
+    _setup_logging(level)
+    sys.exit(Worker(config).run())
+
+
+def _run_many(config: WorkerConfig, processes: int, level: int) -> int:
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_child, args=(config, level), name=f"worker-{i}")
+        for i in range(processes)
+    ]
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            if child.pid is not None and child.exitcode is None:
+                os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    return max(child.exitcode or 0 for child in children)

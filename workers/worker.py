@@ -1,0 +1,335 @@
+"""The worker loop: take a batch of paths from the master, count them under --root, report.
+
+A worker holds no state the master cannot rebuild: if it dies, its leases expire; if the master
+goes away, it keeps its unsent results, reconnects with capped backoff and sends them again.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import signal
+import socket
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing import AuthenticationError
+from multiprocessing.managers import BaseProxy
+from types import FrameType
+from typing import Any
+
+from dispatcher.protocol import (
+    DispatchManager,
+    LogDispatchError,
+    Result,
+    Status,
+    Task,
+    display_path,
+    format_address,
+)
+from workers.counting import CountError, ErrorMatcher, count_fileobj
+
+log = logging.getLogger("logdispatch.worker")
+
+# Small files are taken a hundred at a time (one round trip each way per batch); big files one
+# or a few at a time, so one worker does not sit on work another could start.
+BATCH_ITEMS = 100
+BATCH_BYTES = 8 * 1024 * 1024
+# How long one take() may wait for work on the master; short, so a stop is noticed quickly.
+TAKE_TIMEOUT_SECONDS = 1.0
+# Results of a long batch are sent at least this often, so the ledger keeps up.
+FLUSH_SECONDS = 1.0
+# Reconnect delays: doubling from the first to the cap.
+RECONNECT_FIRST_SECONDS = 0.5
+RECONNECT_CAP_SECONDS = 30.0
+
+# Errors that mean "the connection to the master is gone", not "this call was wrong".
+CONNECTION_ERRORS = (ConnectionError, EOFError, OSError)
+
+
+class MasterRefused(LogDispatchError):
+    """The master rejected this worker's authkey."""
+
+
+class PathRefused(LogDispatchError):
+    """A task path that would leave the worker's root."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    address: tuple[str, int]
+    authkey: bytes
+    root: bytes | None = None  # None: the master's own root path
+    batch_items: int = BATCH_ITEMS
+    batch_bytes: int = BATCH_BYTES
+    parent_pid: int | None = None  # stop when this process is gone (workers started by `run`)
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.id = f"{socket.gethostname()}:{os.getpid()}"
+        self._stop = threading.Event()
+        self._signals = 0
+        self._tasks: Any = None  # proxies, None while disconnected
+        self._results: Any = None
+        self._root = config.root
+        self._lease = 30.0
+        self._unsent: list[Result] = []
+        self._held: set[int] = set()
+        self._lost: set[int] = set()
+        self._held_lock = threading.Lock()
+        self._matchers: dict[bytes, ErrorMatcher] = {}
+        self.counted = 0
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def run(self, install_signals: bool = True) -> int:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        try:
+            self._connect_with_backoff()
+            heartbeat.start()
+            while not self._stop.is_set():
+                self.step()
+            self._flush(final=True)
+        except MasterRefused as e:
+            log.error("%s", e)
+            return 2
+        log.info("stopped after counting %d files", self.counted)
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only flags here: a handler must not interrupt a proxied call in flight.
+        self._signals += 1
+        if self._signals > 1:
+            os._exit(128 + signum)  # second signal: cold stop, at once
+        self._stop.set()
+
+    # --- one iteration -------------------------------------------------------------------
+
+    def step(self) -> None:
+        if self.config.parent_pid is not None and os.getppid() != self.config.parent_pid:
+            log.warning("parent process %d is gone: stopping", self.config.parent_pid)
+            self.stop()
+            return
+        try:
+            if self._tasks is None:
+                self._connect_with_backoff()
+                if self._tasks is None:
+                    return  # stopped while waiting for the master
+            if self._unsent:
+                self._flush()
+            tasks: list[Task] = self._tasks.take(
+                self.id, self.config.batch_items, self.config.batch_bytes, TAKE_TIMEOUT_SECONDS
+            )
+        except CONNECTION_ERRORS as e:
+            self._disconnected(e)
+            return
+        with self._held_lock:
+            self._held = {t.id for t in tasks}
+            self._lost.clear()
+        last_flush = time.monotonic()
+        for index, task in enumerate(tasks):
+            if self._stop.is_set():
+                self._hand_back(tasks[index:])
+                break
+            with self._held_lock:
+                lost = task.id in self._lost
+            if not lost:
+                self._unsent.append(self.count(task))
+                self.counted += 1
+            if time.monotonic() - last_flush >= FLUSH_SECONDS:
+                self._flush()
+                last_flush = time.monotonic()
+        with self._held_lock:
+            self._held = set()
+        self._flush()
+
+    # --- counting ------------------------------------------------------------------------
+
+    def count(self, task: Task) -> Result:
+        """Count one task's file under this worker's root; every failure becomes a Result."""
+        started = time.perf_counter()
+
+        def failed(status: Status, error: str) -> Result:
+            log.warning("%s: %s", display_path(task.path), error)
+            seconds = time.perf_counter() - started
+            return Result(task.id, task.attempt, self.id, status, seconds=seconds, error=error)
+
+        assert self._root is not None
+        try:
+            matcher = self._matcher(task.error_pattern)
+            fd = open_under(self._root, task.path)
+        except FileNotFoundError:
+            return failed(Status.VANISHED, "file not found")
+        except (PathRefused, re.error) as e:
+            return failed(Status.ERROR, str(e))
+        except OSError as e:
+            return failed(Status.ERROR, _os_error_text(e))
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            try:
+                before = os.fstat(fd)
+                if not stat.S_ISREG(before.st_mode):
+                    return failed(Status.ERROR, "not a regular file")
+                if (before.st_size, before.st_mtime_ns) != (task.size, task.mtime_ns):
+                    return failed(Status.CHANGED, "changed since it was queued")
+                counts = count_fileobj(f, matcher)
+                after = os.fstat(fd)
+            except CountError as e:
+                return failed(Status.ERROR, str(e))
+            except OSError as e:
+                return failed(Status.ERROR, _os_error_text(e))
+        if (after.st_size, after.st_mtime_ns) != (task.size, task.mtime_ns):
+            return failed(Status.CHANGED, "changed while it was counted")
+        return Result(
+            task.id,
+            task.attempt,
+            self.id,
+            Status.DONE,
+            lines=counts.lines,
+            error_lines=counts.error_lines,
+            bytes_read=counts.bytes_read,
+            long_lines=counts.long_lines,
+            seconds=time.perf_counter() - started,
+            samples=counts.samples,
+        )
+
+    def _matcher(self, pattern: bytes) -> ErrorMatcher:
+        matcher = self._matchers.get(pattern)
+        if matcher is None:
+            matcher = self._matchers[pattern] = ErrorMatcher(pattern)
+        return matcher
+
+    # --- talking to the master -------------------------------------------------------------
+
+    def _connect(self) -> None:
+        manager = DispatchManager(address=self.config.address, authkey=self.config.authkey)
+        try:
+            manager.connect()
+        except AuthenticationError:
+            raise MasterRefused(
+                f"the master at {format_address(self.config.address)} refused this worker's "
+                "authkey (authentication failed): check --authkey-file / $LOGDISPATCH_AUTHKEY"
+            ) from None
+        tasks = manager.get_task_queue()  # type: ignore[attr-defined]
+        results = manager.get_result_queue()  # type: ignore[attr-defined]
+        described = tasks.describe()
+        self._lease = float(described["lease"])
+        if self._root is None:
+            self._root = bytes(described["root"])
+            log.info("using the master's root %s", display_path(self._root))
+        self._tasks, self._results = tasks, results
+
+    def _connect_with_backoff(self) -> None:
+        delay = RECONNECT_FIRST_SECONDS
+        attempt = 1
+        while not self._stop.is_set():
+            try:
+                self._connect()
+            except CONNECTION_ERRORS as e:
+                log.warning(
+                    "cannot reach the master at %s (attempt %d): %s; retrying in %.1f s",
+                    format_address(self.config.address),
+                    attempt,
+                    _os_error_text(e),
+                    delay,
+                )
+                self._stop.wait(delay)
+                delay = min(delay * 2, RECONNECT_CAP_SECONDS)
+                attempt += 1
+                continue
+            log.info(
+                "connected to the master at %s as %s", format_address(self.config.address), self.id
+            )
+            return
+
+    def _disconnected(self, error: BaseException) -> None:
+        log.warning(
+            "lost the master at %s: %s", format_address(self.config.address), _os_error_text(error)
+        )
+        self._tasks = self._results = None
+        # Proxies cache their connection per address and thread; a stale one would fail again.
+        with BaseProxy._mutex:
+            BaseProxy._address_to_local.pop(self.config.address, None)
+
+    def _flush(self, final: bool = False) -> None:
+        """Send the results not yet acknowledged; keep them if the master is unreachable."""
+        while self._unsent:
+            try:
+                if self._results is None:
+                    if not final:
+                        return
+                    self._connect_with_backoff()
+                    if self._results is None:
+                        return
+                self._results.put(self._unsent)
+                self._unsent = []
+            except CONNECTION_ERRORS as e:
+                self._disconnected(e)
+                if not final:
+                    return
+
+    def _hand_back(self, tasks: list[Task]) -> None:
+        try:
+            self._tasks.release(self.id, [t.id for t in tasks])
+        except CONNECTION_ERRORS as e:
+            self._disconnected(e)  # the leases will expire instead
+
+    def _heartbeat_loop(self) -> None:
+        """Keep leases on the current batch alive while a big file is being counted."""
+        tasks: Any = None
+        while not self._stop.wait(max(self._lease / 3, 0.1)):
+            with self._held_lock:
+                held = sorted(self._held)
+            if not held:
+                continue
+            try:
+                if tasks is None:
+                    manager = DispatchManager(self.config.address, self.config.authkey)
+                    manager.connect()
+                    tasks = manager.get_task_queue()  # type: ignore[attr-defined]
+                lost = tasks.heartbeat(self.id, held)
+            except Exception as e:  # the main loop handles reconnecting; try again next beat
+                log.debug("heartbeat failed: %s", e)
+                tasks = None
+                continue
+            if lost:
+                with self._held_lock:
+                    self._lost.update(lost)
+
+
+def open_under(root: bytes, relpath: bytes) -> int:
+    """Open ``root/relpath`` for reading without following any symlink or leaving ``root``."""
+    parts = relpath.split(b"/")
+    if relpath.startswith(b"/") or any(p in (b"", b".", b"..") for p in parts):
+        raise PathRefused(f"refused path {display_path(relpath)!r}: it leaves the root")
+    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
+            )
+            os.close(dir_fd)
+            dir_fd = next_fd
+        # O_NONBLOCK: opening a FIFO must not wait for a writer.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        return os.open(parts[-1], flags, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _os_error_text(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.errno == errno.ELOOP:
+        return "a symbolic link on the path: not followed"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__

@@ -316,10 +316,11 @@ class Master:
             lease.worker,
         )
         reason = f"lease expired: worker {lease.worker} stopped responding"
-        self._retry_or_fail(lease.task.id, version, lease.task.attempt, reason)
+        # The worker is gone, not necessarily because of the file: the next one may start now.
+        self._retry_or_fail(lease.task.id, version, lease.task.attempt, reason, backoff=False)
 
     def _retry_or_fail(
-        self, version_id: int, version: _OpenVersion, attempt: int, error: str
+        self, version_id: int, version: _OpenVersion, attempt: int, error: str, backoff: bool = True
     ) -> None:
         if attempt >= self.config.max_attempts:
             log.warning(
@@ -327,9 +328,12 @@ class Master:
             )
             self._close(version_id, VersionStatus.FAILED, error, attempts=attempt)
             return
-        delay = min(
-            defaults.RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1), defaults.RETRY_BACKOFF_CAP_SECONDS
-        )
+        delay = 0.0
+        if backoff:
+            delay = min(
+                defaults.RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1),
+                defaults.RETRY_BACKOFF_CAP_SECONDS,
+            )
         log.info(
             "%s attempt %d failed (%s); retrying in %g s",
             display_path(version.path),

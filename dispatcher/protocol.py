@@ -82,10 +82,21 @@ DispatchManager.register("get_task_queue")
 DispatchManager.register("get_result_queue")
 
 
+def decode_path(path: bytes) -> str:
+    """A path as text for documents (JSON, CSV): undecodable bytes escaped as ``\\xNN``."""
+    return path.decode("utf-8", "backslashreplace")
+
+
+def printable(text: str) -> str:
+    """Text safe for a terminal or a log line: control characters escaped (``\\n``...)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def display_path(path: bytes) -> str:
-    """A path for people: undecodable bytes and control characters escaped, nothing lost."""
-    text = path.decode("utf-8", "backslashreplace")
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    """A path for people: undecodable bytes and control characters escaped."""
+    return printable(decode_path(path))
 
 
 def parse_address(text: str, default_host: str = DEFAULT_ADDRESS[0]) -> tuple[str, int]:

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dispatcher.ledger import FileRow, read_latest
-from dispatcher.protocol import display_path
+from dispatcher.protocol import decode_path, printable
 
 FORMATS = ("table", "json", "csv")
 CSV_FIELDS = ("path", "status", "lines", "error_lines", "bytes", "worker", "attempts", "error")
@@ -39,7 +39,7 @@ def build(state_dir: Path) -> dict[str, Any]:
 
 def _file_entry(row: FileRow) -> dict[str, Any]:
     return {
-        "path": display_path(row.path),
+        "path": decode_path(row.path),
         "status": row.status,
         "lines": row.lines,
         "error_lines": row.error_lines,
@@ -75,10 +75,10 @@ def _render_table(summary: dict[str, Any], out: TextIO) -> None:
             status = f"{status}: {entry['error']}"
         # Text(), not str: a file named "[red]x" is a name, not markup.
         table.add_row(
-            Text(entry["path"]),
+            Text(printable(entry["path"])),
             _number(entry["lines"]),
             _number(entry["error_lines"]),
-            Text(status),
+            Text(printable(status)),
             style=None if entry["status"] == "done" else "yellow",
         )
     console = Console(file=out, width=max(100, Console().width), highlight=False)

@@ -1,0 +1,167 @@
+"""Shared fixtures: real master and worker processes on loopback, and a guard against leaks."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher import summary
+
+AUTHKEY = secrets.token_hex(16)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {predicate}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _child_pids() -> set[int]:
+    me = str(os.getpid())
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me and fields[0] != "Z":
+            pids.add(int(entry))
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """No child process or thread started by a test outlives it."""
+    threads_before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        children = _child_pids()
+        threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        if not children and not threads:
+            return
+        if time.monotonic() > deadline:
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"leaked children {children} or threads {[t.name for t in threads]}")
+        time.sleep(0.05)
+
+
+class Proc:
+    """A logdispatch process whose output goes to a file the test can read."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
+    def wait(self, timeout: float = 20) -> int:
+        try:
+            return self.popen.wait(timeout)
+        finally:
+            self._log.close()
+
+    def stop(self) -> int | None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+        return self.popen.returncode
+
+
+class Cluster:
+    """Starts `serve` and `work` processes for one test and stops them all afterwards."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.root = tmp_path / "root"
+        self.root.mkdir()
+        self.state = tmp_path / "state"
+        self.key_file = tmp_path / "key"
+        self.key_file.write_text(AUTHKEY + "\n")
+        self.key_file.chmod(0o600)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.procs: list[Proc] = []
+        self.master: Proc | None = None
+
+    def serve(self, *extra: str) -> Proc:
+        args = ["dispatcher", str(self.root), "--address", self.address]
+        args += ["--authkey-file", str(self.key_file), "--state", str(self.state)]
+        args += ["--settle", "0.5", *extra]
+        self.master = self._start(args, "master")
+        wait_for(lambda: "serving on" in self.master.output if self.master else False)
+        return self.master
+
+    def work(self, *extra: str, key_file: Path | None = None) -> Proc:
+        args = ["workers", "--address", self.address]
+        args += ["--authkey-file", str(key_file or self.key_file), *extra]
+        return self._start(args, f"worker{len(self.procs)}")
+
+    def _start(self, args: list[str], name: str) -> Proc:
+        proc = Proc(args, self.tmp / f"{name}.log")
+        self.procs.append(proc)
+        return proc
+
+    def summary(self) -> dict[str, Any]:
+        if not (self.state / "ledger.sqlite3").exists():
+            return {"totals": {}, "files": []}
+        return summary.build(self.state)
+
+    def files(self) -> dict[str, dict[str, Any]]:
+        return {entry["path"]: entry for entry in self.summary()["files"]}
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()

@@ -1,0 +1,129 @@
+"""The command line as a user runs it: `run --once`, `summary` in every format, `count`."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from reference import reference_counts
+
+SAMPLES = Path(__file__).parent.parent / "sample_logs"
+LOGDISPATCH = [
+    sys.executable,
+    "-c",
+    "import sys; from dispatcher.cli import main; sys.exit(main())",
+]
+
+
+def logdispatch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LOGDISPATCH, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_run_once_over_sample_logs_matches_expected(tmp_path: Path) -> None:
+    expected = json.loads((SAMPLES / "EXPECTED.json").read_text())
+    state = str(tmp_path / "state")
+    run = logdispatch("run", str(SAMPLES), "--once", "--workers", "2", "--state", state)
+    assert run.returncode == 0, run.stderr
+    assert f"{expected['totals']['files']} files" in run.stdout  # the table's footer
+
+    shown = logdispatch("summary", "--state", state, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    files = {f["path"]: f for f in document["files"]}
+    assert set(files) == set(expected["files"])
+    for path, counts in expected["files"].items():
+        assert files[path]["status"] == "done"
+        assert (files[path]["lines"], files[path]["error_lines"]) == (
+            counts["lines"],
+            counts["error_lines"],
+        ), path
+        assert set(files[path]) >= {"path", "status", "lines", "error_lines", "bytes", "worker"}
+        assert {"attempts", "error"} <= set(files[path])
+    totals = document["totals"]
+    assert totals["files"] == totals["done"] == expected["totals"]["files"]
+    assert totals["failed"] == 0
+    assert totals["lines"] == expected["totals"]["lines"]
+    assert totals["error_lines"] == expected["totals"]["error_lines"]
+    assert totals["bytes"] == sum(f["bytes"] for f in document["files"])
+
+
+def test_summary_csv_and_table_escape_odd_names(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    odd = b"bad \xff name\nwith newline [red]x.log"
+    (root / "plain.log").write_bytes(b"ERROR a\nINFO b\n")
+    with open(os.path.join(os.fsencode(root), odd), "wb") as f:
+        f.write(b"FATAL z\n")
+    state = str(tmp_path / "state")
+    assert (
+        logdispatch("run", str(root), "--once", "--workers", "1", "--state", state).returncode == 0
+    )
+
+    table = logdispatch("summary", "--state", state)
+    assert "bad \\xff name\\nwith newline [red]x.log" in table.stdout
+    rows = list(
+        csv.DictReader(
+            io.StringIO(logdispatch("summary", "--state", state, "--format", "csv").stdout)
+        )
+    )
+    by_path = {row["path"]: row for row in rows}
+    assert by_path["plain.log"]["error_lines"] == "1"
+    assert by_path["bad \\xff name\nwith newline [red]x.log"]["lines"] == "1"
+
+
+def test_run_once_exits_nonzero_when_a_file_fails(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "good.log").write_bytes(b"ERROR fine\n")
+    (root / "broken.log.gz").write_bytes(gzip.compress(b"ERROR x\n" * 1000)[:-30])
+    state = str(tmp_path / "state")
+    run = logdispatch(
+        "run", str(root), "--once", "--workers", "1", "--state", state, "--max-attempts", "1"
+    )
+    assert run.returncode == 1
+    document = json.loads(logdispatch("summary", "--state", state, "--format", "json").stdout)
+    files = {f["path"]: f for f in document["files"]}
+    assert files["good.log"]["status"] == "done"
+    assert files["broken.log.gz"]["status"] == "failed"
+    assert files["broken.log.gz"]["error"]
+
+
+def test_count_prints_the_same_counts_as_the_rules(tmp_path: Path) -> None:
+    plain = tmp_path / "a.log"
+    plain.write_bytes(b"ERROR x\r\nok\nFATAL\tERROR twice\nno final newline ERROR")
+    packed = tmp_path / "b.log.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    result = logdispatch("count", str(plain), str(packed), "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    lines, errors = reference_counts(plain.read_bytes())
+    assert [(f["lines"], f["error_lines"]) for f in document["files"]] == [(lines, errors)] * 2
+    assert document["files"][1]["compression"] == "gzip"
+    assert document["totals"] == {"files": 2, "lines": 2 * lines, "error_lines": 2 * errors}
+
+    text = logdispatch("count", str(plain), str(tmp_path / "missing.log"))
+    assert text.returncode == 1
+    assert text.stdout.split() == [
+        str(lines),
+        str(errors),
+        str(plain),
+        str(lines),
+        str(errors),
+        "total",
+    ]
+    assert "missing.log: No such file or directory" in text.stderr
+
+
+def test_missing_authkey_is_a_clear_error(tmp_path: Path) -> None:
+    env_free = logdispatch("serve", str(tmp_path), "--state", str(tmp_path / "s"))
+    assert env_free.returncode == 2
+    assert "an authkey is required" in env_free.stderr
+    assert "Traceback" not in env_free.stderr

@@ -1,0 +1,235 @@
+"""The master's bookkeeping, driven step by step with a fake clock over a real manager server.
+
+The test plays the worker through a real DispatchManager client on loopback, so leases, results
+and restarts go through the same queue and ledger a remote worker would reach.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.master import Master, MasterConfig
+from dispatcher.protocol import DispatchManager, Result, Status, Task
+from dispatcher.summary import build
+
+KEY = b"test-key"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _old_file(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    os.utime(path, (1_600_000_000, 1_600_000_000))  # long settled
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, **options: Any) -> None:
+        self.root = tmp_path / "root"
+        self.root.mkdir(exist_ok=True)
+        self.state = tmp_path / "state"
+        self.clock = FakeClock()
+        self.options = {"lease": 10.0, "max_attempts": 3, **options}
+        self.master: Master | None = None
+
+    def start(self) -> Master:
+        config = MasterConfig(
+            root=self.root,
+            authkey=KEY,
+            address=("127.0.0.1", 0),
+            state_dir=self.state,
+            **self.options,
+        )
+        self.master = Master(config, clock=self.clock)
+        self.master.start()
+        manager = DispatchManager(address=self.master.address, authkey=KEY)
+        manager.connect()
+        self.tasks: Any = manager.get_task_queue()  # type: ignore[attr-defined]
+        self.results: Any = manager.get_result_queue()  # type: ignore[attr-defined]
+        return self.master
+
+    def step_until(self, predicate: Any, steps: int = 200) -> None:
+        assert self.master is not None
+        for _ in range(steps):
+            self.master.step(timeout=0.02)
+            if predicate():
+                return
+        pytest.fail("condition not reached")
+
+    def take(self, worker: str) -> list[Task]:
+        assert self.master is not None
+        batch: list[Task] = self.tasks.take(worker, 10, 1 << 30, 0)
+        self.master.step(timeout=0)
+        return batch
+
+    def report(self, task: Task, worker: str, status: Status, **fields: Any) -> None:
+        assert self.master is not None
+        self.results.put([Result(task.id, task.attempt, worker, status, **fields)])
+        self.master.step(timeout=0.5)
+
+    def files(self) -> dict[str, dict[str, Any]]:
+        return {f["path"]: f for f in build(self.state)["files"]}
+
+    def close(self) -> None:
+        if self.master is not None:
+            del self.tasks, self.results
+            self.master.close()
+            self.master = None
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def test_take_leases_and_expired_lease_goes_to_another_worker(harness: Harness) -> None:
+    _old_file(harness.root / "a.log", b"ERROR x\n")
+    master = harness.start()
+    harness.step_until(lambda: master.progress.scan_complete)
+    [first] = harness.take("w1")
+    assert first.attempt == 1 and first.path == b"a.log"
+    assert harness.files()["a.log"]["status"] == "leased"
+    assert harness.take("w2") == []  # leased, so not handed out twice
+
+    harness.clock.now += 11  # past the lease, no heartbeat
+    master.step(timeout=0)
+    [second] = harness.take("w2")
+    assert (second.id, second.attempt) == (first.id, 2)
+    assert harness.tasks.heartbeat("w1", [first.id]) == [first.id]  # w1 lost it
+    assert harness.tasks.heartbeat("w2", [first.id]) == []
+
+
+def test_heartbeat_keeps_a_lease(harness: Harness) -> None:
+    _old_file(harness.root / "big.log", b"x\n")
+    master = harness.start()
+    harness.step_until(lambda: master.progress.scan_complete)
+    [task] = harness.take("w1")
+    for _ in range(5):
+        harness.clock.now += 6
+        assert harness.tasks.heartbeat("w1", [task.id]) == []
+        master.step(timeout=0)
+    assert harness.take("w2") == []
+
+
+def test_first_result_wins_and_late_duplicates_change_nothing(harness: Harness) -> None:
+    _old_file(harness.root / "a.log", b"ERROR x\n")
+    master = harness.start()
+    harness.step_until(lambda: master.progress.scan_complete)
+    [first] = harness.take("w1")
+    harness.clock.now += 11
+    master.step(timeout=0)
+    [second] = harness.take("w2")
+
+    harness.report(first, "w1", Status.DONE, lines=1, error_lines=1)  # the expired attempt
+    harness.report(second, "w2", Status.DONE, lines=99, error_lines=99)
+    entry = harness.files()["a.log"]
+    assert (entry["status"], entry["lines"], entry["worker"]) == ("done", 1, "w1")
+    assert harness.tasks.heartbeat("w2", [second.id]) == [second.id]
+    assert master.finished
+
+
+def test_failing_file_is_retried_with_backoff_then_failed(harness: Harness) -> None:
+    _old_file(harness.root / "bad.log.gz", b"\x1f\x8bnot really")
+    _old_file(harness.root / "good.log", b"fine\n")
+    master = harness.start()
+    harness.step_until(lambda: master.progress.scan_complete)
+    batch = harness.take("w1")
+    bad = next(t for t in batch if t.path == b"bad.log.gz")
+    good = next(t for t in batch if t.path == b"good.log")
+    harness.report(bad, "w1", Status.ERROR, error="corrupt gzip data")
+    harness.report(good, "w1", Status.DONE, lines=1)
+    assert harness.take("w1") == []  # backing off
+    harness.clock.now += 1.5
+    [again] = harness.take("w1")
+    assert again.attempt == 2
+    harness.report(again, "w1", Status.ERROR, error="corrupt gzip data")
+    harness.clock.now += 2.5
+    [last] = harness.take("w1")
+    harness.report(last, "w1", Status.ERROR, error="corrupt gzip data (last)")
+    files = harness.files()
+    assert files["bad.log.gz"]["status"] == "failed"
+    assert files["bad.log.gz"]["error"] == "corrupt gzip data (last)"
+    assert files["bad.log.gz"]["attempts"] == 3
+    assert files["good.log"]["status"] == "done"
+    assert master.finished
+
+
+def test_restart_requeues_unfinished_and_keeps_what_is_done(harness: Harness) -> None:
+    _old_file(harness.root / "done.log", b"ERROR a\n")
+    _old_file(harness.root / "inflight.log", b"ERROR b\nERROR c\n")
+    master = harness.start()
+    harness.step_until(lambda: master.progress.scan_complete)
+    batch = {t.path: t for t in harness.take("w1")}
+    harness.report(batch[b"done.log"], "w1", Status.DONE, lines=1, error_lines=1)
+    harness.close()  # master stops with inflight.log leased
+
+    _old_file(harness.root / "arrived-while-down.log", b"INFO\n")
+    master = harness.start()
+    harness.step_until(lambda: master.progress.scan_complete)
+    again = {t.path: t for t in harness.take("w2")}
+    assert set(again) == {b"inflight.log", b"arrived-while-down.log"}
+    inflight = again[b"inflight.log"]
+    assert (inflight.id, inflight.attempt) == (batch[b"inflight.log"].id, 1)
+    # The old worker's result for the old lease still counts: the task id outlived the restart.
+    harness.report(batch[b"inflight.log"], "w1", Status.DONE, lines=2, error_lines=2)
+    harness.report(again[b"arrived-while-down.log"], "w2", Status.DONE, lines=1)
+    files = harness.files()
+    assert {p: f["status"] for p, f in files.items()} == dict.fromkeys(files, "done")
+    assert files["done.log"]["worker"] == "w1" and files["inflight.log"]["lines"] == 2
+
+
+def test_vanished_and_changed_files(harness: Harness) -> None:
+    _old_file(harness.root / "gone.log", b"x\n")
+    _old_file(harness.root / "moving.log", b"x\n")
+    master = harness.start()
+    harness.step_until(lambda: master.progress.scan_complete)
+    batch = {t.path: t for t in harness.take("w1")}
+    harness.report(batch[b"gone.log"], "w1", Status.VANISHED, error="file not found")
+    _old_file(harness.root / "moving.log", b"x\ny\n")  # a new version: new size
+    harness.report(batch[b"moving.log"], "w1", Status.CHANGED, error="changed since queued")
+    [newer] = harness.take("w1")
+    assert newer.path == b"moving.log" and newer.size == 4 and newer.id != batch[b"moving.log"].id
+    harness.report(newer, "w1", Status.DONE, lines=2)
+    files = harness.files()
+    assert files["gone.log"]["status"] == "vanished"
+    assert (files["moving.log"]["status"], files["moving.log"]["lines"]) == ("done", 2)
+
+
+def test_a_file_still_being_written_waits_for_settle(harness: Harness) -> None:
+    harness.options["settle"] = 2.0
+    master = harness.start()
+    harness.step_until(lambda: master.progress.scan_complete)
+    growing = harness.root / "growing.log"
+    growing.write_bytes(b"a\n")
+    os.utime(growing, ns=(time.time_ns(), time.time_ns()))
+    harness.step_until(lambda: b"growing.log" in _settling(master))
+    harness.clock.now += 1.0
+    with open(growing, "ab") as f:
+        f.write(b"b\n")
+    master.step(timeout=0.2)
+    harness.clock.now += 1.5  # 2.5 s since first seen, but only 1.5 s since it changed
+    master.step(timeout=0)
+    assert harness.take("w1") == []
+    harness.clock.now += 1.0
+    harness.step_until(lambda: not _settling(master))
+    [task] = harness.take("w1")
+    assert task.size == 4
+
+
+def _settling(master: Master) -> dict[bytes, Any]:
+    return master._settling

@@ -1,0 +1,89 @@
+"""The manager server against clients that misbehave: silent, garbage, wrong key."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import time
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client
+from multiprocessing.managers import dispatch
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dispatcher.protocol import DispatchManager
+from dispatcher.server import ManagerServer, ResultSink
+from dispatcher.taskqueue import Pending, TaskQueue
+
+KEY = b"server-test-key"
+
+
+@pytest.fixture
+def server() -> Iterator[ManagerServer]:
+    tasks = TaskQueue(b"/srv/logs", rb"ERROR")
+    tasks.put(Pending(1, b"a.log", 10, 1))
+    srv = ManagerServer(("127.0.0.1", 0), KEY, tasks, ResultSink(queue.SimpleQueue()), 0.5)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _client(srv: ManagerServer, key: bytes = KEY) -> Any:
+    manager = DispatchManager(address=srv.address, authkey=key)
+    manager.connect()
+    return manager.get_task_queue()  # type: ignore[attr-defined]
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass  # the challenge, then nothing
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass  # closed with our bytes unread: a reset, still a close
+    return True
+
+
+def test_silent_connection_is_dropped_after_the_login_timeout(
+    server: ManagerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "logdispatch.server")
+    started = time.monotonic()
+    with socket.create_connection(server.address) as silent:
+        assert _closed_by_server(silent, within=5)
+    assert time.monotonic() - started < 3
+    assert "no login within 0.5 s" in caplog.text
+    assert _client(server).describe()["root"] == b"/srv/logs"
+
+
+def test_garbage_is_refused_and_logged(
+    server: ManagerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "logdispatch.server")
+    with socket.create_connection(server.address) as noisy:
+        noisy.sendall(bytes(range(256)) * 8)
+        assert _closed_by_server(noisy, within=5)
+    assert "refused connection from 127.0.0.1" in caplog.text
+    [task] = _client(server).take("w1", 5, 1 << 20, 0)
+    assert task.path == b"a.log"
+
+
+def test_wrong_key_gets_no_traceback_and_workers_cannot_stop_the_server(
+    server: ManagerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "logdispatch.server")
+    with pytest.raises(AuthenticationError):
+        _client(server, b"wrong")
+    assert "refused connection" in caplog.text
+    conn = Client(server.address, authkey=KEY)
+    with pytest.raises(Exception, match="shutdown"):
+        dispatch(conn, None, "shutdown")
+    conn.close()
+    assert _client(server).describe()["lease"] > 0

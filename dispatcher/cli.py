@@ -36,10 +36,11 @@ WORKER_STOP_SECONDS = 10.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "work":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["work"]:
         # The worker is its own program (workers/); this is only its second name.
-        os.execv(sys.executable, [sys.executable, "-m", "workers", *args.worker_args])
+        os.execv(sys.executable, [sys.executable, "-m", "workers", *argv[1:]])
+    args = build_parser().parse_args(argv)
     setup_logging(args.verbose - args.quiet, quiet_by_default=args.command in ("run", "count"))
     try:
         result: int = args.func(args)
@@ -73,10 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_master_options(serve, listen=True)
     serve.set_defaults(func=cmd_serve)
 
-    work = commands.add_parser(
-        "work", help="count files for a master (see `logdispatch work --help`)", add_help=False
-    )
-    work.add_argument("worker_args", nargs=argparse.REMAINDER)
+    # Listed for --help only: main() hands `work` to the worker program before parsing.
+    commands.add_parser("work", help="count files for a master (see `logdispatch work --help`)")
 
     run = commands.add_parser("run", help="master and local workers in one command")
     run.add_argument("root", type=Path, metavar="ROOT")

@@ -229,7 +229,7 @@ def _read_only(state_dir: Path) -> Iterator[sqlite3.Connection]:
     path = ledger_path(state_dir)
     if not path.exists():
         raise ConfigError(f"no ledger in {state_dir} (is --state right?)")
-    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         yield db
     finally:

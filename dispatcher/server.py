@@ -136,6 +136,12 @@ class _GuardedServer(Server):
             ).start()
         self.listener.close()
 
+    def accept_connection(self, c: Any, name: str) -> None:
+        super().accept_connection(c, name)
+        # serve_client() returned because the server is stopping. The stdlib would now send a
+        # stray reply that the client takes as the answer to its call in flight: hang up.
+        raise SystemExit
+
     def stop_serving(self) -> None:
         self.stop_event.set()
         # A thread blocked in accept() does not wake when the socket is closed: connect once.

@@ -12,6 +12,7 @@ import os
 import queue
 import stat
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -158,6 +159,10 @@ class _EventHandler(FileSystemEventHandler):
 
 class Watcher:
     """watchdog's inotify observer, or its polling observer for network filesystems."""
+
+    # watchdog warns when a folder tree is copied in faster than it adds watches; it then
+    # replaces the watch itself, and the scan of the new folder covers its files anyway.
+    warnings.filterwarnings("ignore", "Callback with id", RuntimeWarning, "watchdog")
 
     def __init__(
         self, root: bytes, inbox: queue.SimpleQueue[Any], scanner: Scanner, poll: float | None

@@ -6,10 +6,10 @@ import logging
 import queue
 import socket
 import time
+from collections.abc import Iterator
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client
 from multiprocessing.managers import dispatch
-from collections.abc import Iterator
 from typing import Any
 
 import pytest

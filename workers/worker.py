@@ -131,6 +131,8 @@ class Worker:
             tasks: list[Task] = self._tasks.take(
                 self.id, self.config.batch_items, self.config.batch_bytes, TAKE_TIMEOUT_SECONDS
             )
+            if not isinstance(tasks, list):
+                raise EOFError(f"unexpected reply to take(): {type(tasks).__name__}")
         except CONNECTION_ERRORS as e:
             self._disconnected(e)
             return
@@ -332,4 +334,6 @@ def _os_error_text(error: BaseException) -> str:
         return "a symbolic link on the path: not followed"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
+    if isinstance(error, EOFError) and not str(error):
+        return "connection closed"
     return str(error) or type(error).__name__

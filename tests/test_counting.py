@@ -187,7 +187,7 @@ class TestRules:
         expected = reference(data, DEFAULT_ERROR_PATTERN)
         assert expected.error_lines == 1
         for chunk_size in (1, 4, 7, 4096):
-            assert count_path(path, matcher, chunk_size=chunk_size) == expected
+            assert count_path(str(path), matcher, chunk_size=chunk_size) == expected
 
     @pytest.mark.parametrize("cut", range(1, 8))
     def test_match_split_across_chunks(self, matcher: ErrorMatcher, cut: int) -> None:
@@ -256,7 +256,7 @@ def test_literal_path_matches_a_long_line_exactly(tmp_path: Path) -> None:
     path = tmp_path / "long.log"
     path.write_bytes(data)
     for chunk_size in (1, 3, 7, CHUNK_SIZE):
-        counts = count_path(path, matcher, chunk_size=chunk_size)
+        counts = count_path(str(path), matcher, chunk_size=chunk_size)
         assert (counts.lines, counts.error_lines, counts.long_lines) == (3, 2, 0)
 
 
@@ -265,9 +265,9 @@ def test_huge_line_longer_than_a_read(tmp_path: Path) -> None:
     path = tmp_path / "huge.log"
     data = b"start\n" + b"a " * (3 * 1024 * 1024) + b"FATAL\nERROR\n"
     path.write_bytes(data)
-    literal = count_path(path, DEFAULT, chunk_size=1024 * 1024)
+    literal = count_path(str(path), DEFAULT, chunk_size=1024 * 1024)
     assert literal == Counts(3, 2, len(data), samples=(b"a " * 100, b"ERROR"))
-    general = count_path(path, ErrorMatcher(FORCED_GENERAL), chunk_size=1024 * 1024)
+    general = count_path(str(path), ErrorMatcher(FORCED_GENERAL), chunk_size=1024 * 1024)
     assert general == Counts(3, 1, len(data), long_lines=1, samples=(b"ERROR",))
 
 
@@ -310,24 +310,24 @@ def test_archives_count_like_their_content(
     plain.write_bytes(LOG)
     archive = tmp_path / f"app.1{suffix}"
     archive.write_bytes(compress(LOG))
-    expected = count_path(plain, DEFAULT)
+    expected = count_path(str(plain), DEFAULT)
     assert (expected.lines, expected.error_lines) == (300, 100)
-    assert count_path(archive, DEFAULT) == Counts(
+    assert count_path(str(archive), DEFAULT) == Counts(
         300, 100, len(LOG), compression=compression, samples=expected.samples
     )
-    general = count_path(archive, GENERAL, chunk_size=777)
+    general = count_path(str(archive), GENERAL, chunk_size=777)
     assert general == dataclasses.replace(
-        count_path(plain, GENERAL, chunk_size=777), compression=compression
+        count_path(str(plain), GENERAL, chunk_size=777), compression=compression
     )
 
 
 def test_magic_bytes_decide_not_the_name(tmp_path: Path) -> None:
     text = tmp_path / "looks.gz"
     text.write_bytes(b"plain ERROR\n")
-    assert count_path(text, DEFAULT) == Counts(1, 1, 12, samples=(b"plain ERROR",))
+    assert count_path(str(text), DEFAULT) == Counts(1, 1, 12, samples=(b"plain ERROR",))
     short = tmp_path / "short.xz"
     short.write_bytes(b"\x1f")  # shorter than any magic
-    assert count_path(short, DEFAULT) == Counts(1, 0, 1)
+    assert count_path(str(short), DEFAULT) == Counts(1, 0, 1)
 
 
 @pytest.mark.parametrize(
@@ -353,7 +353,7 @@ def test_corrupt_or_truncated_archive_is_a_count_error(
     path = tmp_path / "broken"
     path.write_bytes(damage(compress(LOG)))
     with pytest.raises(CountError, match=f"^corrupt {compression} data: ") as caught:
-        count_path(path, DEFAULT)
+        count_path(str(path), DEFAULT)
     assert "\n" not in str(caught.value)
 
 
@@ -361,7 +361,7 @@ def test_truncated_gzip_message(tmp_path: Path) -> None:
     path = tmp_path / "cut.gz"
     path.write_bytes(gzip.compress(LOG)[:-20])
     with pytest.raises(CountError) as caught:
-        count_path(path, DEFAULT)
+        count_path(str(path), DEFAULT)
     assert str(caught.value) == (
         "corrupt gzip data: Compressed file ended before the end-of-stream marker was reached"
     )
@@ -374,7 +374,7 @@ def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
 
     def attempt() -> None:
         try:
-            count_path(fifo, DEFAULT)
+            count_path(str(fifo), DEFAULT)
         except BaseException as e:
             outcome.append(e)
 
@@ -403,21 +403,21 @@ def test_symlink_is_never_followed(tmp_path: Path) -> None:
     link = tmp_path / "link.log"
     link.symlink_to(target)
     with pytest.raises(OSError) as caught:
-        count_path(link, DEFAULT)
+        count_path(str(link), DEFAULT)
     assert caught.value.errno == errno.ELOOP
     assert not isinstance(caught.value, CountError)
 
 
 def test_missing_and_unreadable_files_propagate(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        count_path(tmp_path / "gone.log", DEFAULT)
+        count_path(str(tmp_path / "gone.log"), DEFAULT)
     secret = tmp_path / "secret.log"
     secret.write_bytes(b"x\n")
     secret.chmod(0)
     if os.access(secret, os.R_OK):
         pytest.skip("running as root: permissions are not enforced")
     with pytest.raises(PermissionError):
-        count_path(secret, DEFAULT)
+        count_path(str(secret), DEFAULT)
 
 
 def test_bytes_path_that_is_not_utf8(tmp_path: Path) -> None:
@@ -439,7 +439,7 @@ def test_sample_logs_match_expected() -> None:
     expected = json.loads((SAMPLE_LOGS / "EXPECTED.json").read_text())
     for name, want in expected["files"].items():
         for matcher in (DEFAULT, GENERAL):
-            counts = count_path(SAMPLE_LOGS / name, matcher)
+            counts = count_path(str(SAMPLE_LOGS / name), matcher)
             assert (counts.lines, counts.error_lines) == (want["lines"], want["error_lines"]), name
 
 

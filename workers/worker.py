@@ -317,9 +317,15 @@ def open_under(root: bytes, relpath: bytes) -> int:
     dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in parts[:-1]:
-            next_fd = os.open(
-                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
-            )
+            try:
+                next_fd = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
+                )
+            except NotADirectoryError:
+                # O_NOFOLLOW with O_DIRECTORY reports a symlinked folder as "not a directory".
+                if stat.S_ISLNK(os.lstat(part, dir_fd=dir_fd).st_mode):
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
+                raise
             os.close(dir_fd)
             dir_fd = next_fd
         # O_NONBLOCK: opening a FIFO must not wait for a writer.

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import pickle
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +34,43 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {predicate}")
         time.sleep(interval)
+
+
+def as_unprivileged(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in a forked child that dropped root, so file permissions apply; return its value.
+
+    Tests run as root in CI, where mode 000 would not stop a read.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no pytest machinery from here on
+        os.close(read_end)
+        try:
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            payload = pickle.dumps(("ok", fn()))
+        except BaseException as e:
+            payload = pickle.dumps(("raised", repr(e)))
+        os.write(write_end, payload)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        kind, value = pickle.loads(f.read())
+    os.waitpid(pid, 0)
+    assert kind == "ok", value
+    return value
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A folder any user can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="logdispatch-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
 
 
 def free_port() -> int:

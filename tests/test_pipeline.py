@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import time
@@ -126,3 +127,36 @@ def test_wrong_authkey_is_refused_and_the_master_keeps_serving(cluster: Cluster)
     cluster.work()
     wait_for(lambda: cluster.files().get("after.log", {}).get("status") == "done")
     assert master.popen.poll() is None
+
+
+def _counting_children(pid: int) -> list[int]:
+    """Worker processes under ``pid`` (not multiprocessing's resource tracker)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"spawn_main" in f.read():
+                    found.append(int(entry))
+    return found
+
+
+def test_work_processes_and_sigterm_stop_everything_cleanly(cluster: Cluster) -> None:
+    master = cluster.serve()
+    worker = cluster.work("--processes", "2")
+    wait_for(lambda: len(_counting_children(worker.popen.pid)) == 2)
+    for i in range(300):
+        (cluster.root / f"f{i:03}.log").write_bytes(b"ERROR x\n" * (i % 5))
+    wait_for(lambda: cluster.summary()["totals"].get("done") == 300)
+    assert cluster.summary()["totals"]["error_lines"] == sum(i % 5 for i in range(300))
+
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert "Traceback" not in worker.output
+    master.signal(signal.SIGTERM)
+    assert master.wait() == 0
+    assert "stopped" in master.output

@@ -13,6 +13,7 @@ from multiprocessing.managers import dispatch
 from typing import Any
 
 import pytest
+from conftest import wait_for
 
 from dispatcher.protocol import DispatchManager
 from dispatcher.server import ManagerServer, ResultSink
@@ -81,7 +82,7 @@ def test_wrong_key_gets_no_traceback_and_workers_cannot_stop_the_server(
     caplog.set_level(logging.WARNING, "logdispatch.server")
     with pytest.raises(AuthenticationError):
         _client(server, b"wrong")
-    assert "refused connection" in caplog.text
+    wait_for(lambda: "refused connection" in caplog.text)  # logged after the client's error
     conn = Client(server.address, authkey=KEY)
     with pytest.raises(Exception, match="shutdown"):
         dispatch(conn, None, "shutdown")

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import as_unprivileged
 
 from dispatcher.protocol import Status, Task
 from dispatcher.taskqueue import Pending, TaskQueue
@@ -69,10 +70,15 @@ def test_fifo_unreadable_missing_and_changed_files(tmp_path: Path) -> None:
     log.write_bytes(b"ERROR one\nERROR two\n")
     assert worker.count(task).status is Status.CHANGED
 
-    if os.geteuid() != 0:  # root reads anything
-        log.chmod(0)
-        denied = worker.count(_task(tmp_path, b"app.log"))
-        assert (denied.status, denied.error) == (Status.ERROR, "Permission denied")
+
+def test_unreadable_file_is_an_error_result(public_dir: Path) -> None:
+    log = public_dir / "secret.log"
+    log.write_bytes(b"ERROR hidden\n")
+    log.chmod(0)
+    task = _task(public_dir, b"secret.log")
+    worker = _worker(public_dir)
+    denied = as_unprivileged(lambda: worker.count(task))
+    assert (denied.status, denied.error) == (Status.ERROR, "Permission denied")
 
 
 def test_take_batches_by_count_and_bytes_and_release_returns_work() -> None:

@@ -1,0 +1,431 @@
+"""The counting engine: lines and error lines of one file's bytes, in bounded memory.
+
+Pure: no logging setup, no processes, no global state. The rules are DESIGN.md "Counting rules";
+``ErrorMatcher`` compiles them once and ``count_path`` / ``count_fileobj`` / ``count_chunks``
+apply them to a file, an open binary file or any stream of byte chunks.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import re
+import stat
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import BinaryIO, Protocol
+
+from dispatcher.protocol import LogDispatchError
+
+# The error pattern every component uses unless the operator sets --error-pattern.
+DEFAULT_ERROR_PATTERN: bytes = rb"\b(?:ERROR|FATAL|CRITICAL)\b"
+# Large enough that per-read Python overhead vanishes next to the search, small enough for RAM.
+CHUNK_SIZE = 4 * 1024 * 1024
+# A general regex sees at most this much of one line, so one huge line cannot exhaust memory.
+LONG_LINE_LIMIT = 1024 * 1024
+# Enough examples for an operator to recognise the errors without shipping the log.
+SAMPLE_LINES = 3
+# Keeps results small on the wire whatever the line length.
+SAMPLE_BYTES = 200
+
+# ``\b`` in a bytes regex is the edge between [A-Za-z0-9_] and anything else.
+_WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_WORD = rb"[A-Za-z0-9_]+"
+_ALTERNATION = _WORD + rb"(?:\|" + _WORD + rb")*"
+# Pattern shapes whose matches are exactly "one of these words occurs (as a whole word)".
+_LITERAL_SHAPES: tuple[tuple[re.Pattern[bytes], bool], ...] = (
+    (re.compile(rb"\\b\(\?:(" + _ALTERNATION + rb")\)\\b"), True),
+    (re.compile(rb"\\b\((" + _ALTERNATION + rb")\)\\b"), True),
+    (re.compile(rb"\\b(" + _WORD + rb")\\b"), True),
+    (re.compile(rb"(" + _ALTERNATION + rb")"), False),
+)
+
+_DECOMPRESSORS: dict[str, Callable[[BinaryIO], io.BufferedIOBase]] = {
+    "gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
+    "bzip2": bz2.BZ2File,
+    "xz": lzma.LZMAFile,
+}
+_COMPRESSION_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+# What the stdlib decompressors raise on damaged or truncated input.
+_CORRUPT_ERRORS = (EOFError, zlib.error, lzma.LZMAError, OSError)
+
+
+class CountError(LogDispatchError):
+    """A file that cannot be counted (corrupt archive, not a regular file...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What counting one file found."""
+
+    lines: int
+    error_lines: int
+    bytes_read: int  # content bytes: the decompressed size for archives
+    long_lines: int = 0  # lines a general regex saw only the first long_line_limit bytes of
+    compression: str | None = None  # "gzip" | "bzip2" | "xz" | None
+    samples: tuple[bytes, ...] = ()  # first error lines: no "\n", one "\r" stripped, truncated
+
+
+class _Scan(Protocol):
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> Counts: ...
+
+
+class ErrorMatcher:
+    """Compiled counting rules; build once, reuse for many files.
+
+    A pattern that is an alternation of literal words (``\\b(?:W1|W2)\\b``, ``\\b(W1|W2)\\b``,
+    ``\\bW\\b`` or ``W1|W2``) is matched with ``bytes.find`` on whole buffers, exactly on lines
+    of any length; any other pattern goes through ``re`` line by line, on at most the first
+    ``long_line_limit`` bytes of each line. Appending ``(?#general)`` to a literal pattern
+    forces the general path without changing what it matches.
+    """
+
+    __slots__ = ("_bounded", "_limit", "_regex", "_words")
+
+    def __init__(
+        self, pattern: bytes = DEFAULT_ERROR_PATTERN, *, long_line_limit: int = LONG_LINE_LIMIT
+    ) -> None:
+        if long_line_limit < 1:
+            raise ValueError(f"long_line_limit must be at least 1, not {long_line_limit}")
+        self._regex = re.compile(pattern)
+        self._limit = long_line_limit
+        self._words: tuple[bytes, ...] | None = None
+        self._bounded = False
+        for shape, bounded in _LITERAL_SHAPES:
+            found = shape.fullmatch(pattern)
+            if found:
+                self._words = tuple(dict.fromkeys(found[1].split(b"|")))
+                self._bounded = bounded
+                break
+
+    @property
+    def pattern(self) -> bytes:
+        return self._regex.pattern
+
+    @property
+    def long_line_limit(self) -> int:
+        return self._limit
+
+    @property
+    def literal_words(self) -> tuple[bytes, ...] | None:
+        """The words of the literal fast path, or None when the general regex path is used."""
+        return self._words
+
+    @property
+    def word_bounded(self) -> bool:
+        """Whether the literal words must stand as whole words (the ``\\b...\\b`` shapes)."""
+        return self._bounded
+
+    def __repr__(self) -> str:
+        return f"ErrorMatcher({self.pattern!r}, long_line_limit={self._limit})"
+
+    def _scan(self) -> _Scan:
+        if self._words is not None:
+            return _LiteralScan(self._words, self._bounded)
+        return _RegexScan(self._regex, self._limit)
+
+
+def _sample(start: bytes | bytearray) -> bytes:
+    """A sample from a complete line's first SAMPLE_BYTES + 1 bytes (or all of a shorter line)."""
+    if start.endswith(b"\r"):
+        start = start[:-1]
+    return bytes(start[:SAMPLE_BYTES])
+
+
+class _LiteralScan:
+    """Streaming state of the literal fast path.
+
+    The line that continues past the current chunk (the "open" line) is carried as: whether it
+    has matched, its first bytes for a sample, and a tail of its last max-word-length + 1 bytes,
+    which is enough to find a word split across chunks and the byte before it.
+    """
+
+    def __init__(self, words: tuple[bytes, ...], bounded: bool) -> None:
+        self._words = words
+        self._bounded = bounded
+        self._keep = max(map(len, words)) + 1
+        self._lines = 0
+        self._error_lines = 0
+        self._bytes_read = 0
+        self._samples: list[bytes] = []
+        self._ends_open = False  # the content so far is non-empty and does not end in "\n"
+        self._matched = False  # the open line has matched
+        self._tail = b""  # last self._keep bytes of the open line (empty once it matched)
+        self._tail_is_whole = True  # the tail starts where the open line starts
+        self._head = b""  # first SAMPLE_BYTES + 1 bytes of the open line
+
+    def _search(self, buf: bytes, start: int, stop: int, prev_is_word: bool) -> set[int]:
+        """Starts of the lines in buf[start:stop] holding a word; byte before buf[0] given."""
+        starts: set[int] = set()
+        bounded = self._bounded
+        # A bounded hit needs the byte after it to decide, so it must end before buf does.
+        end = len(buf) - 1 if bounded else len(buf)
+        for word in self._words:
+            size = len(word)
+            at = buf.find(word, start, end)
+            while at != -1 and at < stop:
+                after = at + size
+                if bounded and (
+                    (buf[at - 1] in _WORD_BYTES if at else prev_is_word)
+                    or buf[after] in _WORD_BYTES
+                ):
+                    at = buf.find(word, at + 1, end)
+                    continue
+                starts.add(buf.rfind(b"\n", 0, at) + 1)
+                # One hit decides a line: skip to the next one.
+                newline = buf.find(b"\n", after)
+                if newline == -1:
+                    break
+                at = buf.find(word, newline + 1, end)
+        return starts
+
+    def feed(self, chunk: bytes) -> None:
+        size = len(chunk)
+        if not size:
+            return
+        self._bytes_read += size
+        self._lines += chunk.count(b"\n")
+        self._ends_open = chunk[-1] != 0x0A
+        first_newline = chunk.find(b"\n")
+        last_newline = chunk.rfind(b"\n") if first_newline != -1 else -1
+        was_matched = self._matched
+        open_matched = was_matched
+        tail = self._tail
+        if was_matched:
+            # The open line is decided: only lines after its end are searched.
+            starts = set()
+            if first_newline != -1:
+                starts = self._search(chunk, first_newline + 1, size, False)
+        else:
+            if tail:
+                # A word starting in the tail that runs into this chunk, or whose closing \b
+                # depends on this chunk's first byte. A cut tail's first byte has an unknown
+                # byte before it, but any word starting there was decided by the last chunk.
+                junction = tail + chunk[: self._keep]
+                start = 0 if self._tail_is_whole else 1
+                open_matched = bool(self._search(junction, start, len(tail), False))
+            starts = self._search(chunk, 0, size, bool(tail) and tail[-1] in _WORD_BYTES)
+            if 0 in starts:
+                open_matched = True
+                starts.discard(0)
+        self._error_lines += len(starts) + (open_matched and not was_matched)
+        self._take_samples(chunk, starts, open_matched, first_newline, last_newline)
+        if first_newline == -1:
+            self._matched = open_matched
+            if open_matched:
+                self._tail = b""
+            else:
+                self._extend_tail(chunk)
+            return
+        line_start = last_newline + 1
+        self._matched = line_start in starts
+        if self._matched:
+            self._tail = b""
+        else:
+            self._tail = chunk[max(line_start, size - self._keep) :]
+            self._tail_is_whole = size - line_start <= self._keep
+
+    def _extend_tail(self, chunk: bytes) -> None:
+        """Carry the open line's tail across a chunk that holds no newline."""
+        keep = self._keep
+        if len(self._tail) + len(chunk) <= keep:
+            self._tail += chunk
+        else:
+            self._tail = (self._tail + chunk[-keep:])[-keep:]
+            self._tail_is_whole = False
+
+    def _take_samples(
+        self,
+        chunk: bytes,
+        starts: set[int],
+        open_matched: bool,
+        first_newline: int,
+        last_newline: int,
+    ) -> None:
+        samples = self._samples
+        if len(samples) >= SAMPLE_LINES:
+            return
+        want = SAMPLE_BYTES + 1
+        if first_newline == -1:
+            if len(self._head) < want:
+                self._head += chunk[: want - len(self._head)]
+            return
+        if open_matched:
+            samples.append(_sample(self._head + chunk[: min(first_newline, want)]))
+        line_start = last_newline + 1
+        for start in sorted(starts):
+            if len(samples) >= SAMPLE_LINES or start == line_start:
+                break
+            stop = chunk.find(b"\n", start, start + want)
+            samples.append(_sample(chunk[start : stop if stop != -1 else start + want]))
+        self._head = chunk[line_start : line_start + want]
+
+    def finish(self) -> Counts:
+        if self._ends_open:
+            self._lines += 1
+            tail = self._tail
+            if not self._matched and self._bounded and tail:
+                # Words ending the content: the end of the line is a word boundary.
+                for word in self._words:
+                    at = len(tail) - len(word)
+                    if tail.endswith(word) and (
+                        tail[at - 1] not in _WORD_BYTES if at > 0 else self._tail_is_whole
+                    ):
+                        self._matched = True
+                        self._error_lines += 1
+                        break
+            if self._matched and len(self._samples) < SAMPLE_LINES:
+                self._samples.append(_sample(self._head))
+        return Counts(
+            lines=self._lines,
+            error_lines=self._error_lines,
+            bytes_read=self._bytes_read,
+            samples=tuple(self._samples),
+        )
+
+
+class _RegexScan:
+    """Streaming state of the general regex path: complete lines are searched one by one."""
+
+    def __init__(self, regex: re.Pattern[bytes], limit: int) -> None:
+        self._search = regex.search
+        self._limit = limit
+        # The open line is kept up to what its search and its sample need, never more.
+        self._keep = max(limit, SAMPLE_BYTES) + 1
+        self._lines = 0
+        self._error_lines = 0
+        self._bytes_read = 0
+        self._long_lines = 0
+        self._samples: list[bytes] = []
+        self._open = bytearray()  # first self._keep bytes of the open line
+        self._open_size = 0
+        self._open_last = -1  # last byte of the open line, to strip a "\r" never kept
+
+    def _extend(self, piece: bytes) -> None:
+        if not piece:
+            return
+        room = self._keep - len(self._open)
+        if room > 0:
+            self._open += piece[:room]
+        self._open_size += len(piece)
+        self._open_last = piece[-1]
+
+    def _close_open_line(self) -> None:
+        size = self._open_size - (self._open_last == 0x0D)
+        if size > self._limit:
+            self._long_lines += 1
+            size = self._limit
+        # endpos, unlike pos, makes the regex see the buffer as if it ended there.
+        if self._search(self._open, 0, size) is not None:
+            self._error_lines += 1
+            if len(self._samples) < SAMPLE_LINES:
+                self._samples.append(_sample(self._open[: SAMPLE_BYTES + 1]))
+        self._open = bytearray()
+        self._open_size = 0
+        self._open_last = -1
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self._bytes_read += len(chunk)
+        newlines = chunk.count(b"\n")
+        if not newlines:
+            self._extend(chunk)
+            return
+        self._lines += newlines
+        pieces = chunk.split(b"\n")
+        self._extend(pieces[0])
+        self._close_open_line()
+        search = self._search
+        limit = self._limit
+        samples = self._samples
+        error_lines = 0
+        for line in pieces[1:-1]:
+            size = len(line)
+            if size and line[-1] == 0x0D:
+                size -= 1
+            if size > limit:
+                self._long_lines += 1
+                size = limit
+            if search(line, 0, size) is not None:
+                error_lines += 1
+                if len(samples) < SAMPLE_LINES:
+                    samples.append(_sample(line[: SAMPLE_BYTES + 1]))
+        self._error_lines += error_lines
+        self._extend(pieces[-1])
+
+    def finish(self) -> Counts:
+        if self._open_size:
+            self._lines += 1
+            self._close_open_line()
+        return Counts(
+            lines=self._lines,
+            error_lines=self._error_lines,
+            bytes_read=self._bytes_read,
+            long_lines=self._long_lines,
+            samples=tuple(self._samples),
+        )
+
+
+def count_chunks(chunks: Iterable[bytes], matcher: ErrorMatcher) -> Counts:
+    """Count a stream of content split into chunks of any sizes."""
+    scan = matcher._scan()
+    for chunk in chunks:
+        scan.feed(chunk)
+    return scan.finish()
+
+
+def _detect_compression(magic: bytes) -> str | None:
+    for prefix, name in _COMPRESSION_MAGIC:
+        if magic.startswith(prefix):
+            return name
+    return None
+
+
+def count_fileobj(f: BinaryIO, matcher: ErrorMatcher, chunk_size: int = CHUNK_SIZE) -> Counts:
+    """Count a seekable binary file from its current position, decompressing by magic bytes."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    position = f.tell()
+    compression = _detect_compression(f.read(6))
+    f.seek(position)
+    if compression is None:
+        return count_chunks(iter(lambda: f.read(chunk_size), b""), matcher)
+    try:
+        with _DECOMPRESSORS[compression](f) as stream:
+            # read(n) returns at most n decompressed bytes: a bomb cannot exhaust memory.
+            counts = count_chunks(iter(lambda: stream.read(chunk_size), b""), matcher)
+    except _CORRUPT_ERRORS as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise  # a real I/O error of the underlying file, not bad data
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise CountError(f"corrupt {compression} data: {reason}") from None
+    return replace(counts, compression=compression)
+
+
+def count_path(path: str | bytes, matcher: ErrorMatcher, chunk_size: int = CHUNK_SIZE) -> Counts:
+    """Count one regular file; never follows a final symlink nor blocks on a FIFO.
+
+    FileNotFoundError, PermissionError and other OSErrors of opening propagate.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CountError("not a regular file")
+        os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        return count_fileobj(f, matcher, chunk_size)

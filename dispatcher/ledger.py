@@ -95,18 +95,27 @@ class Ledger:
     """Writer side; every method runs on the master loop's thread."""
 
     def __init__(self, state_dir: Path, root: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(state_dir / defaults.LOCK_FILE, "a+b")  # noqa: SIM115 - held until close
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = open(state_dir / defaults.LOCK_FILE, "a+b")  # noqa: SIM115 - held until close
+        except OSError as e:
+            raise ConfigError(
+                f"cannot use {state_dir} as the state directory: {e.strerror}"
+            ) from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
             raise LedgerBusy(f"another master is using the state directory {state_dir}") from None
-        self._db = sqlite3.connect(ledger_path(state_dir), isolation_level=None)
-        # WAL lets summaries read while the master writes; FULL makes each commit durable.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        try:
+            self._db = sqlite3.connect(ledger_path(state_dir), isolation_level=None)
+            # WAL lets summaries read while the master writes; FULL makes each commit durable.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            self._lock.close()
+            raise ConfigError(f"cannot open the ledger in {state_dir}: {e}") from None
         self._check_root(root)
         self._db.execute("BEGIN")
 

@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     summ = commands.add_parser("summary", help="per-file counts and totals from the ledger")
     _add_state_option(summ)
     summ.add_argument("--format", choices=summary.FORMATS, default="table")
+    summ.add_argument(
+        "--rows",
+        type=int,
+        default=summary.TABLE_ROWS,
+        metavar="N",
+        help="files shown in the table at most (default %(default)s; 0: all)",
+    )
     _add_verbosity(summ)
     summ.set_defaults(func=cmd_summary)
 
@@ -268,7 +275,7 @@ def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    summary.render(summary.build(args.state), args.format, sys.stdout)
+    summary.render(summary.build(args.state), args.format, sys.stdout, args.rows)
     return 0
 
 

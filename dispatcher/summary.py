@@ -16,6 +16,9 @@ from dispatcher.ledger import FileRow, read_latest
 from dispatcher.protocol import decode_path, printable
 
 FORMATS = ("table", "json", "csv")
+# A table longer than this is not read, only scrolled (and rich takes about 1 ms a row):
+# beyond it the table keeps the files that need attention and says how to get the rest.
+TABLE_ROWS = 100
 CSV_FIELDS = ("path", "status", "lines", "error_lines", "bytes", "worker", "attempts", "error")
 
 
@@ -50,7 +53,8 @@ def _file_entry(row: FileRow) -> dict[str, Any]:
     }
 
 
-def render(summary: dict[str, Any], fmt: str, out: TextIO) -> None:
+def render(summary: dict[str, Any], fmt: str, out: TextIO, table_rows: int = TABLE_ROWS) -> None:
+    """Print ``summary`` as ``fmt``; a table shows at most ``table_rows`` files (0: all)."""
     if fmt == "json":
         json.dump(summary, out, indent=2)
         out.write("\n")
@@ -59,17 +63,29 @@ def render(summary: dict[str, Any], fmt: str, out: TextIO) -> None:
         writer.writeheader()
         writer.writerows(summary["files"])
     else:
-        _render_table(summary, out)
+        _render_table(summary, out, table_rows)
 
 
-def _render_table(summary: dict[str, Any], out: TextIO) -> None:
+def _attention_first(entry: dict[str, Any]) -> tuple[bool, int, str]:
+    return (entry["status"] == "done", -(entry["error_lines"] or 0), entry["path"])
+
+
+def _render_table(summary: dict[str, Any], out: TextIO, table_rows: int) -> None:
+    files = summary["files"]
+    note = None
+    if table_rows and len(files) > table_rows:
+        files = sorted(files, key=_attention_first)[:table_rows]
+        note = (
+            f"Showing {table_rows} of {len(summary['files']):,} files (not done first, then most "
+            "error lines); --rows 0 shows all."
+        )
     table = Table(box=box.SIMPLE_HEAD, show_footer=True)
     totals = summary["totals"]
-    table.add_column("path", footer=f"{totals['files']} files", overflow="fold")
+    table.add_column("path", footer=f"{totals['files']:,} files", overflow="fold")
     table.add_column("lines", justify="right", footer=f"{totals['lines']:,}")
     table.add_column("error lines", justify="right", footer=f"{totals['error_lines']:,}")
     table.add_column("status", footer=_status_footer(totals))
-    for entry in summary["files"]:
+    for entry in files:
         status = entry["status"]
         if entry["error"] and status != "done":
             status = f"{status}: {entry['error']}"
@@ -83,11 +99,13 @@ def _render_table(summary: dict[str, Any], out: TextIO) -> None:
         )
     console = Console(file=out, width=max(100, Console().width), highlight=False)
     console.print(table)
+    if note:
+        console.print(note)
 
 
 def _status_footer(totals: dict[str, int]) -> str:
-    parts = [f"{totals['done']} done"]
-    parts += [f"{totals[k]} {k}" for k in ("failed", "vanished", "pending") if totals[k]]
+    parts = [f"{totals['done']:,} done"]
+    parts += [f"{totals[k]:,} {k}" for k in ("failed", "vanished", "pending") if totals[k]]
     return ", ".join(parts)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from reference import reference_counts
 
+from dispatcher import summary
+
 SAMPLES = Path(__file__).parent.parent / "sample_logs"
 LOGDISPATCH = [
     sys.executable,
@@ -127,3 +129,38 @@ def test_missing_authkey_is_a_clear_error(tmp_path: Path) -> None:
     assert env_free.returncode == 2
     assert "an authkey is required" in env_free.stderr
     assert "Traceback" not in env_free.stderr
+
+
+def test_long_table_keeps_the_files_that_need_attention() -> None:
+    files = [
+        {
+            "path": f"f{i:03}.log",
+            "status": "done",
+            "lines": 10,
+            "error_lines": i % 7,
+            "bytes": 1,
+            "worker": "w",
+            "attempts": 1,
+            "error": None,
+        }
+        for i in range(300)
+    ]
+    files[150].update(status="failed", lines=None, error_lines=None, error="corrupt gzip data")
+    totals = {
+        "files": 300,
+        "done": 299,
+        "failed": 1,
+        "vanished": 0,
+        "pending": 0,
+        "lines": 2990,
+        "error_lines": 0,
+        "bytes": 299,
+    }
+    out = io.StringIO()
+    summary.render({"totals": totals, "files": files}, "table", out, table_rows=5)
+    shown = [line.split()[0] for line in out.getvalue().splitlines() if ".log" in line]
+    assert shown[0] == "f150.log"  # failed first
+    assert len(shown) == 5
+    assert all(int(files[int(p[1:4])]["error_lines"]) == 6 for p in shown[1:])
+    assert "Showing 5 of 300 files" in out.getvalue()
+    assert "corrupt gzip data" in out.getvalue()

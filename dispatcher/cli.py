@@ -142,6 +142,19 @@ def _add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
         help="poll the folder every SECONDS instead of inotify events (use on NFS)",
     )
     parser.add_argument(
+        "--rescan",
+        type=float,
+        default=defaults.RESCAN_SECONDS,
+        metavar="SECONDS",
+        help="full rescan of ROOT this often, to find what events missed (default %(default)g)",
+    )
+    parser.add_argument(
+        "--no-events",
+        dest="events",
+        action="store_false",
+        help="no inotify or polling watcher: only the rescans find new files",
+    )
+    parser.add_argument(
         "--settle",
         type=float,
         default=defaults.SETTLE_SECONDS,
@@ -167,6 +180,8 @@ def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -
         "authkey": authkey,
         "state_dir": args.state,
         "poll": args.poll,
+        "rescan": args.rescan,
+        "events": args.events,
         "settle": args.settle,
         "include": args.include,
         "exclude": args.exclude,

@@ -44,6 +44,7 @@ class MasterConfig:
     lease: float = defaults.LEASE_SECONDS
     max_attempts: int = defaults.MAX_ATTEMPTS
     rescan: float = defaults.RESCAN_SECONDS
+    events: bool = True  # False: no watcher at all, only the rescans find files
     once: bool = False  # count what is there now, then finish: no watching, no rescans
 
     def __post_init__(self) -> None:
@@ -53,6 +54,10 @@ class MasterConfig:
             re.compile(self.error_pattern)
         except re.error as e:
             raise ConfigError(f"--error-pattern is not a valid regex: {e}") from None
+        if self.rescan <= 0:
+            raise ConfigError("--rescan must be positive")
+        if self.poll is not None and self.poll <= 0:
+            raise ConfigError("--poll must be positive")
         if self.max_attempts < 1:
             raise ConfigError("--max-attempts must be at least 1")
         if self.lease <= 0 or self.settle < 0:
@@ -133,10 +138,17 @@ class Master:
             raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
         self._server.start()
         self._scanner.start()
-        if not self.config.once:
+        if not self.config.once and self.config.events:
             self._watcher = Watcher(self._root, self._inbox, self._scanner, self.config.poll)
             self._watcher.start()
-            log.info("watching %s (%s)", os.fsdecode(self._root), self._watcher.mode)
+        if not self.config.once:
+            mode = self._watcher.mode if self._watcher else "no events"
+            log.info(
+                "watching %s (%s, full rescan every %g s)",
+                os.fsdecode(self._root),
+                mode,
+                self.config.rescan,
+            )
         # The watcher starts first, so a file landing during the scan is seen by one or the other.
         self._scanner.request()
 

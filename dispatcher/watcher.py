@@ -85,6 +85,8 @@ class Scanner:
         self._eligibility = eligibility
         self._inbox = inbox
         self._requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._full_scan_pending = False
         self._thread = threading.Thread(target=self._run, name="scanner", daemon=True)
 
     def start(self) -> None:
@@ -96,10 +98,18 @@ class Scanner:
 
     def request(self, subdir: bytes = b"") -> None:
         """Scan ``subdir`` (relative; empty for the whole root) soon."""
+        if not subdir:
+            with self._lock:
+                if self._full_scan_pending:
+                    return  # one full scan still to come covers this request too
+                self._full_scan_pending = True
         self._requests.put(subdir)
 
     def _run(self) -> None:
         while (subdir := self._requests.get()) is not None:
+            if not subdir:
+                with self._lock:
+                    self._full_scan_pending = False
             try:
                 self.scan(subdir)
             except Exception:
@@ -157,6 +167,19 @@ class _EventHandler(FileSystemEventHandler):
             self._inbox.put(Seen(rel))
 
 
+class _OverflowAlarm(logging.Handler):
+    """Asks for a full rescan when watchdog reports lost inotify events (it only logs them)."""
+
+    def __init__(self, scanner: Scanner) -> None:
+        super().__init__(logging.WARNING)
+        self._scanner = scanner
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage():
+            log.warning("inotify queue overflowed: events were lost, rescanning the root")
+            self._scanner.request()
+
+
 class Watcher:
     """watchdog's inotify observer, or its polling observer for network filesystems."""
 
@@ -172,10 +195,15 @@ class Watcher:
             _EventHandler(root, inbox, scanner), os.fsdecode(root), recursive=True
         )
         self.mode = f"polling every {poll:g} s" if poll else "events"
+        self._alarm = _OverflowAlarm(scanner)
 
     def start(self) -> None:
+        watchdog_log = logging.getLogger("watchdog.observers")
+        watchdog_log.setLevel(logging.WARNING)  # the alarm must hear warnings even under -qq
+        watchdog_log.addHandler(self._alarm)
         self._observer.start()
 
     def stop(self) -> None:
         self._observer.stop()
         self._observer.join(timeout=5)
+        logging.getLogger("watchdog.observers").removeHandler(self._alarm)

@@ -8,6 +8,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -189,6 +190,16 @@ class Cluster:
         if not (self.state / "ledger.sqlite3").exists():
             return {"totals": {}, "files": []}
         return summary.build(self.state)
+
+    def versions(self) -> dict[bytes, list[str]]:
+        """Every version the ledger holds, as statuses per path, oldest first."""
+        found: dict[bytes, list[str]] = {}
+        if not (self.state / "ledger.sqlite3").exists():
+            return found
+        with sqlite3.connect(self.state / "ledger.sqlite3") as db:
+            for path, status in db.execute("SELECT path, status FROM versions ORDER BY id"):
+                found.setdefault(bytes(path), []).append(status)
+        return found
 
     def files(self) -> dict[str, dict[str, Any]]:
         return {entry["path"]: entry for entry in self.summary()["files"]}

@@ -1,0 +1,287 @@
+"""Faults: processes killed and signalled at bad moments, files that change, vanish or fail.
+
+Every test uses real `serve` and `work` processes on loopback and real signals; the promise
+checked is that each file ends in exactly one final state with the right counts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import AUTHKEY, Cluster, Proc, wait_for
+
+# A general regex (not a word alternation) takes the slow path, about 50 MB/s: a file of a few
+# tens of MB keeps a worker busy for a second or more, long enough to kill it mid-file.
+SLOW_PATTERN = r"ERROR\s+\d+"
+
+
+def _big_log(path: Path, megabytes: int) -> tuple[int, int]:
+    """Write a log of about ``megabytes`` MB; returns its (lines, error lines) by construction."""
+    block = b"2026-11-27 10:00:00 INFO request served in 12ms\n" * 999 + b"ERROR 500 upstream\n"
+    repeats = megabytes * 1024 * 1024 // len(block)
+    with open(path, "wb") as f:
+        for _ in range(repeats):
+            f.write(block)
+    return repeats * 1000, repeats
+
+
+def _entry(cluster: Cluster, name: str) -> dict[str, Any]:
+    return cluster.files().get(name, {})
+
+
+def _leased_by(cluster: Cluster, name: str, proc: Proc) -> bool:
+    entry = _entry(cluster, name)
+    return entry.get("status") == "leased" and entry["worker"].endswith(f":{proc.popen.pid}")
+
+
+def test_worker_killed_mid_file_its_lease_expires_and_another_counts_it(cluster: Cluster) -> None:
+    lines, errors = _big_log(cluster.root / "big.log", 60)
+    cluster.serve("--lease", "2", "--error-pattern", SLOW_PATTERN)
+    first = cluster.work()
+    wait_for(lambda: _leased_by(cluster, "big.log", first))
+    time.sleep(0.3)
+    first.signal(signal.SIGKILL)
+    first.wait()
+    second = cluster.work()
+    wait_for(lambda: _entry(cluster, "big.log").get("status") == "done", timeout=60)
+    entry = _entry(cluster, "big.log")
+    assert (entry["lines"], entry["error_lines"]) == (lines, errors)
+    assert entry["worker"].endswith(f":{second.popen.pid}")
+    assert entry["attempts"] == 2
+    assert cluster.versions() == {b"big.log": ["done"]}
+    assert "expired" in (cluster.master.output if cluster.master else "")
+
+
+def test_heartbeats_keep_a_lease_longer_than_its_term(cluster: Cluster) -> None:
+    lines, errors = _big_log(cluster.root / "big.log", 60)
+    cluster.serve("--lease", "1", "--error-pattern", SLOW_PATTERN)
+    worker = cluster.work()
+    wait_for(lambda: _entry(cluster, "big.log").get("status") == "done", timeout=60)
+    entry = _entry(cluster, "big.log")
+    assert entry["attempts"] == 1, "the lease expired although the worker was alive"
+    assert (entry["lines"], entry["error_lines"]) == (lines, errors)
+    assert entry["worker"].endswith(f":{worker.popen.pid}")
+
+
+def test_worker_killed_while_waiting_for_work_loses_no_task(cluster: Cluster) -> None:
+    cluster.serve("--lease", "2")
+    idle = cluster.work()
+    wait_for(lambda: "connected to the master" in idle.output)
+    time.sleep(0.5)  # now blocked in take() on the master
+    idle.signal(signal.SIGKILL)
+    idle.wait()
+    (cluster.root / "after.log").write_bytes(b"ERROR one\nok\n")
+    cluster.work()
+    wait_for(lambda: _entry(cluster, "after.log").get("status") == "done")
+    assert _entry(cluster, "after.log")["error_lines"] == 1
+
+
+def test_master_killed_and_restarted_loses_nothing_and_redoes_nothing(cluster: Cluster) -> None:
+    for i in range(100):
+        (cluster.root / f"early-{i:03}.log").write_bytes(b"ERROR 7 e\nok\n" * (i + 1))
+    lines, errors = _big_log(cluster.root / "big.log", 40)
+    master = cluster.serve("--lease", "3", "--error-pattern", SLOW_PATTERN)
+    workers = [cluster.work(), cluster.work()]
+    wait_for(lambda: _entry(cluster, "big.log").get("status") == "leased", timeout=30)
+    done_before = {
+        path: entry["worker"]
+        for path, entry in cluster.files().items()
+        if entry["status"] == "done"
+    }
+    master.signal(signal.SIGKILL)
+    master.wait()
+    for i in range(30):  # arrive while the master is down
+        (cluster.root / f"late-{i:03}.log").write_bytes(b"FATAL x\n" * (i + 1))
+    time.sleep(1.5)  # the workers notice and start retrying
+    cluster.serve("--lease", "3", "--error-pattern", SLOW_PATTERN)
+
+    def all_done() -> bool:
+        files = cluster.files()
+        return len(files) == 131 and all(e["status"] == "done" for e in files.values())
+
+    wait_for(all_done, timeout=90)
+    files = cluster.files()
+    for i in range(100):
+        entry = files[f"early-{i:03}.log"]
+        assert (entry["lines"], entry["error_lines"]) == (2 * (i + 1), i + 1)
+    for i in range(30):
+        entry = files[f"late-{i:03}.log"]
+        assert (entry["lines"], entry["error_lines"]) == (i + 1, 0)  # not SLOW_PATTERN
+    assert (files["big.log"]["lines"], files["big.log"]["error_lines"]) == (lines, errors)
+    for path, worker in done_before.items():
+        assert files[path]["worker"] == worker  # recorded before the crash, not redone
+    assert all(statuses == ["done"] for statuses in cluster.versions().values())
+    for worker in workers:
+        assert worker.popen.poll() is None, "a worker gave up on the master"
+        assert "cannot reach the master" in worker.output
+        # Backoff may still hold one back while the other finishes the work.
+        wait_for(lambda w=worker: w.output.count("connected to the master") >= 2, timeout=40)
+        assert "Traceback" not in worker.output
+
+
+def test_failing_file_is_retried_then_failed_without_blocking_others(cluster: Cluster) -> None:
+    (cluster.root / "broken.log.gz").write_bytes(gzip.compress(b"ERROR x\n" * 1000)[:-40])
+    cluster.serve("--max-attempts", "3")
+    cluster.work()
+    for i in range(20):
+        (cluster.root / f"ok-{i}.log").write_bytes(b"ERROR fine\n")
+    wait_for(lambda: _entry(cluster, "broken.log.gz").get("status") == "failed", timeout=30)
+    files = cluster.files()
+    broken = files.pop("broken.log.gz")
+    assert broken["attempts"] == 3
+    assert "corrupt gzip data" in broken["error"]
+    assert len(files) == 20 and all(e["status"] == "done" for e in files.values())
+
+
+def test_file_deleted_before_it_is_counted_is_vanished(cluster: Cluster) -> None:
+    cluster.serve()
+    doomed = cluster.root / "doomed.log"
+    doomed.write_bytes(b"ERROR soon gone\n")
+    wait_for(lambda: _entry(cluster, "doomed.log").get("status") == "queued")
+    doomed.unlink()
+    cluster.work()
+    wait_for(lambda: _entry(cluster, "doomed.log").get("status") == "vanished")
+    time.sleep(1.5)
+    assert cluster.versions() == {b"doomed.log": ["vanished"]}  # no retries forever
+
+
+def test_file_changed_after_dispatch_is_counted_as_its_new_version(cluster: Cluster) -> None:
+    cluster.serve()
+    log = cluster.root / "moving.log"
+    log.write_bytes(b"ERROR first\n")
+    wait_for(lambda: _entry(cluster, "moving.log").get("status") == "queued")
+    with open(log, "ab") as f:
+        f.write(b"FATAL second\nok\n")
+    cluster.work()
+    wait_for(lambda: _entry(cluster, "moving.log").get("status") == "done")
+    entry = _entry(cluster, "moving.log")
+    assert (entry["lines"], entry["error_lines"]) == (3, 2)
+    assert cluster.versions() == {b"moving.log": ["superseded", "done"]}
+
+
+def test_sigterm_lets_a_worker_finish_its_file_and_exit_zero(cluster: Cluster) -> None:
+    lines, errors = _big_log(cluster.root / "big.log", 40)
+    master = cluster.serve("--error-pattern", SLOW_PATTERN)
+    worker = cluster.work()
+    wait_for(lambda: _leased_by(cluster, "big.log", worker))
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+    entry = _entry(cluster, "big.log")
+    assert (entry["status"], entry["lines"], entry["error_lines"]) == ("done", lines, errors)
+    assert "Traceback" not in worker.output
+    master.signal(signal.SIGTERM)
+    assert master.wait() == 0
+
+
+def test_second_signal_stops_a_worker_at_once(cluster: Cluster) -> None:
+    _big_log(cluster.root / "big.log", 150)  # seconds of counting: still busy at the 2nd signal
+    cluster.serve("--error-pattern", SLOW_PATTERN, "--lease", "2")
+    worker = cluster.work()
+    wait_for(lambda: _leased_by(cluster, "big.log", worker))
+    worker.signal(signal.SIGTERM)
+    time.sleep(0.5)  # two signals sent back to back would arrive as one
+    worker.signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert worker.wait() == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 1.0
+    cluster.work()  # the file is not lost: the lease expires and it is counted
+    wait_for(lambda: _entry(cluster, "big.log").get("status") == "done", timeout=60)
+
+
+def test_ctrl_c_on_run_once_cleans_up_every_child(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    _big_log(root / "big.log", 60)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from dispatcher.cli import main; sys.exit(main())",
+            "run",
+            str(root),
+            "--once",
+            "--workers",
+            "2",
+            "--state",
+            str(tmp_path / "state"),
+            "--error-pattern",
+            SLOW_PATTERN,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    children = wait_for(lambda: _children(run.pid) if len(_children(run.pid)) == 2 else None)
+    time.sleep(1.0)
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=30) == 130
+    run.stderr.close() if run.stderr else None
+    for pid in children:
+        assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid), f"worker {pid} left behind"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == str(pid):
+                found.append(int(entry))
+    return found
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("mode", [("--no-events", "--rescan", "1"), ("--poll", "0.3")])
+def test_files_are_found_without_inotify(cluster: Cluster, mode: tuple[str, ...]) -> None:
+    master = cluster.serve(*mode)
+    cluster.work()
+    time.sleep(0.5)  # after the start-up scan
+    (cluster.root / "nfs-host").mkdir()
+    (cluster.root / "nfs-host/late.log").write_bytes(b"CRITICAL disk\n")
+    wait_for(lambda: _entry(cluster, "nfs-host/late.log").get("status") == "done", timeout=20)
+    assert "no events" in master.output or "polling every 0.3 s" in master.output
+
+
+def test_inotify_overflow_triggers_a_rescan(cluster: Cluster) -> None:
+    limit_file = Path("/proc/sys/fs/inotify/max_queued_events")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to lower the inotify queue limit")
+    saved = limit_file.read_text()
+    limit_file.write_text("16\n")
+    try:
+        master = cluster.serve("--rescan", "3600")
+    finally:
+        limit_file.write_text(saved)  # the master's inotify instance keeps the small queue
+    cluster.work()
+    for i in range(400):
+        (cluster.root / f"burst-{i:03}.log").write_bytes(b"ERROR b\n")
+    wait_for(lambda: len(cluster.files()) == 400, timeout=30)
+    wait_for(lambda: all(e["status"] == "done" for e in cluster.files().values()))
+    assert "inotify queue overflowed: events were lost, rescanning" in master.output
+
+
+def test_authkey_file_readable_by_others_is_warned_about(cluster: Cluster) -> None:
+    cluster.key_file.chmod(0o644)
+    master = cluster.serve()
+    assert "readable by group or others" in master.output
+    assert AUTHKEY not in master.output

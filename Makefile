@@ -20,7 +20,7 @@ demo: $(VENV)/.installed
 	$(BIN)/logdispatch run sample_logs --once --workers 2 --state $(DEMO_STATE)
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check dispatcher workers tests
+	$(BIN)/ruff check dispatcher workers tests scripts
 	$(BIN)/mypy dispatcher workers
 
 # pytest exits 5 when it collected nothing: that is a failure here, said out loud.

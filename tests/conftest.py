@@ -80,8 +80,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _child_pids() -> set[int]:
-    me = str(os.getpid())
+def child_pids(parent: int | None = None, cmdline_has: bytes = b"") -> set[int]:
+    """Live (not zombie) children of ``parent`` (default: this process)."""
+    parent_text = str(os.getpid() if parent is None else parent)
     pids = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -89,9 +90,11 @@ def _child_pids() -> set[int]:
         try:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
         except OSError:
-            continue
-        if fields[1] == me and fields[0] != "Z":
+            continue  # gone meanwhile
+        if fields[1] == parent_text and fields[0] != "Z" and cmdline_has in cmdline:
             pids.add(int(entry))
     return pids
 
@@ -103,7 +106,7 @@ def no_leaks() -> Iterator[None]:
     yield
     deadline = time.monotonic() + 10
     while True:
-        children = _child_pids()
+        children = child_pids()
         threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
         if not children and not threads:
             return

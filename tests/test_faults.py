@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AUTHKEY, Cluster, Proc, wait_for
+from conftest import AUTHKEY, Cluster, Proc, child_pids, wait_for
 
 # A general regex (not a word alternation) takes the slow path, about 50 MB/s: a file of a few
 # tens of MB keeps a worker busy for a second or more, long enough to kill it mid-file.
@@ -218,37 +218,14 @@ def test_ctrl_c_on_run_once_cleans_up_every_child(tmp_path: Path) -> None:
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
-    children = wait_for(lambda: _children(run.pid) if len(_children(run.pid)) == 2 else None)
+    children = wait_for(lambda: found if len(found := child_pids(run.pid)) == 2 else None)
     time.sleep(1.0)
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=30) == 130
-    run.stderr.close() if run.stderr else None
-    for pid in children:
-        assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid), f"worker {pid} left behind"
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == str(pid):
-                found.append(int(entry))
-    return found
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    # Left behind, they would now belong to init and still run.
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}/cmdline") for pid in children), 5)
 
 
 @pytest.mark.parametrize("mode", [("--no-events", "--rescan", "1"), ("--poll", "0.3")])

@@ -9,7 +9,7 @@ import socket
 import time
 from pathlib import Path
 
-from conftest import Cluster, wait_for
+from conftest import Cluster, child_pids, wait_for
 from reference import reference_counts
 
 SAMPLES = Path(__file__).parent.parent / "sample_logs"
@@ -122,26 +122,11 @@ def test_wrong_authkey_is_refused_and_the_master_keeps_serving(cluster: Cluster)
     assert master.popen.poll() is None
 
 
-def _counting_children(pid: int) -> list[int]:
-    """Worker processes under ``pid`` (not multiprocessing's resource tracker)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[1] == str(pid) and fields[0] != "Z":
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if b"spawn_main" in f.read():
-                    found.append(int(entry))
-    return found
-
-
 def test_work_processes_and_sigterm_stop_everything_cleanly(cluster: Cluster) -> None:
     master = cluster.serve()
     worker = cluster.work("--processes", "2")
-    wait_for(lambda: len(_counting_children(worker.popen.pid)) == 2)
+    # multiprocessing's resource tracker is a child too: count the workers only.
+    wait_for(lambda: len(child_pids(worker.popen.pid, b"spawn_main")) == 2)
     for i in range(300):
         (cluster.root / f"f{i:03}.log").write_bytes(b"ERROR x\n" * (i % 5))
     wait_for(lambda: cluster.summary()["totals"].get("done") == 300)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import queue
 import socket
+import struct
+import threading
 import time
 from collections.abc import Iterator
 from multiprocessing import AuthenticationError
@@ -88,3 +90,30 @@ def test_wrong_key_gets_no_traceback_and_workers_cannot_stop_the_server(
         dispatch(conn, None, "shutdown")
     conn.close()
     assert _client(server).describe()["lease"] > 0
+
+
+def test_clients_that_hang_up_mid_call_leave_the_server_serving(
+    server: ManagerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "logdispatch.server")
+    # Logged in, then half a request and gone.
+    conn = Client(server.address, authkey=KEY)
+    conn._send(struct.pack("!i", 1000) + b"partial")  # type: ignore[attr-defined]
+    conn.close()
+
+    # A proxy connection that dies while its take() waits on the server. On its own thread:
+    # proxies cache one connection per thread, and this one is left broken.
+    def dying_client() -> None:
+        proxy = _client(server)
+        proxy.take("w0", 1, 1 << 20, 0)  # empties the queue
+        raw = proxy._tls.connection
+        raw.send((proxy._id, "take", ("w1", 1, 1 << 20, 2.0), {}))
+        raw.close()
+
+    thread = threading.Thread(target=dying_client)
+    thread.start()
+    thread.join()
+    time.sleep(0.2)
+    fresh = _client(server)
+    assert fresh.describe()["root"] == b"/srv/logs"
+    assert fresh.take("w2", 1, 1 << 20, 0) == []

@@ -23,9 +23,12 @@ from dispatcher.protocol import (
     AUTHKEY_ENV,
     DEFAULT_ADDRESS,
     ConfigError,
+    decode_path,
+    error_text,
     format_address,
     load_authkey,
     parse_address,
+    printable,
 )
 from workers.counting import DEFAULT_ERROR_PATTERN, CountError, ErrorMatcher, count_path
 
@@ -50,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing more, not even at exit's flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 def setup_logging(verbosity: int, quiet_by_default: bool = False) -> None:
@@ -204,21 +211,23 @@ class _Signals:
 
     def __init__(self, on_first: Callable[[], None]) -> None:
         self._on_first = on_first
-        self.received = 0
+        self.first: int | None = None  # the first signal received
+        self._received = 0
         signal.signal(signal.SIGINT, self._handle)
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.received += 1
-        if self.received > 1:
+        self._received += 1
+        if self._received > 1:
             os._exit(128 + signum)
+        self.first = signum
         self._on_first()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     master = Master(_master_config(args, load_authkey(args.authkey_file)))
+    _Signals(master.stop)  # before start(): a signal during start-up is not lost
     master.start()
-    _Signals(master.stop)
     try:
         master.run()
     finally:
@@ -233,9 +242,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     authkey = secrets.token_hex(32).encode()  # private to this process tree
     config = _master_config(args, authkey, address=("127.0.0.1", 0), once=args.once)
     master = Master(config)
+    signals = _Signals(master.stop)  # before start(): a signal during start-up is not lost
     master.start()
-    signals = _Signals(master.stop)
     workers: list[subprocess.Popen[bytes]] = []
+    crashed = False
     try:
         workers = _start_workers(master, args.workers, authkey, args.verbose - args.quiet)
         while not master.stopping:
@@ -244,16 +254,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                 break
             if all(w.poll() is not None for w in workers):
                 log.error("all workers exited; stopping")
+                crashed = True
                 master.stop()
     finally:
         _stop_workers(workers)
         master.close()
-    if signals.received:
-        return 130
+    if signals.first is not None:
+        print(
+            f"logdispatch run: interrupted; what was counted is in the ledger: "
+            f"logdispatch summary --state {config.state_dir}",
+            file=sys.stderr,
+        )
+        return 128 + signals.first
     document = summary.build(config.state_dir)
     summary.render(document, "table", sys.stdout)
-    totals = document["totals"]
-    return 1 if totals["failed"] or not all(w.returncode == 0 for w in workers) else 0
+    return 1 if document["totals"]["failed"] or crashed else 0
 
 
 def _start_workers(
@@ -300,17 +315,15 @@ def cmd_count(args: argparse.Namespace) -> int:
     except Exception as e:
         raise ConfigError(f"--error-pattern is not a valid regex: {e}") from None
     entries: list[dict[str, Any]] = []
-    failed = 0
     for name in args.files:
-        entry: dict[str, Any] = {"path": name}
+        shown = decode_path(os.fsencode(name))
+        entry: dict[str, Any] = {"path": shown}
         try:
             counts = count_path(name, matcher)
         except (CountError, OSError) as e:
-            failed += 1
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            entry["error"] = reason
+            entry["error"] = error_text(e)
             if not args.json:
-                print(f"logdispatch count: {name}: {reason}", file=sys.stderr)
+                print(f"logdispatch count: {printable(shown)}: {entry['error']}", file=sys.stderr)
         else:
             entry.update(
                 lines=counts.lines,
@@ -320,11 +333,13 @@ def cmd_count(args: argparse.Namespace) -> int:
                 long_lines=counts.long_lines,
             )
             if not args.json:
-                print(f"{counts.lines:>12} {counts.error_lines:>12}  {name}")
+                print(f"{counts.lines:>12} {counts.error_lines:>12}  {printable(shown)}")
         entries.append(entry)
     counted = [e for e in entries if "error" not in e]
+    failed = len(entries) - len(counted)
     totals = {
         "files": len(counted),
+        "failed": failed,
         "lines": sum(e["lines"] for e in counted),
         "error_lines": sum(e["error_lines"] for e in counted),
     }

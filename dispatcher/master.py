@@ -322,12 +322,12 @@ class Master:
         if version is None:
             return
         log.warning(
-            "lease on %s (attempt %d) held by %s expired",
+            "lease on %s (attempt %d) held by %s expired or its connection closed",
             display_path(version.path),
             lease.task.attempt,
             lease.worker,
         )
-        reason = f"lease expired: worker {lease.worker} stopped responding"
+        reason = f"worker {lease.worker} stopped responding or disconnected"
         # The worker is gone, not necessarily because of the file: the next one may start now.
         self._retry_or_fail(lease.task.id, version, lease.task.attempt, reason, backoff=False)
 

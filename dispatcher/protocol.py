@@ -6,6 +6,7 @@ the manager class with its registered names, the address format and authkey load
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -83,8 +84,11 @@ DispatchManager.register("get_result_queue")
 
 
 def decode_path(path: bytes) -> str:
-    """A path as text for documents (JSON, CSV): undecodable bytes escaped as ``\\xNN``."""
-    return path.decode("utf-8", "backslashreplace")
+    """A path as text for documents (JSON, CSV), one-to-one with its bytes.
+
+    Undecodable bytes become ``\\xNN`` and a real backslash ``\\\\``, so no two names look alike.
+    """
+    return path.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
 def printable(text: str) -> str:
@@ -99,24 +103,39 @@ def display_path(path: bytes) -> str:
     return printable(decode_path(path))
 
 
+def error_text(error: BaseException) -> str:
+    """One readable line for an error met while opening or reading a file or the network."""
+    if isinstance(error, OSError):
+        if error.errno == errno.ELOOP:
+            return "a symbolic link on the path: not followed"
+        if error.errno == errno.ENXIO:
+            return "not a regular file"  # a socket or a device without a reader
+        if error.strerror:
+            return error.strerror
+    if isinstance(error, EOFError) and not str(error):
+        return "connection closed"
+    return str(error) or type(error).__name__
+
+
 def parse_address(text: str, default_host: str = DEFAULT_ADDRESS[0]) -> tuple[str, int]:
-    """Parse ``HOST:PORT``, ``:PORT`` or ``[V6]:PORT``."""
+    """Parse ``HOST:PORT`` or ``:PORT`` (HOST then defaults to loopback)."""
     host, sep, port_text = text.rpartition(":")
     if not sep:
         raise ConfigError(f"address {text!r} is not HOST:PORT")
-    host = host.strip("[]") or default_host
+    if ":" in host:
+        # multiprocessing.connection opens every (host, port) address as an IPv4 socket.
+        raise ConfigError(f"address {text!r}: IPv6 is not supported; use IPv4 or a host name")
     try:
         port = int(port_text)
     except ValueError:
         raise ConfigError(f"address {text!r}: port {port_text!r} is not a number") from None
     if not 0 <= port <= 65535:
         raise ConfigError(f"address {text!r}: port out of range")
-    return host, port
+    return host or default_host, port
 
 
 def format_address(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{address[0]}:{address[1]}"
 
 
 def load_authkey(path: str | None) -> bytes:

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener
@@ -75,7 +76,9 @@ class ManagerServer:
         )
         _Served.register("get_result_queue", get_result_queue, exposed=("put",))
         registry = _Served._registry  # type: ignore[attr-defined]
-        self._server = _GuardedServer(registry, address, authkey, "pickle", login_timeout)
+        self._server = _GuardedServer(
+            registry, address, authkey, "pickle", login_timeout, task_queue.channel_closed
+        )
         self._thread = threading.Thread(
             target=self._server.accepter, name="manager-accept", daemon=True
         )
@@ -108,8 +111,10 @@ class _GuardedServer(Server):
         authkey: bytes,
         serializer: str,
         login_timeout: float,
+        on_disconnect: Callable[[int], None],
     ) -> None:
         super().__init__(registry, address, authkey, serializer)
+        self._on_disconnect = on_disconnect
         self.stop_event = threading.Event()  # the stdlib makes it in serve_forever(), unused here
         self._login_timeout = login_timeout
         self._clients: weakref.WeakSet[_LoginGuard] = weakref.WeakSet()
@@ -137,7 +142,13 @@ class _GuardedServer(Server):
         self.listener.close()
 
     def accept_connection(self, c: Any, name: str) -> None:
-        super().accept_connection(c, name)
+        """Serve one client connection on this thread until it ends."""
+        try:
+            super().accept_connection(c, name)
+        finally:
+            # A worker killed mid-file closes its connection at once: no need to wait out
+            # the lease term to give its files to another worker.
+            self._on_disconnect(threading.get_ident())
         # serve_client() returned because the server is stopping. The stdlib would now send a
         # stray reply that the client takes as the answer to its call in flight: hang up.
         raise SystemExit
@@ -146,7 +157,7 @@ class _GuardedServer(Server):
         self.stop_event.set()
         # A thread blocked in accept() does not wake when the socket is closed: connect once.
         host, port = self.address
-        wake_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        wake_host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1"}.get(host, host)
         with contextlib.suppress(OSError):
             socket.create_connection((wake_host, port), timeout=1).close()
         for guard in list(self._clients):

@@ -36,6 +36,7 @@ class Lease:
     task: Task
     worker: str
     deadline: float
+    channel: int  # the server thread (one per connection) that handed it out
 
 
 class TaskQueue:
@@ -81,6 +82,7 @@ class TaskQueue:
             batch: list[Task] = []
             total = 0
             now = self._clock()
+            channel = threading.get_ident()
             while self._ready and len(batch) < max_items:
                 pending = self._ready[0]
                 if batch and total + pending.size > max_bytes:
@@ -97,7 +99,8 @@ class TaskQueue:
                     pending.attempts + 1,
                     self._error_pattern,
                 )
-                self._leases[task.id] = Lease(task, worker_id, now + self._lease_seconds)
+                deadline = now + self._lease_seconds
+                self._leases[task.id] = Lease(task, worker_id, deadline, channel)
                 self._taken.append((task.id, task.attempt, worker_id))
                 batch.append(task)
                 total += pending.size
@@ -149,6 +152,13 @@ class TaskQueue:
         with self._cond:
             if self._leases.pop(task_id, None) is None:
                 self._cancelled.add(task_id)
+
+    def channel_closed(self, channel: int) -> None:
+        """The connection that took these leases is gone: let them expire now, not at term."""
+        with self._cond:
+            for lease in self._leases.values():
+                if lease.channel == channel:
+                    lease.deadline = float("-inf")
 
     def expire(self) -> list[Lease]:
         """Remove and return the leases whose deadline passed."""

@@ -109,7 +109,12 @@ def test_count_prints_the_same_counts_as_the_rules(tmp_path: Path) -> None:
     lines, errors = reference_counts(plain.read_bytes())
     assert [(f["lines"], f["error_lines"]) for f in document["files"]] == [(lines, errors)] * 2
     assert document["files"][1]["compression"] == "gzip"
-    assert document["totals"] == {"files": 2, "lines": 2 * lines, "error_lines": 2 * errors}
+    assert document["totals"] == {
+        "files": 2,
+        "failed": 0,
+        "lines": 2 * lines,
+        "error_lines": 2 * errors,
+    }
 
     text = logdispatch("count", str(plain), str(tmp_path / "missing.log"))
     assert text.returncode == 1
@@ -164,3 +169,46 @@ def test_long_table_keeps_the_files_that_need_attention() -> None:
     assert all(int(files[int(p[1:4])]["error_lines"]) == 6 for p in shown[1:])
     assert "Showing 5 of 300 files" in out.getvalue()
     assert "corrupt gzip data" in out.getvalue()
+
+
+def test_names_that_only_look_alike_stay_apart(tmp_path: Path) -> None:
+    root = os.fsencode(tmp_path / "root")
+    os.mkdir(root)
+    for name, data in (
+        (b"a\xff.log", b"ERROR\n"),
+        (b"a\\xff.log", b"x\nx\n"),
+        (b"n\nl.log", b"FATAL\n"),
+        (b"n\\nl.log", b"x\n"),
+    ):
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(data)
+    state = str(tmp_path / "state")
+    assert logdispatch("run", os.fsdecode(root), "--once", "--state", state).returncode == 0
+    document = json.loads(logdispatch("summary", "--state", state, "--format", "json").stdout)
+    lines = {f["path"]: f["lines"] for f in document["files"]}
+    assert lines == {"a\\xff.log": 1, "a\\\\xff.log": 2, "n\nl.log": 1, "n\\\\nl.log": 1}
+    table = logdispatch("summary", "--state", state).stdout
+    assert "n\\nl.log" in table and "n\\\\nl.log" in table
+
+    counted = logdispatch("count", os.fsdecode(os.path.join(root, b"a\xff.log")), "--json")
+    assert json.loads(counted.stdout)["files"][0]["path"].endswith("a\\xff.log")
+
+
+def test_run_once_on_an_empty_root_succeeds_and_a_broken_pipe_is_quiet(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    state = str(tmp_path / "state")
+    run = logdispatch("run", str(tmp_path / "empty"), "--once", "--state", state)
+    assert run.returncode == 0, run.stderr
+    assert "0 files" in run.stdout
+    # Far more output than a pipe holds, of which the reader takes 10 bytes.
+    many = [str(SAMPLES / "db-01/syslog")] * 5000
+    writer = subprocess.Popen(
+        [*LOGDISPATCH, "count", *many], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert writer.stdout is not None and writer.stderr is not None
+    writer.stdout.read(10)
+    writer.stdout.close()
+    stderr = writer.stderr.read().decode()
+    writer.stderr.close()
+    assert writer.wait(timeout=60) == 128 + 13  # SIGPIPE's conventional status
+    assert "Traceback" not in stderr

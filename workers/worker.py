@@ -28,6 +28,7 @@ from dispatcher.protocol import (
     Status,
     Task,
     display_path,
+    error_text,
     format_address,
 )
 from workers.counting import CountError, ErrorMatcher, count_fileobj
@@ -176,7 +177,7 @@ class Worker:
         except (PathRefused, re.error) as e:
             return failed(Status.ERROR, str(e))
         except OSError as e:
-            return failed(Status.ERROR, _os_error_text(e))
+            return failed(Status.ERROR, error_text(e))
         with os.fdopen(fd, "rb", buffering=0) as f:
             try:
                 before = os.fstat(fd)
@@ -189,7 +190,7 @@ class Worker:
             except CountError as e:
                 return failed(Status.ERROR, str(e))
             except OSError as e:
-                return failed(Status.ERROR, _os_error_text(e))
+                return failed(Status.ERROR, error_text(e))
         if (after.st_size, after.st_mtime_ns) != (task.size, task.mtime_ns):
             return failed(Status.CHANGED, "changed while it was counted")
         return Result(
@@ -242,7 +243,7 @@ class Worker:
                     "cannot reach the master at %s (attempt %d): %s; retrying in %.1f s",
                     format_address(self.config.address),
                     attempt,
-                    _os_error_text(e),
+                    error_text(e),
                     delay,
                 )
                 self._stop.wait(delay)
@@ -256,7 +257,7 @@ class Worker:
 
     def _disconnected(self, error: BaseException) -> None:
         log.warning(
-            "lost the master at %s: %s", format_address(self.config.address), _os_error_text(error)
+            "lost the master at %s: %s", format_address(self.config.address), error_text(error)
         )
         self._tasks = self._results = None
         # Proxies cache their connection per address and thread; a stale one would fail again.
@@ -333,13 +334,3 @@ def open_under(root: bytes, relpath: bytes) -> int:
         return os.open(parts[-1], flags, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def _os_error_text(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.errno == errno.ELOOP:
-        return "a symbolic link on the path: not followed"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    if isinstance(error, EOFError) and not str(error):
-        return "connection closed"
-    return str(error) or type(error).__name__

@@ -81,7 +81,11 @@ def _render_table(summary: dict[str, Any], out: TextIO, table_rows: int) -> None
         )
     table = Table(box=box.SIMPLE_HEAD, show_footer=True)
     totals = summary["totals"]
-    table.add_column("path", footer=f"{totals['files']:,} files", overflow="fold")
+    table.add_column(
+        "path",
+        footer=f"{totals['files']:,} file{'' if totals['files'] == 1 else 's'}",
+        overflow="fold",
+    )
     table.add_column("lines", justify="right", footer=f"{totals['lines']:,}")
     table.add_column("error lines", justify="right", footer=f"{totals['error_lines']:,}")
     table.add_column("status", footer=_status_footer(totals))

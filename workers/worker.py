@@ -102,7 +102,7 @@ class Worker:
         except MasterRefused as e:
             log.error("%s", e)
             return 2
-        log.info("stopped after counting %d files", self.counted)
+        log.info("stopped after counting %d file%s", self.counted, "" if self.counted == 1 else "s")
         return 0
 
     def stop(self) -> None:

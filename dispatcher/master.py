@@ -11,7 +11,6 @@ import os
 import queue
 import re
 import stat
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,7 +99,7 @@ class Master:
         self._wall = wall
         self._root = os.fsencode(os.path.realpath(config.root))
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._stop = threading.Event()
+        self._stopping = False  # a plain flag: set from signal handlers, which must not lock
         self.progress = Progress()
         self._ledger = Ledger(config.state_dir, Path(os.fsdecode(self._root)))
         self.tasks = TaskQueue(self._root, config.error_pattern, config.lease, clock)
@@ -161,18 +160,18 @@ class Master:
             log.info("re-queued %d unfinished files from the ledger", len(self._open))
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping:
             self.step()
             if self.config.once and self.finished:
                 break
 
     def stop(self) -> None:
         """Ask ``run()`` to return after the current step; safe from a signal handler."""
-        self._stop.set()
+        self._stopping = True
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stopping
 
     def close(self) -> None:
         """Stop handing out work, record what has arrived, and release everything."""

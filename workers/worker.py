@@ -73,7 +73,7 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.id = f"{socket.gethostname()}:{os.getpid()}"
-        self._stop = threading.Event()
+        self._stopping = False  # a plain flag: set from signal handlers, which must not lock
         self._signals = 0
         self._tasks: Any = None  # proxies, None while disconnected
         self._results: Any = None
@@ -96,7 +96,7 @@ class Worker:
         try:
             self._connect_with_backoff()
             heartbeat.start()
-            while not self._stop.is_set():
+            while not self._stopping:
                 self.step()
             self._flush(final=True)
         except MasterRefused as e:
@@ -106,14 +106,14 @@ class Worker:
         return 0
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping = True
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only flags here: a handler must not interrupt a proxied call in flight.
         self._signals += 1
         if self._signals > 1:
             os._exit(128 + signum)  # second signal: cold stop, at once
-        self._stop.set()
+        self._stopping = True
 
     # --- one iteration -------------------------------------------------------------------
 
@@ -142,7 +142,7 @@ class Worker:
             self._lost.clear()
         last_flush = time.monotonic()
         for index, task in enumerate(tasks):
-            if self._stop.is_set():
+            if self._stopping:
                 self._hand_back(tasks[index:])
                 break
             with self._held_lock:
@@ -235,7 +235,7 @@ class Worker:
     def _connect_with_backoff(self) -> None:
         delay = RECONNECT_FIRST_SECONDS
         attempt = 1
-        while not self._stop.is_set():
+        while not self._stopping:
             try:
                 self._connect()
             except CONNECTION_ERRORS as e:
@@ -246,7 +246,7 @@ class Worker:
                     error_text(e),
                     delay,
                 )
-                self._stop.wait(delay)
+                self._sleep(delay)
                 delay = min(delay * 2, RECONNECT_CAP_SECONDS)
                 attempt += 1
                 continue
@@ -287,10 +287,17 @@ class Worker:
         except CONNECTION_ERRORS as e:
             self._disconnected(e)  # the leases will expire instead
 
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopping (checked every 0.1 s); returns whether to carry on."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(remaining, 0.1))
+        return not self._stopping
+
     def _heartbeat_loop(self) -> None:
         """Keep leases on the current batch alive while a big file is being counted."""
         tasks: Any = None
-        while not self._stop.wait(max(self._lease / 3, 0.1)):
+        while self._sleep(max(self._lease / 3, 0.1)):
             with self._held_lock:
                 held = sorted(self._held)
             if not held:

@@ -282,6 +282,8 @@ class Worker:
                     return
 
     def _hand_back(self, tasks: list[Task]) -> None:
+        if self._tasks is None:
+            return  # disconnected: the leases end with the connection
         try:
             self._tasks.release(self.id, [t.id for t in tasks])
         except CONNECTION_ERRORS as e:

@@ -257,6 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 crashed = True
                 master.stop()
     finally:
+        master.tasks.close()  # workers waiting in take() get their answer now, not in a second
         _stop_workers(workers)
         master.close()
     if signals.first is not None:

@@ -9,10 +9,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 import stat
+import struct
 from dataclasses import dataclass
 from enum import StrEnum
-from multiprocessing.managers import BaseManager
+from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
+from multiprocessing.managers import BaseManager, listener_client  # type: ignore[attr-defined]
+from typing import Any
 
 log = logging.getLogger("logdispatch.protocol")
 
@@ -20,6 +24,17 @@ AUTHKEY_ENV = "LOGDISPATCH_AUTHKEY"
 DEFAULT_PORT = 50000
 # Loopback unless the operator says otherwise: the protocol is pickle with no encryption.
 DEFAULT_ADDRESS = ("127.0.0.1", DEFAULT_PORT)
+# A master that does not accept within this is unreachable for now.
+CONNECT_TIMEOUT_SECONDS = 10.0
+# Every reply is due well within this (the longest call, take(), waits 2 s on the master);
+# a silent connection is then treated as lost instead of blocking forever.
+REPLY_TIMEOUT_SECONDS = 30.0
+# TCP keepalive (idle, interval, probes): a vanished peer is noticed within about 25 s.
+KEEPALIVE = (
+    (socket.TCP_KEEPIDLE, 10),
+    (socket.TCP_KEEPINTVL, 5),
+    (socket.TCP_KEEPCNT, 3),
+)
 
 
 class LogDispatchError(Exception):
@@ -68,6 +83,36 @@ class Result:
     samples: tuple[bytes, ...] = ()
 
 
+def _connect(address: tuple[str, int], family: object = None, authkey: bytes | None = None) -> Any:
+    """``multiprocessing.connection.Client`` with the timeouts a real network needs.
+
+    The stdlib client connects and waits for replies without limit, so a master that hangs or a
+    host that vanishes without a reset would block a worker for good (and past its SIGTERM).
+    """
+    sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT_SECONDS)
+    try:
+        sock.settimeout(None)  # blocking again, as Connection expects; reads time out below
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in KEEPALIVE:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+        timeval = struct.pack("ll", int(REPLY_TIMEOUT_SECONDS), 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    except OSError:
+        sock.close()
+        raise
+    conn = Connection(sock.detach())
+    if authkey is not None:
+        answer_challenge(conn, authkey)
+        deliver_challenge(conn, authkey)
+    return conn
+
+
+# Proxies find their connection factory by serializer name: this one pickles like "pickle".
+SERIALIZER = "logdispatch"
+listener_client[SERIALIZER] = (Listener, _connect)
+
+
 class DispatchManager(BaseManager):
     """Client side of the master's manager server.
 
@@ -77,6 +122,9 @@ class DispatchManager(BaseManager):
     (``root``: the master's root path as bytes, ``lease``: lease seconds);
     ``get_result_queue`` serves ``put(results: list[Result])``.
     """
+
+    def __init__(self, address: tuple[str, int], authkey: bytes) -> None:
+        super().__init__(address, authkey, serializer=SERIALIZER)
 
 
 DispatchManager.register("get_task_queue")

@@ -18,16 +18,19 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener
 from multiprocessing.managers import BaseManager, Server
 from typing import Any
 
 from dispatcher import defaults
-from dispatcher.protocol import Result, format_address
+from dispatcher.protocol import SERIALIZER, Result, format_address
 from dispatcher.taskqueue import TaskQueue
 
 log = logging.getLogger("logdispatch.server")
+
+# Each connection gets a thread before it logs in; past this many waiting at once, new ones are
+# refused at the door, so a flood cannot exhaust threads while real workers keep theirs.
+MAX_WAITING_LOGINS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,7 @@ class ManagerServer:
         _Served.register("get_result_queue", get_result_queue, exposed=("put",))
         registry = _Served._registry  # type: ignore[attr-defined]
         self._server = _GuardedServer(
-            registry, address, authkey, "pickle", login_timeout, task_queue.channel_closed
+            registry, address, authkey, SERIALIZER, login_timeout, task_queue.channel_closed
         )
         self._thread = threading.Thread(
             target=self._server.accepter, name="manager-accept", daemon=True
@@ -134,6 +137,11 @@ class _GuardedServer(Server):
                 conn.close()
                 break
             peer = _peer_text(self.listener.last_accepted)
+            waiting = sum(not g.logged_in and not g.closed for g in list(self._clients))
+            if waiting >= MAX_WAITING_LOGINS:
+                log.warning("refused connection from %s: %d others still logging in", peer, waiting)
+                conn.close()
+                continue
             guard = _LoginGuard(conn, peer, self._login_timeout)
             self._clients.add(guard)
             threading.Thread(
@@ -157,7 +165,7 @@ class _GuardedServer(Server):
         self.stop_event.set()
         # A thread blocked in accept() does not wake when the socket is closed: connect once.
         host, port = self.address
-        wake_host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1"}.get(host, host)
+        wake_host = "127.0.0.1" if host == "0.0.0.0" else host
         with contextlib.suppress(OSError):
             socket.create_connection((wake_host, port), timeout=1).close()
         for guard in list(self._clients):
@@ -165,36 +173,43 @@ class _GuardedServer(Server):
 
 
 class _LoginGuard:
-    """A new connection until its first request: bounded in time, quiet when refused."""
+    """A new connection until its first request: bounded in time, quiet when refused.
+
+    A timer hangs up a connection that has not logged in by its deadline, however it spends
+    the time (silent, or dripping a byte at a time).
+    """
 
     def __init__(self, conn: Connection, peer: str, login_timeout: float) -> None:
         self._conn = conn
         self._peer = peer
         self._login_timeout = login_timeout
-        self._deadline = time.monotonic() + login_timeout
-        self._logged_in = False
+        self.logged_in = False
+        self.closed = False
+        self._timed_out = False
+        self._timer = threading.Timer(login_timeout, self._login_deadline)
+        self._timer.daemon = True
+        self._timer.start()
 
-    def _wait_for_data(self) -> None:
-        if self._logged_in:
-            return
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0 or not self._conn.poll(remaining):
-            raise AuthenticationError(f"no login within {self._login_timeout:g} s")
+    def _login_deadline(self) -> None:
+        if not self.logged_in:
+            self._timed_out = True
+            self.hang_up()
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        self._wait_for_data()
         return self._conn.recv_bytes(maxlength)
 
     def recv(self) -> Any:
-        self._wait_for_data()
         request = self._conn.recv()
         # The handshake is done in bytes messages; the first pickled message is a request.
-        self._logged_in = True
+        self.logged_in = True
+        self._timer.cancel()
         return request
 
     def send(self, obj: Any) -> None:
-        if not self._logged_in and isinstance(obj, tuple) and obj[:1] == ("#TRACEBACK",):
+        if not self.logged_in and isinstance(obj, tuple) and obj[:1] == ("#TRACEBACK",):
             reason = str(obj[1]).strip().splitlines()[-1]
+            if self._timed_out:
+                reason = f"no login within {self._login_timeout:g} s"
             log.warning("refused connection from %s: %s", self._peer, reason)
             return  # a stranger gets no traceback
         self._conn.send(obj)
@@ -209,6 +224,8 @@ class _LoginGuard:
         return self._conn.fileno()
 
     def close(self) -> None:
+        self.closed = True
+        self._timer.cancel()
         self._conn.close()
 
     def hang_up(self) -> None:

@@ -62,8 +62,27 @@ def test_silent_connection_is_dropped_after_the_login_timeout(
     with socket.create_connection(server.address) as silent:
         assert _closed_by_server(silent, within=5)
     assert time.monotonic() - started < 3
-    assert "no login within 0.5 s" in caplog.text
+    wait_for(lambda: "no login within 0.5 s" in caplog.text)
     assert _client(server).describe()["root"] == b"/srv/logs"
+
+
+def test_a_byte_at_a_time_does_not_outlast_the_login_timeout(server: ManagerServer) -> None:
+    started = time.monotonic()
+    closed = False
+    with socket.create_connection(server.address) as dripping:
+        dripping.recv(4096)  # the challenge
+        dripping.sendall(struct.pack("!i", 200))  # announces a 200-byte answer...
+        dripping.settimeout(0.1)
+        while not closed and time.monotonic() - started < 10:
+            try:
+                dripping.sendall(b"x")  # ...and sends it one byte every 0.1 s
+                closed = dripping.recv(4096) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+    assert closed
+    assert time.monotonic() - started < 2  # the 0.5 s deadline, not the 20 s the drip needs
 
 
 def test_garbage_is_refused_and_logged(

@@ -227,8 +227,8 @@ class _Signals:
 def cmd_serve(args: argparse.Namespace) -> int:
     master = Master(_master_config(args, load_authkey(args.authkey_file)))
     _Signals(master.stop)  # before start(): a signal during start-up is not lost
-    master.start()
     try:
+        master.start()
         master.run()
     finally:
         master.close()
@@ -243,19 +243,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _master_config(args, authkey, address=("127.0.0.1", 0), once=args.once)
     master = Master(config)
     signals = _Signals(master.stop)  # before start(): a signal during start-up is not lost
-    master.start()
     workers: list[subprocess.Popen[bytes]] = []
+
+    def workers_gone() -> bool:
+        if all(w.poll() is not None for w in workers):
+            log.error("all workers exited; stopping")
+            return True
+        return False
+
     crashed = False
     try:
+        master.start()
         workers = _start_workers(master, args.workers, authkey, args.verbose - args.quiet)
-        while not master.stopping:
-            master.step()
-            if config.once and master.finished:
-                break
-            if all(w.poll() is not None for w in workers):
-                log.error("all workers exited; stopping")
-                crashed = True
-                master.stop()
+        crashed = master.run(until=workers_gone)
     finally:
         master.tasks.close()  # workers waiting in take() get their answer now, not in a second
         _stop_workers(workers)

@@ -52,9 +52,6 @@ class VersionStatus(StrEnum):
     SUPERSEDED = "superseded"  # changed before it was counted; a newer version replaces it
 
 
-FINAL = frozenset({VersionStatus.DONE, VersionStatus.FAILED, VersionStatus.VANISHED})
-
-
 class LedgerBusy(LogDispatchError):
     """Another master holds this state directory."""
 
@@ -165,11 +162,15 @@ class Ledger:
         return cursor.lastrowid
 
     def mark_leased(self, leases: Iterable[tuple[int, int, str]]) -> None:
-        """Record (version id, attempt, worker) for tasks handed out."""
+        """Record (version id, attempt, worker) for tasks handed out.
+
+        Only forward: a result (say a quick failure) may have been recorded for that very attempt
+        before its lease is, and must not be overwritten by it.
+        """
         self._db.executemany(
-            "UPDATE versions SET status = 'leased', attempts = ?, worker = ? "
-            "WHERE id = ? AND status IN ('queued', 'leased')",
-            ((attempt, worker, vid) for vid, attempt, worker in leases),
+            "UPDATE versions SET status = 'leased', attempts = ?, worker = ? WHERE id = ? AND "
+            "(status = 'leased' OR (status = 'queued' AND attempts < ?))",
+            ((attempt, worker, vid, attempt) for vid, attempt, worker in leases),
         )
 
     def mark_queued(self, version_id: int, attempts: int, error: str | None) -> None:
@@ -213,12 +214,6 @@ class Ledger:
             "worker = coalesce(?, worker), attempts = coalesce(?, attempts) WHERE id = ?",
             (status.value, error, finished_at, worker, attempts, version_id),
         )
-
-
-def read_root(state_dir: Path) -> str | None:
-    with _read_only(state_dir) as db:
-        row = db.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
-        return None if row is None else str(row[0])
 
 
 def read_latest(state_dir: Path) -> list[FileRow]:

@@ -77,16 +77,6 @@ class _OpenVersion:
     mtime_ns: int
 
 
-@dataclass
-class Progress:
-    """Counts the master keeps for --once and for the log."""
-
-    done: int = 0
-    failed: int = 0
-    vanished: int = 0
-    scan_complete: bool = False
-
-
 class Master:
     def __init__(
         self,
@@ -100,7 +90,7 @@ class Master:
         self._root = os.fsencode(os.path.realpath(config.root))
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stopping = False  # a plain flag: set from signal handlers, which must not lock
-        self.progress = Progress()
+        self.scan_complete = False  # the first full scan has reported everything it found
         self._ledger = Ledger(config.state_dir, Path(os.fsdecode(self._root)))
         self.tasks = TaskQueue(self._root, config.error_pattern, config.lease, clock)
         self._server: ManagerServer | None = None
@@ -125,21 +115,30 @@ class Master:
     # --- life cycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Restore open work from the ledger, start serving, watching and the first scan."""
+        """Restore open work from the ledger, start serving, watching and the first scan.
+
+        Call ``close()`` afterwards even when this raises.
+        """
         self._restore()
         try:
             self._server = ManagerServer(
                 self.config.address, self.config.authkey, self.tasks, ResultSink(self._inbox)
             )
         except OSError as e:
-            self._ledger.close()
             host, port = self.config.address
             raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
         self._server.start()
         self._scanner.start()
         if not self.config.once and self.config.events:
             self._watcher = Watcher(self._root, self._inbox, self._scanner, self.config.poll)
-            self._watcher.start()
+            try:
+                self._watcher.start()
+            except OSError as e:
+                self._watcher = None
+                raise ConfigError(
+                    f"cannot watch {os.fsdecode(self._root)}: {e.strerror} (raise "
+                    "fs.inotify.max_user_watches, or use --poll SECONDS or --no-events)"
+                ) from None
         if not self.config.once:
             mode = self._watcher.mode if self._watcher else "no events"
             log.info(
@@ -159,11 +158,15 @@ class Master:
         if self._open:
             log.info("re-queued %d unfinished files from the ledger", len(self._open))
 
-    def run(self) -> None:
+    def run(self, until: Callable[[], bool] | None = None) -> bool:
+        """Step until stopped, or finished with --once; returns whether ``until()`` ended it."""
         while not self._stopping:
             self.step()
             if self.config.once and self.finished:
                 break
+            if until is not None and until():
+                return True
+        return False
 
     def stop(self) -> None:
         """Ask ``run()`` to return after the current step; safe from a signal handler."""
@@ -176,19 +179,21 @@ class Master:
     def close(self) -> None:
         """Stop handing out work, record what has arrived, and release everything."""
         self.tasks.close()
+        # Stop serving before the last drain: a result the server accepts is then recorded;
+        # a worker that cannot deliver keeps its results for the next master.
+        if self._server is not None:
+            self._server.stop()
         if self._watcher is not None:
             self._watcher.stop()
         self._scanner.stop()
         self._drain(timeout=0)
         self._ledger.commit()
-        if self._server is not None:
-            self._server.stop()
         self._ledger.close()
 
     @property
     def finished(self) -> bool:
         """True once the first scan is complete and every file it found is final."""
-        return self.progress.scan_complete and not self._open and not self._settling
+        return self.scan_complete and not self._open and not self._settling
 
     # --- one iteration -------------------------------------------------------------------
 
@@ -217,7 +222,7 @@ class Master:
                 for seen in message.seen:
                     self._consider(seen)
                 if message.complete:
-                    self.progress.scan_complete = True
+                    self.scan_complete = True
             elif isinstance(message, Seen):
                 self._consider(message)
             try:
@@ -227,20 +232,24 @@ class Master:
 
     # --- settling ------------------------------------------------------------------------
 
+    def _stat(self, path: bytes) -> tuple[int, int] | None:
+        """Size and mtime of a regular file under the root; None if it is anything else."""
+        try:
+            st = os.lstat(os.path.join(self._root, path))
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
     def _consider(self, seen: Seen) -> None:
         size, mtime_ns = seen.size, seen.mtime_ns
         if size is None or mtime_ns is None:
             if not self._eligibility.accepts(seen.path):
                 return
-            try:
-                st = os.lstat(os.path.join(self._root, seen.path))
-            except OSError:
+            found = self._stat(seen.path)
+            if found is None:
                 self._settling.pop(seen.path, None)
                 return
-            if not stat.S_ISREG(st.st_mode):
-                self._settling.pop(seen.path, None)
-                return
-            size, mtime_ns = st.st_size, st.st_mtime_ns
+            size, mtime_ns = found
         if self._known.get(seen.path) == (size, mtime_ns):
             self._settling.pop(seen.path, None)
             return
@@ -289,7 +298,7 @@ class Master:
         version = self._open.get(result.task_id)
         if version is None:
             ledger_log.info(
-                "result for task %d attempt %d from %s ignored: already recorded",
+                "result for task %d attempt %d from %s ignored: that version is closed",
                 result.task_id,
                 result.attempt,
                 result.worker,
@@ -297,17 +306,36 @@ class Master:
             return
         lease = self.tasks.lease(result.task_id)
         if result.status is Status.ERROR:
-            if lease is None or lease.task.attempt != result.attempt:
-                return  # an expired attempt's error; the current attempt decides
+            if lease is None or (lease.task.attempt, lease.worker) != (
+                result.attempt,
+                result.worker,
+            ):
+                ledger_log.info(
+                    "error from %s on an attempt that no longer holds %s ignored: %s",
+                    result.worker,
+                    display_path(version.path),
+                    result.error,
+                )
+                return
             self.tasks.discard(result.task_id)
             self._retry_or_fail(result.task_id, version, result.attempt, result.error or "error")
+            return
+        if result.status is Status.CHANGED and self._stat(version.path) == (
+            version.size,
+            version.mtime_ns,
+        ):
+            # The master still sees the version the worker says has changed: their views of
+            # the file differ (timestamp precision, a stale cache). An error, retried, not a
+            # new version: that would loop.
+            self.tasks.discard(result.task_id)
+            error = f"worker {result.worker} sees another size or mtime: {result.error}"
+            self._retry_or_fail(result.task_id, version, result.attempt, error)
             return
         # First result wins: a done, vanished or changed report closes the version for good.
         self.tasks.discard(result.task_id)
         if result.status is Status.DONE:
             self._ledger.record_result(result, self._wall())
             self._forget(result.task_id)
-            self.progress.done += 1
         elif result.status is Status.VANISHED:
             self._close(result.task_id, VersionStatus.VANISHED, result.error, result.worker)
             self._known.pop(version.path, None)
@@ -367,10 +395,6 @@ class Master:
     ) -> None:
         self._ledger.record_end(version_id, status, error, self._wall(), worker, attempts)
         self._forget(version_id)
-        if status is VersionStatus.FAILED:
-            self.progress.failed += 1
-        elif status is VersionStatus.VANISHED:
-            self.progress.vanished += 1
 
     def _forget(self, version_id: int) -> None:
         version = self._open.pop(version_id)

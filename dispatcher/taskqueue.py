@@ -107,7 +107,7 @@ class TaskQueue:
             return batch
 
     def heartbeat(self, worker_id: str, task_ids: list[int]) -> list[int]:
-        """Extend the worker's leases; returns the ids it no longer holds (stop counting those)."""
+        """Extend the worker's leases; returns the ids it no longer holds (it skips those)."""
         lost = []
         with self._cond:
             deadline = self._clock() + self._lease_seconds
@@ -136,7 +136,8 @@ class TaskQueue:
 
     def put(self, pending: Pending, delay: float = 0.0) -> None:
         with self._cond:
-            self._cancelled.discard(pending.id)
+            if self._closed:
+                return  # the master is stopping; the ledger still has it as open
             if delay > 0:
                 heapq.heappush(self._delayed, (self._clock() + delay, pending.id, pending))
             else:
@@ -148,7 +149,11 @@ class TaskQueue:
             return self._leases.get(task_id)
 
     def discard(self, task_id: int) -> None:
-        """Forget a task wherever it is: queued, delayed or leased."""
+        """Forget a task wherever it is: queued, delayed or leased.
+
+        A queued entry is only marked, and dropped when it reaches the front; an entry put
+        again meanwhile (a retry) is a second entry and stays live.
+        """
         with self._cond:
             if self._leases.pop(task_id, None) is None:
                 self._cancelled.add(task_id)
@@ -181,10 +186,6 @@ class TaskQueue:
             self._ready.clear()
             self._delayed.clear()
             self._cond.notify_all()
-
-    def in_flight(self) -> int:
-        with self._cond:
-            return len(self._leases)
 
     # --- internals (lock held) ------------------------------------------------------------
 

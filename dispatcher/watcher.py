@@ -93,8 +93,9 @@ class Scanner:
         self._thread.start()
 
     def stop(self) -> None:
-        self._requests.put(None)
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._requests.put(None)
+            self._thread.join(timeout=5)
 
     def request(self, subdir: bytes = b"") -> None:
         """Scan ``subdir`` (relative; empty for the whole root) soon."""
@@ -183,10 +184,6 @@ class _OverflowAlarm(logging.Handler):
 class Watcher:
     """watchdog's inotify observer, or its polling observer for network filesystems."""
 
-    # watchdog warns when a folder tree is copied in faster than it adds watches; it then
-    # replaces the watch itself, and the scan of the new folder covers its files anyway.
-    warnings.filterwarnings("ignore", "Callback with id", RuntimeWarning, "watchdog")
-
     def __init__(
         self, root: bytes, inbox: queue.SimpleQueue[Any], scanner: Scanner, poll: float | None
     ) -> None:
@@ -198,6 +195,10 @@ class Watcher:
         self._alarm = _OverflowAlarm(scanner)
 
     def start(self) -> None:
+        # watchdog warns when a folder tree is copied in faster than it adds watches; it then
+        # replaces the watch itself, and the scan of the new folder covers its files anyway.
+        warnings.filterwarnings("ignore", "Callback with id", RuntimeWarning, "watchdog")
+        # watchdog has no public hook for an inotify overflow, only this warning.
         watchdog_log = logging.getLogger("watchdog.observers")
         watchdog_log.setLevel(logging.WARNING)  # the alarm must hear warnings even under -qq
         watchdog_log.addHandler(self._alarm)

@@ -100,7 +100,7 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
 def test_take_leases_and_expired_lease_goes_to_another_worker(harness: Harness) -> None:
     _old_file(harness.root / "a.log", b"ERROR x\n")
     master = harness.start()
-    harness.step_until(lambda: master.progress.scan_complete)
+    harness.step_until(lambda: master.scan_complete)
     [first] = harness.take("w1")
     assert first.attempt == 1 and first.path == b"a.log"
     assert harness.files()["a.log"]["status"] == "leased"
@@ -117,7 +117,7 @@ def test_take_leases_and_expired_lease_goes_to_another_worker(harness: Harness) 
 def test_heartbeat_keeps_a_lease(harness: Harness) -> None:
     _old_file(harness.root / "big.log", b"x\n")
     master = harness.start()
-    harness.step_until(lambda: master.progress.scan_complete)
+    harness.step_until(lambda: master.scan_complete)
     [task] = harness.take("w1")
     for _ in range(5):
         harness.clock.now += 6
@@ -129,7 +129,7 @@ def test_heartbeat_keeps_a_lease(harness: Harness) -> None:
 def test_first_result_wins_and_late_duplicates_change_nothing(harness: Harness) -> None:
     _old_file(harness.root / "a.log", b"ERROR x\n")
     master = harness.start()
-    harness.step_until(lambda: master.progress.scan_complete)
+    harness.step_until(lambda: master.scan_complete)
     [first] = harness.take("w1")
     harness.clock.now += 11
     master.step(timeout=0)
@@ -147,7 +147,7 @@ def test_failing_file_is_retried_with_backoff_then_failed(harness: Harness) -> N
     _old_file(harness.root / "bad.log.gz", b"\x1f\x8bnot really")
     _old_file(harness.root / "good.log", b"fine\n")
     master = harness.start()
-    harness.step_until(lambda: master.progress.scan_complete)
+    harness.step_until(lambda: master.scan_complete)
     batch = harness.take("w1")
     bad = next(t for t in batch if t.path == b"bad.log.gz")
     good = next(t for t in batch if t.path == b"good.log")
@@ -173,14 +173,14 @@ def test_restart_requeues_unfinished_and_keeps_what_is_done(harness: Harness) ->
     _old_file(harness.root / "done.log", b"ERROR a\n")
     _old_file(harness.root / "inflight.log", b"ERROR b\nERROR c\n")
     master = harness.start()
-    harness.step_until(lambda: master.progress.scan_complete)
+    harness.step_until(lambda: master.scan_complete)
     batch = {t.path: t for t in harness.take("w1")}
     harness.report(batch[b"done.log"], "w1", Status.DONE, lines=1, error_lines=1)
     harness.close()  # master stops with inflight.log leased
 
     _old_file(harness.root / "arrived-while-down.log", b"INFO\n")
     master = harness.start()
-    harness.step_until(lambda: master.progress.scan_complete)
+    harness.step_until(lambda: master.scan_complete)
     again = {t.path: t for t in harness.take("w2")}
     assert set(again) == {b"inflight.log", b"arrived-while-down.log"}
     inflight = again[b"inflight.log"]
@@ -197,7 +197,7 @@ def test_vanished_and_changed_files(harness: Harness) -> None:
     _old_file(harness.root / "gone.log", b"x\n")
     _old_file(harness.root / "moving.log", b"x\n")
     master = harness.start()
-    harness.step_until(lambda: master.progress.scan_complete)
+    harness.step_until(lambda: master.scan_complete)
     batch = {t.path: t for t in harness.take("w1")}
     harness.report(batch[b"gone.log"], "w1", Status.VANISHED, error="file not found")
     _old_file(harness.root / "moving.log", b"x\ny\n")  # a new version: new size
@@ -213,7 +213,7 @@ def test_vanished_and_changed_files(harness: Harness) -> None:
 def test_a_file_still_being_written_waits_for_settle(harness: Harness) -> None:
     harness.options["settle"] = 2.0
     master = harness.start()
-    harness.step_until(lambda: master.progress.scan_complete)
+    harness.step_until(lambda: master.scan_complete)
     growing = harness.root / "growing.log"
     growing.write_bytes(b"a\n")
     os.utime(growing, ns=(time.time_ns(), time.time_ns()))

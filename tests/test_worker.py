@@ -95,4 +95,3 @@ def test_take_batches_by_count_and_bytes_and_release_returns_work() -> None:
     queue.release("w", [big.id])
     [again] = queue.take("w2", 10, 25, 0)
     assert (again.id, again.attempt) == (5, 1)  # a hand-back is not an attempt
-    assert queue.in_flight() == 6

@@ -94,16 +94,28 @@ def _run_many(config: WorkerConfig, processes: int, level: int) -> int:
         context.Process(target=_child, args=(config, level), name=f"worker-{i}")
         for i in range(processes)
     ]
+    received: list[int] = []  # signals not yet passed on; the handler only records them
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        for child in children:
-            if child.pid is not None and child.exitcode is None:
-                os.kill(child.pid, signum)
+    def record(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, record)
+    signal.signal(signal.SIGINT, record)
     for child in children:
         child.start()
-    for child in children:
-        child.join()
-    return max(child.exitcode or 0 for child in children)
+    while any(child.is_alive() for child in children):
+        while received:
+            signum = received.pop(0)
+            for child in children:
+                if child.pid is not None and child.is_alive():
+                    os.kill(child.pid, signum)
+        for child in children:
+            child.join(0.1)
+    return max(_status(child.exitcode) for child in children)
+
+
+def _status(exitcode: int | None) -> int:
+    """A child's exit code as a shell reports it: killed by signal N is 128 + N."""
+    if exitcode is None:
+        return 1
+    return 128 - exitcode if exitcode < 0 else exitcode

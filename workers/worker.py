@@ -47,8 +47,9 @@ FLUSH_SECONDS = 1.0
 RECONNECT_FIRST_SECONDS = 0.5
 RECONNECT_CAP_SECONDS = 30.0
 
-# Errors that mean "the connection to the master is gone", not "this call was wrong".
-CONNECTION_ERRORS = (ConnectionError, EOFError, OSError)
+# Errors that mean "the connection to the master is gone" (a timeout included), not "this
+# call was wrong".
+CONNECTION_ERRORS = (OSError, EOFError)
 
 
 class MasterRefused(LogDispatchError):
@@ -78,13 +79,14 @@ class Worker:
         self._tasks: Any = None  # proxies, None while disconnected
         self._results: Any = None
         self._root = config.root
-        self._lease = 30.0
+        self._lease = 0.0  # the master's lease term, learnt when connecting
+        self._finished = threading.Event()  # set after the last result is sent: heartbeats end
         self._unsent: list[Result] = []
         self._held: set[int] = set()
         self._lost: set[int] = set()
         self._held_lock = threading.Lock()
         self._matchers: dict[bytes, ErrorMatcher] = {}
-        self.counted = 0
+        self.handled = 0  # tasks reported on, whatever their outcome
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -98,11 +100,18 @@ class Worker:
             heartbeat.start()
             while not self._stopping:
                 self.step()
-            self._flush(final=True)
+            self._flush()
         except MasterRefused as e:
             log.error("%s", e)
             return 2
-        log.info("stopped after counting %d file%s", self.counted, "" if self.counted == 1 else "s")
+        finally:
+            self._finished.set()
+        if self._unsent:
+            log.warning(
+                "stopping with %d results the master did not get; it will have them counted again",
+                len(self._unsent),
+            )
+        log.info("stopped after %d file%s", self.handled, "" if self.handled == 1 else "s")
         return 0
 
     def stop(self) -> None:
@@ -118,17 +127,15 @@ class Worker:
     # --- one iteration -------------------------------------------------------------------
 
     def step(self) -> None:
-        if self.config.parent_pid is not None and os.getppid() != self.config.parent_pid:
-            log.warning("parent process %d is gone: stopping", self.config.parent_pid)
-            self.stop()
+        if self._orphaned():
             return
         try:
             if self._tasks is None:
                 self._connect_with_backoff()
-                if self._tasks is None:
-                    return  # stopped while waiting for the master
             if self._unsent:
                 self._flush()
+            if self._tasks is None:
+                return  # stopped while waiting for the master, or lost it again
             tasks: list[Task] = self._tasks.take(
                 self.id, self.config.batch_items, self.config.batch_bytes, TAKE_TIMEOUT_SECONDS
             )
@@ -149,7 +156,7 @@ class Worker:
                 lost = task.id in self._lost
             if not lost:
                 self._unsent.append(self.count(task))
-                self.counted += 1
+                self.handled += 1
             if time.monotonic() - last_flush >= FLUSH_SECONDS:
                 self._flush()
                 last_flush = time.monotonic()
@@ -260,26 +267,26 @@ class Worker:
             "lost the master at %s: %s", format_address(self.config.address), error_text(error)
         )
         self._tasks = self._results = None
-        # Proxies cache their connection per address and thread; a stale one would fail again.
+        self._forget_connection()
+
+    def _forget_connection(self) -> None:
+        """Drop the proxies' cached connections to the master (per address and thread).
+
+        The cache would hand a new proxy the same broken connection again. Proxies that still
+        exist keep their own reference, so other threads are not disturbed.
+        """
         with BaseProxy._mutex:
             BaseProxy._address_to_local.pop(self.config.address, None)
 
-    def _flush(self, final: bool = False) -> None:
+    def _flush(self) -> None:
         """Send the results not yet acknowledged; keep them if the master is unreachable."""
-        while self._unsent:
-            try:
-                if self._results is None:
-                    if not final:
-                        return
-                    self._connect_with_backoff()
-                    if self._results is None:
-                        return
-                self._results.put(self._unsent)
-                self._unsent = []
-            except CONNECTION_ERRORS as e:
-                self._disconnected(e)
-                if not final:
-                    return
+        if not self._unsent or self._results is None:
+            return
+        try:
+            self._results.put(self._unsent)
+            self._unsent = []
+        except CONNECTION_ERRORS as e:
+            self._disconnected(e)
 
     def _hand_back(self, tasks: list[Task]) -> None:
         if self._tasks is None:
@@ -289,17 +296,28 @@ class Worker:
         except CONNECTION_ERRORS as e:
             self._disconnected(e)  # the leases will expire instead
 
-    def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopping (checked every 0.1 s); returns whether to carry on."""
+    def _orphaned(self) -> bool:
+        """Stop a worker started by `run` once that process is gone."""
+        if self.config.parent_pid is not None and os.getppid() != self.config.parent_pid:
+            if not self._stopping:
+                log.warning("parent process %d is gone: stopping", self.config.parent_pid)
+            self.stop()
+        return self._stopping
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep unless stopping or orphaned (checked every 0.1 s)."""
         deadline = time.monotonic() + seconds
-        while not self._stopping and (remaining := deadline - time.monotonic()) > 0:
+        while not self._orphaned() and (remaining := deadline - time.monotonic()) > 0:
             time.sleep(min(remaining, 0.1))
-        return not self._stopping
 
     def _heartbeat_loop(self) -> None:
-        """Keep leases on the current batch alive while a big file is being counted."""
+        """Keep leases on the current batch alive while a file is being counted.
+
+        It runs until the last result is sent, a warm stop included: the file being finished
+        keeps its lease.
+        """
         tasks: Any = None
-        while self._sleep(max(self._lease / 3, 0.1)):
+        while not self._finished.wait(max(self._lease / 3, 0.1)):
             with self._held_lock:
                 held = sorted(self._held)
             if not held:
@@ -310,9 +328,10 @@ class Worker:
                     manager.connect()
                     tasks = manager.get_task_queue()  # type: ignore[attr-defined]
                 lost = tasks.heartbeat(self.id, held)
-            except Exception as e:  # the main loop handles reconnecting; try again next beat
-                log.debug("heartbeat failed: %s", e)
+            except Exception as e:  # try again next beat, on a new connection
+                log.warning("heartbeat failed: %s", error_text(e))
                 tasks = None
+                self._forget_connection()
                 continue
             if lost:
                 with self._held_lock:

@@ -21,6 +21,7 @@ from conftest import AUTHKEY, Cluster, Proc, child_pids, wait_for
 # A general regex (not a word alternation) takes the slow path, about 50 MB/s: a file of a few
 # tens of MB keeps a worker busy for a second or more, long enough to kill it mid-file.
 SLOW_PATTERN = r"ERROR\s+\d+"
+RUN = [sys.executable, "-c", "import sys; from dispatcher.cli import main; sys.exit(main())"]
 
 
 def _big_log(path: Path, megabytes: int) -> tuple[int, int]:
@@ -169,14 +170,17 @@ def test_file_changed_after_dispatch_is_counted_as_its_new_version(cluster: Clus
 
 
 def test_sigterm_lets_a_worker_finish_its_file_and_exit_zero(cluster: Cluster) -> None:
-    lines, errors = _big_log(cluster.root / "big.log", 40)
-    master = cluster.serve("--error-pattern", SLOW_PATTERN)
+    lines, errors = _big_log(cluster.root / "big.log", 150)
+    # Finishing takes longer than the lease: the heartbeats must go on after the signal.
+    master = cluster.serve("--error-pattern", SLOW_PATTERN, "--lease", "1")
     worker = cluster.work()
     wait_for(lambda: _leased_by(cluster, "big.log", worker))
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0
     entry = _entry(cluster, "big.log")
     assert (entry["status"], entry["lines"], entry["error_lines"]) == ("done", lines, errors)
+    assert entry["attempts"] == 1
+    assert "expired" not in master.output
     assert "Traceback" not in worker.output
     master.signal(signal.SIGTERM)
     assert master.wait() == 0
@@ -204,9 +208,7 @@ def test_ctrl_c_on_run_once_cleans_up_every_child(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = subprocess.Popen(
         [
-            sys.executable,
-            "-c",
-            "import sys; from dispatcher.cli import main; sys.exit(main())",
+            *RUN,
             "run",
             str(root),
             "--once",
@@ -263,3 +265,30 @@ def test_authkey_file_readable_by_others_is_warned_about(cluster: Cluster) -> No
     master = cluster.serve()
     assert "readable by group or others" in master.output
     assert AUTHKEY not in master.output
+
+
+def test_workers_of_a_killed_run_stop_by_themselves(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    run = subprocess.Popen(
+        [*RUN, "run", str(root), "--workers", "2", "--state", str(tmp_path / "state")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children = wait_for(lambda: found if len(found := child_pids(run.pid)) == 2 else None)
+    time.sleep(1.0)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}/cmdline") for pid in children), 15)
+
+
+def test_work_processes_report_a_killed_child(cluster: Cluster) -> None:
+    cluster.serve()
+    worker = cluster.work("--processes", "2")
+    children = wait_for(
+        lambda: found if len(found := child_pids(worker.popen.pid, b"spawn_main")) == 2 else None
+    )
+    os.kill(sorted(children)[0], signal.SIGKILL)
+    time.sleep(0.5)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 128 + signal.SIGKILL

@@ -233,3 +233,38 @@ def test_a_file_still_being_written_waits_for_settle(harness: Harness) -> None:
 
 def _settling(master: Master) -> dict[bytes, Any]:
     return master._settling
+
+
+def test_a_quick_failure_is_not_overwritten_by_its_own_lease(harness: Harness) -> None:
+    _old_file(harness.root / "bad.log", b"x\n")
+    master = harness.start()
+    harness.step_until(lambda: master.scan_complete)
+    [task] = harness.tasks.take("w1", 10, 1 << 30, 0)  # no step between take and result
+    harness.report(task, "w1", Status.ERROR, error="boom")
+    entry = harness.files()["bad.log"]
+    assert (entry["status"], entry["attempts"], entry["error"]) == ("queued", 1, "boom")
+
+
+def test_errors_from_another_worker_or_attempt_are_ignored(harness: Harness) -> None:
+    _old_file(harness.root / "a.log", b"x\n")
+    master = harness.start()
+    harness.step_until(lambda: master.scan_complete)
+    [task] = harness.take("w1")
+    harness.report(task, "w2", Status.ERROR, error="not mine")  # same id and attempt
+    assert harness.files()["a.log"]["status"] == "leased"
+    assert harness.tasks.heartbeat("w1", [task.id]) == []  # w1 still holds it
+
+
+def test_a_change_the_master_cannot_see_is_retried_not_looped(harness: Harness) -> None:
+    _old_file(harness.root / "same.log", b"x\n")
+    master = harness.start()
+    harness.step_until(lambda: master.scan_complete)
+    for attempt in (1, 2, 3):
+        harness.clock.now += 100  # past any backoff
+        [task] = harness.take("w1")
+        assert task.attempt == attempt
+        harness.report(task, "w1", Status.CHANGED, error="changed since it was queued")
+    entry = harness.files()["same.log"]
+    assert entry["status"] == "failed"
+    assert "sees another size or mtime" in entry["error"]
+    assert master.finished

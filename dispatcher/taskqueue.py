@@ -122,14 +122,17 @@ class TaskQueue:
     def release(self, worker_id: str, task_ids: list[int]) -> None:
         """Take back tasks a stopping worker did not start; the attempt does not count."""
         with self._cond:
+            returned = []
             for task_id in task_ids:
                 lease = self._leases.get(task_id)
                 if lease is None or lease.worker != worker_id:
                     continue
                 del self._leases[task_id]
                 task = lease.task
-                pending = Pending(task.id, task.path, task.size, task.mtime_ns, task.attempt - 1)
-                self._ready.appendleft(pending)
+                returned.append(
+                    Pending(task.id, task.path, task.size, task.mtime_ns, task.attempt - 1)
+                )
+            self._ready.extendleft(reversed(returned))  # back at the front, in their order
             self._cond.notify_all()
 
     # --- master loop side ----------------------------------------------------------------

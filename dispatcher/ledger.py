@@ -114,6 +114,10 @@ class Ledger:
             self._lock.close()
             raise ConfigError(f"cannot open the ledger in {state_dir}: {e}") from None
         self._check_root(root)
+        (last_id,) = self._db.execute("SELECT coalesce(max(id), 0) FROM versions").fetchone()
+        self._next_id = int(last_id) + 1
+        self._new_rows: list[tuple[int, bytes, int, int, float]] = []
+        self._done_rows: list[tuple[object, ...]] = []
         self._db.execute("BEGIN")
 
     def _check_root(self, root: Path) -> None:
@@ -128,10 +132,30 @@ class Ledger:
             )
 
     def commit(self) -> None:
+        self._flush()
         self._db.execute("COMMIT")
         self._db.execute("BEGIN")
 
+    def _flush(self) -> None:
+        """Write the buffered new versions and results, before any other write (order kept)."""
+        if self._new_rows:
+            self._db.executemany(
+                "INSERT INTO versions (id, path, size, mtime_ns, status, seen_at) "
+                "VALUES (?, ?, ?, ?, 'queued', ?)",
+                self._new_rows,
+            )
+            self._new_rows = []
+        if self._done_rows:
+            self._db.executemany(
+                "UPDATE versions SET status = 'done', attempts = max(attempts, ?), worker = ?, "
+                "lines = ?, error_lines = ?, bytes_read = ?, long_lines = ?, seconds = ?, "
+                "error = NULL, samples = ?, finished_at = ? WHERE id = ?",
+                self._done_rows,
+            )
+            self._done_rows = []
+
     def close(self) -> None:
+        self._flush()
         if self._db.in_transaction:
             self._db.execute("COMMIT")
         self._db.close()
@@ -154,12 +178,11 @@ class Ledger:
         return [OpenVersion(i, p, s, m, VersionStatus(st), a) for i, p, s, m, st, a in rows]
 
     def add_version(self, path: bytes, size: int, mtime_ns: int, seen_at: float) -> int:
-        cursor = self._db.execute(
-            "INSERT INTO versions (path, size, mtime_ns, status, seen_at) VALUES (?, ?, ?, ?, ?)",
-            (path, size, mtime_ns, VersionStatus.QUEUED.value, seen_at),
-        )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        """A new queued version; its id is given here (the only writer), its row buffered."""
+        version_id = self._next_id
+        self._next_id += 1
+        self._new_rows.append((version_id, path, size, mtime_ns, seen_at))
+        return version_id
 
     def mark_leased(self, leases: Iterable[tuple[int, int, str]]) -> None:
         """Record (version id, attempt, worker) for tasks handed out.
@@ -167,6 +190,7 @@ class Ledger:
         Only forward: a result (say a quick failure) may have been recorded for that very attempt
         before its lease is, and must not be overwritten by it.
         """
+        self._flush()
         self._db.executemany(
             "UPDATE versions SET status = 'leased', attempts = ?, worker = ? WHERE id = ? AND "
             "(status = 'leased' OR (status = 'queued' AND attempts < ?))",
@@ -175,16 +199,15 @@ class Ledger:
 
     def mark_queued(self, version_id: int, attempts: int, error: str | None) -> None:
         """Back in the queue after a failed or expired attempt."""
+        self._flush()
         self._db.execute(
             "UPDATE versions SET status = 'queued', attempts = ?, error = ? WHERE id = ?",
             (attempts, error, version_id),
         )
 
     def record_result(self, result: Result, finished_at: float) -> None:
-        self._db.execute(
-            "UPDATE versions SET status = 'done', attempts = max(attempts, ?), worker = ?, "
-            "lines = ?, error_lines = ?, bytes_read = ?, long_lines = ?, seconds = ?, "
-            "error = NULL, samples = ?, finished_at = ? WHERE id = ?",
+        """Counts of a done version; buffered, like new versions, to be written in bulk."""
+        self._done_rows.append(
             (
                 result.attempt,
                 result.worker,
@@ -196,7 +219,7 @@ class Ledger:
                 b"\n".join(result.samples),
                 finished_at,
                 result.task_id,
-            ),
+            )
         )
 
     def record_end(
@@ -209,6 +232,7 @@ class Ledger:
         attempts: int | None = None,
     ) -> None:
         """Close a version without counts: failed, vanished or superseded."""
+        self._flush()
         self._db.execute(
             "UPDATE versions SET status = ?, error = ?, finished_at = ?, "
             "worker = coalesce(?, worker), attempts = coalesce(?, attempts) WHERE id = ?",

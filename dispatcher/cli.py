@@ -286,7 +286,9 @@ def _start_workers(
         "--parent-pid",
         str(os.getpid()),
     ]
-    command += ["-v"] * max(verbosity, 0) + ["-q"] * (1 - min(verbosity, 1))
+    # `run` logs from WARNING by default, a worker from INFO: one step quieter gives the same.
+    step = verbosity - 1
+    command += ["-v"] * max(step, 0) + ["-q"] * max(-step, 0)
     env = {**os.environ, AUTHKEY_ENV: authkey.decode()}
     # Their own process group: Ctrl-C reaches this process only, which stops them in order.
     return [subprocess.Popen(command, env=env, process_group=0) for _ in range(count)]

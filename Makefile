@@ -20,8 +20,8 @@ demo: $(VENV)/.installed
 	$(BIN)/logdispatch run sample_logs --once --workers 2 --state $(DEMO_STATE)
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check dispatcher workers tests scripts
-	$(BIN)/mypy dispatcher workers
+	$(BIN)/ruff check dispatcher workers tests scripts benchmarks
+	$(BIN)/mypy dispatcher workers benchmarks
 
 # pytest exits 5 when it collected nothing: that is a failure here, said out loud.
 test: lint

@@ -1,0 +1,1 @@
+"""Benchmark harness for logdispatch: ``python -m benchmarks [--quick] [--out FILE]``."""

@@ -56,14 +56,23 @@ def _file_entry(row: FileRow) -> dict[str, Any]:
 def render(summary: dict[str, Any], fmt: str, out: TextIO, table_rows: int = TABLE_ROWS) -> None:
     """Print ``summary`` as ``fmt``; a table shows at most ``table_rows`` files (0: all)."""
     if fmt == "json":
-        json.dump(summary, out, indent=2)
-        out.write("\n")
+        _write_json(summary, out)
     elif fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(summary["files"])
     else:
         _render_table(summary, out, table_rows)
+
+
+def _write_json(summary: dict[str, Any], out: TextIO) -> None:
+    """The document with one file per line: readable, and the C encoder's speed per entry.
+
+    (``json.dump(indent=...)`` falls back to the pure-Python encoder: 5x slower.)
+    """
+    out.write('{\n  "totals": ' + json.dumps(summary["totals"]) + ',\n  "files": [')
+    out.write(",".join("\n    " + json.dumps(entry) for entry in summary["files"]))
+    out.write("\n  ]\n}\n")
 
 
 def _attention_first(entry: dict[str, Any]) -> tuple[bool, int, str]:

@@ -21,7 +21,7 @@ from dispatcher import defaults
 from dispatcher.ledger import Ledger, VersionStatus
 from dispatcher.protocol import ConfigError, Result, Status, display_path
 from dispatcher.server import ManagerServer, ResultsIn, ResultSink
-from dispatcher.taskqueue import Lease, Pending, TaskQueue
+from dispatcher.taskqueue import Lease, Pending, TaskQueue, host_of
 from dispatcher.watcher import Eligibility, Scanned, Scanner, Seen, Watcher
 from workers.counting import DEFAULT_ERROR_PATTERN
 
@@ -75,6 +75,7 @@ class _OpenVersion:
     path: bytes
     size: int
     mtime_ns: int
+    avoid: frozenset[str] = frozenset()  # hosts whose attempts failed
 
 
 class Master:
@@ -304,42 +305,41 @@ class Master:
                 result.worker,
             )
             return
-        lease = self.tasks.lease(result.task_id)
-        if result.status is Status.ERROR:
+        if result.status is Status.DONE:  # the first result wins: any later one is ignored
+            self.tasks.discard(result.task_id)
+            self._ledger.record_result(result, self._wall())
+            self._forget(result.task_id)
+            return
+        master_sees = self._stat(version.path)
+        if result.status is Status.ERROR or master_sees == (version.size, version.mtime_ns):
+            # A failed attempt. A worker that says the file is gone or changed while the
+            # master still sees this very version has another view of the share (a missing
+            # mount, a stale cache, another timestamp precision): that is a failure too,
+            # retried on other hosts first, not a final state.
+            lease = self.tasks.lease(result.task_id)
             if lease is None or (lease.task.attempt, lease.worker) != (
                 result.attempt,
                 result.worker,
             ):
                 ledger_log.info(
-                    "error from %s on an attempt that no longer holds %s ignored: %s",
+                    "failure from %s on an attempt that no longer holds %s ignored: %s",
                     result.worker,
                     display_path(version.path),
                     result.error,
                 )
                 return
             self.tasks.discard(result.task_id)
-            self._retry_or_fail(result.task_id, version, result.attempt, result.error or "error")
+            error = result.error or "error"
+            if result.status is not Status.ERROR:
+                error = f"worker {result.worker} cannot see this version: {error}"
+            self._retry_or_fail(result.task_id, version, result.attempt, error, result.worker)
             return
-        if result.status is Status.CHANGED and self._stat(version.path) == (
-            version.size,
-            version.mtime_ns,
-        ):
-            # The master still sees the version the worker says has changed: their views of
-            # the file differ (timestamp precision, a stale cache). An error, retried, not a
-            # new version: that would loop.
-            self.tasks.discard(result.task_id)
-            error = f"worker {result.worker} sees another size or mtime: {result.error}"
-            self._retry_or_fail(result.task_id, version, result.attempt, error)
-            return
-        # First result wins: a done, vanished or changed report closes the version for good.
+        # Gone or changed, and the master agrees: final for this version.
         self.tasks.discard(result.task_id)
-        if result.status is Status.DONE:
-            self._ledger.record_result(result, self._wall())
-            self._forget(result.task_id)
-        elif result.status is Status.VANISHED:
+        if master_sees is None:
             self._close(result.task_id, VersionStatus.VANISHED, result.error, result.worker)
             self._known.pop(version.path, None)
-        else:  # CHANGED: look again; the new version settles and is counted as itself
+        else:  # the new version settles and is counted as itself
             self._close(result.task_id, VersionStatus.SUPERSEDED, result.error, result.worker)
             self._known.pop(version.path, None)
             self._consider(Seen(version.path))
@@ -356,10 +356,18 @@ class Master:
         )
         reason = f"worker {lease.worker} stopped responding or disconnected"
         # The worker is gone, not necessarily because of the file: the next one may start now.
-        self._retry_or_fail(lease.task.id, version, lease.task.attempt, reason, backoff=False)
+        self._retry_or_fail(
+            lease.task.id, version, lease.task.attempt, reason, lease.worker, backoff=False
+        )
 
     def _retry_or_fail(
-        self, version_id: int, version: _OpenVersion, attempt: int, error: str, backoff: bool = True
+        self,
+        version_id: int,
+        version: _OpenVersion,
+        attempt: int,
+        error: str,
+        worker: str,
+        backoff: bool = True,
     ) -> None:
         if attempt >= self.config.max_attempts:
             log.warning(
@@ -381,9 +389,11 @@ class Master:
             delay,
         )
         self._ledger.mark_queued(version_id, attempt, error)
-        self.tasks.put(
-            Pending(version_id, version.path, version.size, version.mtime_ns, attempt), delay
+        version.avoid |= {host_of(worker)}
+        pending = Pending(
+            version_id, version.path, version.size, version.mtime_ns, attempt, version.avoid
         )
+        self.tasks.put(pending, delay)
 
     def _close(
         self,

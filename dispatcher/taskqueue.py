@@ -18,6 +18,14 @@ from dispatcher import defaults
 from dispatcher.protocol import Task
 
 MAX_BATCH_ITEMS = 1000
+# A host that failed a task gets it again only when no other host has asked for work this
+# recently: a host with a broken mount must not burn every attempt of the files it cannot see.
+OTHER_HOSTS_ACTIVE_SECONDS = 10.0
+
+
+def host_of(worker_id: str) -> str:
+    """The host part of a worker id (``host:pid``)."""
+    return worker_id.rpartition(":")[0] or worker_id
 
 
 @dataclass(slots=True)
@@ -29,6 +37,7 @@ class Pending:
     size: int
     mtime_ns: int
     attempts: int = 0
+    avoid: frozenset[str] = frozenset()  # hosts whose attempts failed: others go first
 
 
 @dataclass(slots=True)
@@ -37,6 +46,7 @@ class Lease:
     worker: str
     deadline: float
     channel: int  # the server thread (one per connection) that handed it out
+    avoid: frozenset[str] = frozenset()  # carried over from the Pending, for a hand-back
 
 
 class TaskQueue:
@@ -58,6 +68,7 @@ class TaskQueue:
         self._cancelled: set[int] = set()  # ids to drop when they reach the front
         self._leases: dict[int, Lease] = {}
         self._taken: list[tuple[int, int, str]] = []  # (id, attempt, worker) since last drain
+        self._last_take: dict[str, float] = {}  # host -> when it last asked for work
         self._cond = threading.Condition()
         self._closed = False
 
@@ -70,7 +81,9 @@ class TaskQueue:
         """Hand out up to ``max_items`` tasks (at least one, then up to ``max_bytes`` in all)."""
         max_items = max(1, min(int(max_items), MAX_BATCH_ITEMS))
         wait_until = self._clock() + max(0.0, min(float(timeout), defaults.TAKE_WAIT_CAP_SECONDS))
+        host = host_of(worker_id)
         with self._cond:
+            self._last_take[host] = self._clock()
             while True:
                 self._promote_due()
                 if self._ready or self._closed:
@@ -83,6 +96,11 @@ class TaskQueue:
             total = 0
             now = self._clock()
             channel = threading.get_ident()
+            others_active = any(
+                h != host and now - t < OTHER_HOSTS_ACTIVE_SECONDS
+                for h, t in self._last_take.items()
+            )
+            withheld: list[Pending] = []
             while self._ready and len(batch) < max_items:
                 pending = self._ready[0]
                 if batch and total + pending.size > max_bytes:
@@ -90,6 +108,9 @@ class TaskQueue:
                 self._ready.popleft()
                 if pending.id in self._cancelled:
                     self._cancelled.discard(pending.id)
+                    continue
+                if others_active and host in pending.avoid:
+                    withheld.append(pending)
                     continue
                 task = Task(
                     pending.id,
@@ -100,10 +121,11 @@ class TaskQueue:
                     self._error_pattern,
                 )
                 deadline = now + self._lease_seconds
-                self._leases[task.id] = Lease(task, worker_id, deadline, channel)
+                self._leases[task.id] = Lease(task, worker_id, deadline, channel, pending.avoid)
                 self._taken.append((task.id, task.attempt, worker_id))
                 batch.append(task)
                 total += pending.size
+            self._ready.extendleft(reversed(withheld))  # still first in line for other hosts
             return batch
 
     def heartbeat(self, worker_id: str, task_ids: list[int]) -> list[int]:
@@ -130,7 +152,9 @@ class TaskQueue:
                 del self._leases[task_id]
                 task = lease.task
                 returned.append(
-                    Pending(task.id, task.path, task.size, task.mtime_ns, task.attempt - 1)
+                    Pending(
+                        task.id, task.path, task.size, task.mtime_ns, task.attempt - 1, lease.avoid
+                    )
                 )
             self._ready.extendleft(reversed(returned))  # back at the front, in their order
             self._cond.notify_all()

@@ -199,6 +199,7 @@ def test_vanished_and_changed_files(harness: Harness) -> None:
     master = harness.start()
     harness.step_until(lambda: master.scan_complete)
     batch = {t.path: t for t in harness.take("w1")}
+    (harness.root / "gone.log").unlink()
     harness.report(batch[b"gone.log"], "w1", Status.VANISHED, error="file not found")
     _old_file(harness.root / "moving.log", b"x\ny\n")  # a new version: new size
     harness.report(batch[b"moving.log"], "w1", Status.CHANGED, error="changed since queued")
@@ -266,5 +267,32 @@ def test_a_change_the_master_cannot_see_is_retried_not_looped(harness: Harness) 
         harness.report(task, "w1", Status.CHANGED, error="changed since it was queued")
     entry = harness.files()["same.log"]
     assert entry["status"] == "failed"
-    assert "sees another size or mtime" in entry["error"]
+    assert "cannot see this version" in entry["error"]
     assert master.finished
+
+
+def test_a_host_that_cannot_see_a_file_leaves_it_to_the_others(harness: Harness) -> None:
+    _old_file(harness.root / "there.log", b"ERROR x\n")
+    master = harness.start()
+    harness.step_until(lambda: master.scan_complete)
+    [task] = harness.take("host-a:1")
+    assert harness.take("host-b:7") == []  # host-b is asking for work too
+    harness.report(task, "host-a:1", Status.VANISHED, error="file not found")  # no mount there
+    assert harness.files()["there.log"]["status"] == "queued"  # not vanished: the master sees it
+    harness.clock.now += 2  # past the backoff
+    assert harness.take("host-a:1") == []  # host-a failed it and host-b is active: withheld
+    [again] = harness.take("host-b:7")
+    assert (again.id, again.attempt) == (task.id, 2)
+    harness.report(again, "host-b:7", Status.DONE, lines=1, error_lines=1)
+    assert harness.files()["there.log"]["worker"] == "host-b:7"
+
+
+def test_a_lone_host_still_retries_what_it_failed(harness: Harness) -> None:
+    _old_file(harness.root / "flaky.log", b"x\n")
+    master = harness.start()
+    harness.step_until(lambda: master.scan_complete)
+    [task] = harness.take("host-a:1")
+    harness.report(task, "host-a:1", Status.ERROR, error="I/O error")
+    harness.clock.now += 2
+    [again] = harness.take("host-a:1")  # nobody else asks: the failing host tries again
+    assert again.attempt == 2

@@ -21,8 +21,8 @@ from dispatcher.ledger import LedgerBusy
 from dispatcher.master import Master, MasterConfig
 from dispatcher.protocol import (
     AUTHKEY_ENV,
-    DEFAULT_ADDRESS,
     ConfigError,
+    add_connection_arguments,
     decode_path,
     error_text,
     format_address,
@@ -132,15 +132,7 @@ def _add_state_option(parser: argparse.ArgumentParser) -> None:
 
 def _add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
     if listen:
-        parser.add_argument(
-            "--address",
-            default=format_address(DEFAULT_ADDRESS),
-            metavar="H:P",
-            help="where workers connect (default: %(default)s; 0.0.0.0:PORT for all interfaces)",
-        )
-        parser.add_argument(
-            "--authkey-file", metavar="F", help=f"shared secret (or set ${AUTHKEY_ENV})"
-        )
+        add_connection_arguments(parser, "where workers connect; 0.0.0.0:PORT: all interfaces")
     _add_state_option(parser)
     parser.add_argument(
         "--poll",

@@ -6,6 +6,7 @@ the manager class with its registered names, the address format and authkey load
 
 from __future__ import annotations
 
+import argparse
 import errno
 import logging
 import os
@@ -184,6 +185,19 @@ def parse_address(text: str, default_host: str = DEFAULT_ADDRESS[0]) -> tuple[st
 
 def format_address(address: tuple[str, int]) -> str:
     return f"{address[0]}:{address[1]}"
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser, address_help: str) -> None:
+    """``--address`` and ``--authkey-file``, the same for the master and the workers."""
+    parser.add_argument(
+        "--address",
+        default=format_address(DEFAULT_ADDRESS),
+        metavar="H:P",
+        help=f"{address_help} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--authkey-file", metavar="F", help=f"shared secret (or set ${AUTHKEY_ENV})"
+    )
 
 
 def load_authkey(path: str | None) -> bytes:

@@ -12,10 +12,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from dispatcher.protocol import (
-    AUTHKEY_ENV,
-    DEFAULT_ADDRESS,
     LogDispatchError,
-    format_address,
+    add_connection_arguments,
     load_authkey,
     parse_address,
 )
@@ -26,15 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logdispatch work", description="Take paths from a master, count them, report."
     )
-    parser.add_argument(
-        "--address",
-        default=format_address(DEFAULT_ADDRESS),
-        metavar="H:P",
-        help="the master's address (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--authkey-file", metavar="F", help=f"shared secret (or set ${AUTHKEY_ENV})"
-    )
+    add_connection_arguments(parser, "the master's address")
     parser.add_argument(
         "--root",
         metavar="DIR",

@@ -111,6 +111,8 @@ class TaskQueue:
                     continue
                 if others_active and host in pending.avoid:
                     withheld.append(pending)
+                    if len(withheld) >= MAX_BATCH_ITEMS:
+                        break  # a host that failed much of the queue must not scan all of it
                     continue
                 task = Task(
                     pending.id,

@@ -153,8 +153,9 @@ def _hosts_that_counted(multi: MultiHost) -> set[str]:
 def test_workers_on_every_host_count_the_share_at_their_own_mount(hosts: MultiHost) -> None:
     master = hosts.serve("--error-pattern", SLOW_PATTERN)
     assert f"serving on {MASTER_IP}:" in master.output
-    hosts.work("host-a", "/mnt/logs-a")
-    hosts.work("host-b", "/srv/share")
+    for name, mount_point in (("host-a", "/mnt/logs-a"), ("host-b", "/srv/share")):
+        worker = hosts.work(name, mount_point)
+        wait_for(lambda w=worker: w.output.count("connected to the master") == 2)
     expected = _logs(hosts.cluster.root, 24, 6)
     wait_for(lambda: len(_files(hosts)) == 24, timeout=30)
     wait_for(lambda: all(e["status"] == "done" for e in _files(hosts).values()), timeout=60)

@@ -19,7 +19,7 @@ from typing import Any
 
 from dispatcher import defaults
 from dispatcher.ledger import Ledger, VersionStatus
-from dispatcher.protocol import ConfigError, Result, Status, display_path
+from dispatcher.protocol import DEFAULT_ADDRESS, ConfigError, Result, Status, display_path
 from dispatcher.server import ManagerServer, ResultsIn, ResultSink
 from dispatcher.taskqueue import Lease, Pending, TaskQueue, host_of
 from dispatcher.watcher import Eligibility, Scanned, Scanner, Seen, Watcher
@@ -33,7 +33,7 @@ ledger_log = logging.getLogger("logdispatch.ledger")
 class MasterConfig:
     root: Path
     authkey: bytes
-    address: tuple[str, int] = ("127.0.0.1", 50000)
+    address: tuple[str, int] = DEFAULT_ADDRESS
     state_dir: Path = Path(defaults.STATE_DIR)
     poll: float | None = None
     settle: float = defaults.SETTLE_SECONDS

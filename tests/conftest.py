@@ -23,6 +23,26 @@ import pytest
 from dispatcher import summary
 
 AUTHKEY = secrets.token_hex(16)
+# `logdispatch` as the console script runs it, whichever environment the tests run in.
+LOGDISPATCH = [
+    sys.executable,
+    "-c",
+    "import sys; from dispatcher.cli import main; sys.exit(main())",
+]
+
+
+def write_log(path: Path, megabytes: int, lines_per_error: int = 1000) -> tuple[int, int]:
+    """Write a log of about ``megabytes`` MB; returns its (lines, error lines) by construction.
+
+    The error lines (``ERROR 500 upstream``) match the default pattern and ``ERROR\\s+\\d+``.
+    """
+    block = b"2026-11-27 10:00:00 INFO request served in 12ms\n" * (lines_per_error - 1)
+    block += b"ERROR 500 upstream\n"
+    repeats = megabytes * 1024 * 1024 // len(block)
+    with open(path, "wb") as f:
+        for _ in range(repeats):
+            f.write(block)
+    return repeats * lines_per_error, repeats
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:

@@ -8,19 +8,14 @@ import io
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+from conftest import LOGDISPATCH
 from reference import reference_counts
 
 from dispatcher import summary
 
 SAMPLES = Path(__file__).parent.parent / "sample_logs"
-LOGDISPATCH = [
-    sys.executable,
-    "-c",
-    "import sys; from dispatcher.cli import main; sys.exit(main())",
-]
 
 
 def logdispatch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -10,28 +10,16 @@ import gzip
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AUTHKEY, Cluster, Proc, child_pids, wait_for
+from conftest import AUTHKEY, LOGDISPATCH, Cluster, Proc, child_pids, wait_for, write_log
 
 # A general regex (not a word alternation) takes the slow path, about 50 MB/s: a file of a few
 # tens of MB keeps a worker busy for a second or more, long enough to kill it mid-file.
 SLOW_PATTERN = r"ERROR\s+\d+"
-RUN = [sys.executable, "-c", "import sys; from dispatcher.cli import main; sys.exit(main())"]
-
-
-def _big_log(path: Path, megabytes: int) -> tuple[int, int]:
-    """Write a log of about ``megabytes`` MB; returns its (lines, error lines) by construction."""
-    block = b"2026-11-27 10:00:00 INFO request served in 12ms\n" * 999 + b"ERROR 500 upstream\n"
-    repeats = megabytes * 1024 * 1024 // len(block)
-    with open(path, "wb") as f:
-        for _ in range(repeats):
-            f.write(block)
-    return repeats * 1000, repeats
 
 
 def _entry(cluster: Cluster, name: str) -> dict[str, Any]:
@@ -44,7 +32,7 @@ def _leased_by(cluster: Cluster, name: str, proc: Proc) -> bool:
 
 
 def test_worker_killed_mid_file_loses_its_lease_and_another_counts_it(cluster: Cluster) -> None:
-    lines, errors = _big_log(cluster.root / "big.log", 60)
+    lines, errors = write_log(cluster.root / "big.log", 60)
     # A lease term far beyond the test's patience: the closed connection must be noticed.
     cluster.serve("--lease", "600", "--error-pattern", SLOW_PATTERN)
     first = cluster.work()
@@ -63,7 +51,7 @@ def test_worker_killed_mid_file_loses_its_lease_and_another_counts_it(cluster: C
 
 
 def test_heartbeats_keep_a_lease_longer_than_its_term(cluster: Cluster) -> None:
-    lines, errors = _big_log(cluster.root / "big.log", 60)
+    lines, errors = write_log(cluster.root / "big.log", 60)
     cluster.serve("--lease", "1", "--error-pattern", SLOW_PATTERN)
     worker = cluster.work()
     wait_for(lambda: _entry(cluster, "big.log").get("status") == "done", timeout=60)
@@ -89,7 +77,7 @@ def test_worker_killed_while_waiting_for_work_loses_no_task(cluster: Cluster) ->
 def test_master_killed_and_restarted_loses_nothing_and_redoes_nothing(cluster: Cluster) -> None:
     for i in range(100):
         (cluster.root / f"early-{i:03}.log").write_bytes(b"ERROR 7 e\nok\n" * (i + 1))
-    lines, errors = _big_log(cluster.root / "big.log", 40)
+    lines, errors = write_log(cluster.root / "big.log", 40)
     master = cluster.serve("--lease", "3", "--error-pattern", SLOW_PATTERN)
     workers = [cluster.work(), cluster.work()]
     wait_for(lambda: _entry(cluster, "big.log").get("status") == "leased", timeout=30)
@@ -170,7 +158,7 @@ def test_file_changed_after_dispatch_is_counted_as_its_new_version(cluster: Clus
 
 
 def test_sigterm_lets_a_worker_finish_its_file_and_exit_zero(cluster: Cluster) -> None:
-    lines, errors = _big_log(cluster.root / "big.log", 150)
+    lines, errors = write_log(cluster.root / "big.log", 150)
     # Finishing takes longer than the lease: the heartbeats must go on after the signal.
     master = cluster.serve("--error-pattern", SLOW_PATTERN, "--lease", "1")
     worker = cluster.work()
@@ -187,7 +175,7 @@ def test_sigterm_lets_a_worker_finish_its_file_and_exit_zero(cluster: Cluster) -
 
 
 def test_second_signal_stops_a_worker_at_once(cluster: Cluster) -> None:
-    _big_log(cluster.root / "big.log", 150)  # seconds of counting: still busy at the 2nd signal
+    write_log(cluster.root / "big.log", 150)  # seconds of counting: still busy at the 2nd signal
     cluster.serve("--error-pattern", SLOW_PATTERN, "--lease", "2")
     worker = cluster.work()
     wait_for(lambda: _leased_by(cluster, "big.log", worker))
@@ -204,11 +192,11 @@ def test_second_signal_stops_a_worker_at_once(cluster: Cluster) -> None:
 def test_ctrl_c_on_run_once_cleans_up_every_child(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    _big_log(root / "big.log", 60)
+    write_log(root / "big.log", 60)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = subprocess.Popen(
         [
-            *RUN,
+            *LOGDISPATCH,
             "run",
             str(root),
             "--once",
@@ -271,7 +259,7 @@ def test_workers_of_a_killed_run_stop_by_themselves(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     run = subprocess.Popen(
-        [*RUN, "run", str(root), "--workers", "2", "--state", str(tmp_path / "state")],
+        [*LOGDISPATCH, "run", str(root), "--workers", "2", "--state", str(tmp_path / "state")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

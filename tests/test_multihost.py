@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cluster, Proc, free_port, wait_for
+from conftest import Cluster, Proc, free_port, wait_for, write_log
 
 # A private /24 of its own per run: one left by a run that was killed cannot get in the way.
 SUBNET = f"10.231.{secrets.randbelow(250) + 1}"
@@ -131,14 +131,11 @@ def hosts(cluster: Cluster) -> Iterator[MultiHost]:
 
 def _logs(root: Path, count: int, megabytes: int) -> dict[str, tuple[int, int]]:
     """Write ``count`` logs of about ``megabytes`` MB; their (lines, error lines)."""
-    block = b"2026-11-27 10:00:00 INFO request served\n" * 99 + b"ERROR 503 upstream\n"
-    repeats = megabytes * 1024 * 1024 // len(block)
     expected = {}
     for i in range(count):
         name = f"web-{i % 4}/access-{i:02}.log"
         (root / name).parent.mkdir(exist_ok=True)
-        (root / name).write_bytes(block * repeats)
-        expected[name] = (repeats * 100, repeats)
+        expected[name] = write_log(root / name, megabytes, lines_per_error=100)
     return expected
 
 

@@ -11,9 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from dispatcher import defaults, summary
@@ -22,6 +21,7 @@ from dispatcher.master import Master, MasterConfig
 from dispatcher.protocol import (
     AUTHKEY_ENV,
     ConfigError,
+    StopSignals,
     add_connection_arguments,
     decode_path,
     error_text,
@@ -29,6 +29,7 @@ from dispatcher.protocol import (
     load_authkey,
     parse_address,
     printable,
+    setup_logging,
 )
 from workers.counting import DEFAULT_ERROR_PATTERN, CountError, ErrorMatcher, count_path
 
@@ -44,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The worker is its own program (workers/); this is only its second name.
         os.execv(sys.executable, [sys.executable, "-m", "workers", *argv[1:]])
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - args.quiet, quiet_by_default=args.command in ("run", "count"))
+    quiet = args.command in ("run", "count")  # their output is the point, not the log
+    setup_logging(args.verbose - args.quiet, logging.WARNING if quiet else logging.INFO)
     try:
         result: int = args.func(args)
         return result
@@ -57,15 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`| head`): say nothing more, not even at exit's flush.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
-
-
-def setup_logging(verbosity: int, quiet_by_default: bool = False) -> None:
-    """Log lines name their component: ``logdispatch.watcher``, ``.ledger``, ``.server``..."""
-    base = logging.WARNING if quiet_by_default else logging.INFO
-    level = min(max(base - 10 * verbosity, logging.DEBUG), logging.CRITICAL)
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,27 +191,9 @@ def _pattern(text: str | None) -> bytes:
     return DEFAULT_ERROR_PATTERN if text is None else os.fsencode(text)
 
 
-class _Signals:
-    """First SIGINT/SIGTERM asks for a warm stop; a second one exits at once."""
-
-    def __init__(self, on_first: Callable[[], None]) -> None:
-        self._on_first = on_first
-        self.first: int | None = None  # the first signal received
-        self._received = 0
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self._received += 1
-        if self._received > 1:
-            os._exit(128 + signum)
-        self.first = signum
-        self._on_first()
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     master = Master(_master_config(args, load_authkey(args.authkey_file)))
-    _Signals(master.stop)  # before start(): a signal during start-up is not lost
+    StopSignals(master.stop)  # before start(): a signal during start-up is not lost
     try:
         master.start()
         master.run()
@@ -234,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     authkey = secrets.token_hex(32).encode()  # private to this process tree
     config = _master_config(args, authkey, address=("127.0.0.1", 0), once=args.once)
     master = Master(config)
-    signals = _Signals(master.stop)  # before start(): a signal during start-up is not lost
+    signals = StopSignals(master.stop)  # before start(): a signal during start-up is not lost
     workers: list[subprocess.Popen[bytes]] = []
 
     def workers_gone() -> bool:

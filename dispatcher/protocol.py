@@ -1,7 +1,8 @@
-"""What crosses the wire between master and workers, and the errors both sides share.
+"""What crosses the wire between master and workers, and what both sides share.
 
 This is the one module of ``dispatcher`` that ``workers`` imports: the task and result types,
-the manager class with its registered names, the address format and authkey loading.
+the manager class with its registered names, the address format and authkey loading, and the
+conventions both programs keep (errors, connection options, logging, stop signals).
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import socket
 import stat
 import struct
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 from multiprocessing.managers import BaseManager, listener_client  # type: ignore[attr-defined]
+from types import FrameType
 from typing import Any
 
 log = logging.getLogger("logdispatch.protocol")
@@ -198,6 +203,40 @@ def add_connection_arguments(parser: argparse.ArgumentParser, address_help: str)
     parser.add_argument(
         "--authkey-file", metavar="F", help=f"shared secret (or set ${AUTHKEY_ENV})"
     )
+
+
+def setup_logging(verbosity: int, base: int = logging.INFO) -> int:
+    """Log to stderr from ``base`` made louder by ``verbosity`` (-v minus -q); returns the level.
+
+    Every line names its component: ``logdispatch.watcher``, ``.ledger``, ``.worker``...
+    """
+    level = min(max(base - 10 * verbosity, logging.DEBUG), logging.CRITICAL)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    return level
+
+
+class StopSignals:
+    """SIGINT/SIGTERM: the first asks for a warm stop, a second one exits at once.
+
+    The handler only calls ``on_first``, which must only set a flag: a handler must neither
+    take a lock nor interrupt a proxied call in flight.
+    """
+
+    def __init__(self, on_first: Callable[[], None]) -> None:
+        self._on_first = on_first
+        self.first: int | None = None  # the first signal received
+        self._received = 0
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self._received += 1
+        if self._received > 1:
+            os._exit(128 + signum)
+        self.first = signum
+        self._on_first()
 
 
 def load_authkey(path: str | None) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import multiprocessing
 import os
 import signal
@@ -16,6 +15,7 @@ from dispatcher.protocol import (
     add_connection_arguments,
     load_authkey,
     parse_address,
+    setup_logging,
 )
 from workers.worker import Worker, WorkerConfig
 
@@ -41,8 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = min(max(logging.INFO - 10 * (args.verbose - args.quiet), logging.DEBUG), 50)
-    _setup_logging(level)
+    level = setup_logging(args.verbose - args.quiet)
     try:
         if args.processes < 1:
             raise LogDispatchError("--processes must be at least 1")
@@ -65,16 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run_many(config, args.processes, level)
 
 
-def _setup_logging(level: int) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
-    )
-
-
 def _child(config: WorkerConfig, level: int) -> None:
     # Own process group: a terminal's Ctrl-C reaches the parent, which passes it on once.
     os.setpgid(0, 0)
-    _setup_logging(level)
+    setup_logging(0, base=level)
     sys.exit(Worker(config).run())
 
 

@@ -10,7 +10,6 @@ import errno
 import logging
 import os
 import re
-import signal
 import socket
 import stat
 import threading
@@ -18,7 +17,6 @@ import time
 from dataclasses import dataclass
 from multiprocessing import AuthenticationError
 from multiprocessing.managers import BaseProxy
-from types import FrameType
 from typing import Any
 
 from dispatcher.protocol import (
@@ -26,6 +24,7 @@ from dispatcher.protocol import (
     LogDispatchError,
     Result,
     Status,
+    StopSignals,
     Task,
     display_path,
     error_text,
@@ -75,7 +74,6 @@ class Worker:
         self.config = config
         self.id = f"{socket.gethostname()}:{os.getpid()}"
         self._stopping = False  # a plain flag: set from signal handlers, which must not lock
-        self._signals = 0
         self._tasks: Any = None  # proxies, None while disconnected
         self._results: Any = None
         self._root = config.root
@@ -92,8 +90,7 @@ class Worker:
 
     def run(self, install_signals: bool = True) -> int:
         if install_signals:
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+            StopSignals(self.stop)
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         try:
             self._connect_with_backoff()
@@ -115,13 +112,7 @@ class Worker:
         return 0
 
     def stop(self) -> None:
-        self._stopping = True
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        # Only flags here: a handler must not interrupt a proxied call in flight.
-        self._signals += 1
-        if self._signals > 1:
-            os._exit(128 + signum)  # second signal: cold stop, at once
+        """Warm stop: finish the current file, hand back the rest; safe from a signal handler."""
         self._stopping = True
 
     # --- one iteration -------------------------------------------------------------------

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -13,16 +14,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dispatcher import defaults, summary
-from dispatcher.ledger import LedgerBusy
-from dispatcher.master import Master, MasterConfig
 from dispatcher.protocol import (
     AUTHKEY_ENV,
     ConfigError,
+    LogDispatchError,
     StopSignals,
     add_connection_arguments,
+    add_engine_argument,
     decode_path,
     error_text,
     format_address,
@@ -32,6 +33,9 @@ from dispatcher.protocol import (
     setup_logging,
 )
 from workers.counting import DEFAULT_ERROR_PATTERN, CountError, ErrorMatcher, count_path
+
+if TYPE_CHECKING:  # the master's modules (watchdog, sqlite3) load only for the commands using them
+    from dispatcher.master import Master, MasterConfig
 
 log = logging.getLogger("logdispatch.cli")
 
@@ -50,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except (ConfigError, LedgerBusy) as e:
+    except LogDispatchError as e:  # configuration, a busy ledger: one line, no traceback
         print(f"logdispatch {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -84,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="count what is in ROOT now, print the summary, exit"
     )
     _add_master_options(run, listen=False)
+    add_engine_argument(run)
     run.set_defaults(func=cmd_run)
 
     summ = commands.add_parser("summary", help="per-file counts and totals from the ledger")
@@ -103,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("files", nargs="+", metavar="FILE")
     count.add_argument("--error-pattern", default=None, metavar="RE")
     count.add_argument("--json", action="store_true", help="print JSON")
+    add_engine_argument(count)
     _add_verbosity(count)
     count.set_defaults(func=cmd_count)
     return parser
@@ -167,6 +173,8 @@ def _add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
 
 
 def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -> MasterConfig:
+    from dispatcher.master import MasterConfig
+
     options: dict[str, Any] = {
         "root": args.root,
         "authkey": authkey,
@@ -192,6 +200,8 @@ def _pattern(text: str | None) -> bytes:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from dispatcher.master import Master
+
     master = Master(_master_config(args, load_authkey(args.authkey_file)))
     StopSignals(master.stop)  # before start(): a signal during start-up is not lost
     try:
@@ -206,6 +216,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
+    from dispatcher.master import Master
+
     authkey = secrets.token_hex(32).encode()  # private to this process tree
     config = _master_config(args, authkey, address=("127.0.0.1", 0), once=args.once)
     master = Master(config)
@@ -221,7 +233,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     crashed = False
     try:
         master.start()
-        workers = _start_workers(master, args.workers, authkey, args.verbose - args.quiet)
+        ErrorMatcher(engine=args.engine)  # a missing engine is an error before any worker starts
+        workers = _start_workers(master, args, authkey)
         crashed = master.run(until=workers_gone)
     finally:
         master.tasks.close()  # workers waiting in take() get their answer now, not in a second
@@ -240,7 +253,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _start_workers(
-    master: Master, count: int, authkey: bytes, verbosity: int
+    master: Master, args: argparse.Namespace, authkey: bytes
 ) -> list[subprocess.Popen[bytes]]:
     command = [
         sys.executable,
@@ -252,13 +265,15 @@ def _start_workers(
         os.fsdecode(master.root),
         "--parent-pid",
         str(os.getpid()),
+        "--engine",
+        args.engine,
     ]
     # `run` logs from WARNING by default, a worker from INFO: one step quieter gives the same.
-    step = verbosity - 1
+    step = args.verbose - args.quiet - 1
     command += ["-v"] * max(step, 0) + ["-q"] * max(-step, 0)
     env = {**os.environ, AUTHKEY_ENV: authkey.decode()}
     # Their own process group: Ctrl-C reaches this process only, which stops them in order.
-    return [subprocess.Popen(command, env=env, process_group=0) for _ in range(count)]
+    return [subprocess.Popen(command, env=env, process_group=0) for _ in range(args.workers)]
 
 
 def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
@@ -281,8 +296,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_count(args: argparse.Namespace) -> int:
     try:
-        matcher = ErrorMatcher(_pattern(args.error_pattern))
-    except Exception as e:
+        matcher = ErrorMatcher(_pattern(args.error_pattern), engine=args.engine)
+    except re.error as e:
         raise ConfigError(f"--error-pattern is not a valid regex: {e}") from None
     entries: list[dict[str, Any]] = []
     for name in args.files:

@@ -205,6 +205,21 @@ def add_connection_arguments(parser: argparse.ArgumentParser, address_help: str)
     )
 
 
+# How a worker searches literal error patterns; DESIGN.md "Counting rules" hold for each.
+ENGINES = ("auto", "python", "hyperscan")
+
+
+def add_engine_argument(parser: argparse.ArgumentParser) -> None:
+    """``--engine``, the same for ``count``, ``run`` and ``work``."""
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="search engine for literal-word error patterns: hyperscan (the [fast] extra) is "
+        "several times faster than python; auto takes it when installed (default: auto)",
+    )
+
+
 def setup_logging(verbosity: int, base: int = logging.INFO) -> int:
     """Log to stderr from ``base`` made louder by ``verbosity`` (-v minus -q); returns the level.
 

@@ -7,11 +7,6 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from dispatcher.ledger import FileRow, read_latest
 from dispatcher.protocol import decode_path, printable
 
@@ -80,6 +75,12 @@ def _attention_first(entry: dict[str, Any]) -> tuple[bool, int, str]:
 
 
 def _render_table(summary: dict[str, Any], out: TextIO, table_rows: int) -> None:
+    # rich loads here only: `count` and the JSON and CSV formats start faster without it.
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     files = summary["files"]
     note = None
     if table_rows and len(files) > table_rows:

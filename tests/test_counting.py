@@ -12,6 +12,8 @@ import json
 import lzma
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -39,8 +41,14 @@ from workers.counting import (
 SAMPLE_LOGS = Path(__file__).resolve().parent.parent / "sample_logs"
 # A comment changes nothing a regex matches but takes the pattern off the literal fast path.
 FORCED_GENERAL = DEFAULT_ERROR_PATTERN + rb"(?#general)"
-DEFAULT = ErrorMatcher()
+DEFAULT = ErrorMatcher(engine="python")
+HYPERSCAN = ErrorMatcher(engine="hyperscan")
 GENERAL = ErrorMatcher(FORCED_GENERAL)
+# Each way a pattern can be searched: the literal path on bytes.find or hyperscan, and re.
+LITERAL_ENGINES = pytest.mark.parametrize("engine", ["python", "hyperscan"])
+EVERY_PATH = pytest.mark.parametrize(
+    "matcher", [DEFAULT, HYPERSCAN, GENERAL], ids=["literal", "hyperscan", "general"]
+)
 
 
 def reference(data: bytes, pattern: bytes, long_line_limit: int | None = None) -> Counts:
@@ -87,6 +95,9 @@ def count(tmp_path: Path) -> Callable[..., Counts]:
 def test_literal_patterns_take_the_fast_path() -> None:
     assert DEFAULT.literal_words == (b"ERROR", b"FATAL", b"CRITICAL")
     assert DEFAULT.word_bounded
+    assert (DEFAULT.engine, HYPERSCAN.engine, GENERAL.engine) == ("literal", "hyperscan", "regex")
+    assert ErrorMatcher().engine == "hyperscan"  # "auto" takes it when it is installed
+    assert ErrorMatcher(FORCED_GENERAL, engine="hyperscan").engine == "regex"
     assert ErrorMatcher(rb"\b(WARN|ERROR)\b").literal_words == (b"WARN", b"ERROR")
     assert ErrorMatcher(rb"\bE42\b").literal_words == (b"E42",)
     plain = ErrorMatcher(rb"ERROR|FATAL|ERROR")
@@ -116,9 +127,36 @@ def test_bad_regex_and_bad_limit_are_refused() -> None:
         ErrorMatcher(rb"\b(?:ERROR\b")
     with pytest.raises(ValueError):
         ErrorMatcher(long_line_limit=0)
+    with pytest.raises(ValueError, match="engine must be one of auto, python, hyperscan"):
+        ErrorMatcher(engine="grep")
 
 
-@pytest.mark.parametrize("matcher", [DEFAULT, GENERAL], ids=["literal", "general"])
+def test_default_install_counts_without_hyperscan(tmp_path: Path) -> None:
+    """Without the optional extra, "auto" falls back to bytes.find and "hyperscan" is refused."""
+    path = tmp_path / "app.log"
+    path.write_bytes(LOG)
+    script = f"""
+import sys
+sys.modules["hyperscan"] = None  # what an install without the extra sees: ImportError
+from dispatcher.protocol import ConfigError
+from workers.counting import ErrorMatcher, count_path
+matcher = ErrorMatcher()
+print(matcher.engine, count_path({str(path)!r}, matcher).error_lines)
+try:
+    ErrorMatcher(engine="hyperscan")
+except ConfigError as e:
+    print(e)
+"""
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    expected = count_path(str(path), HYPERSCAN).error_lines
+    assert done.stdout.splitlines() == [
+        f"literal {expected}",
+        "the hyperscan engine is not installed: pip install 'logdispatch[fast]'",
+    ]
+
+
+@EVERY_PATH
 class TestRules:
     def test_empty_file(self, count: Callable[..., Counts], matcher: ErrorMatcher) -> None:
         assert count(b"", matcher) == Counts(0, 0, 0)
@@ -251,8 +289,9 @@ def test_general_regex_sees_only_the_start_of_a_long_line(count: Callable[..., C
     assert counts.samples == (b"0123 ERROR", b"0123 ERROR", b"ERROR " + b"x" * 194)
 
 
-def test_literal_path_matches_a_long_line_exactly(tmp_path: Path) -> None:
-    matcher = ErrorMatcher(long_line_limit=10)
+@LITERAL_ENGINES
+def test_literal_path_matches_a_long_line_exactly(tmp_path: Path, engine: str) -> None:
+    matcher = ErrorMatcher(long_line_limit=10, engine=engine)
     data = b"0123456789 ERROR\n" + b"y" * 100 + b" FATAL\r\n" + b"z" * 50 + b"_FATAL\n"
     path = tmp_path / "long.log"
     path.write_bytes(data)
@@ -266,13 +305,14 @@ def test_huge_line_longer_than_a_read(tmp_path: Path) -> None:
     path = tmp_path / "huge.log"
     data = b"start\n" + b"a " * (3 * 1024 * 1024) + b"FATAL\nERROR\n"
     path.write_bytes(data)
-    literal = count_path(str(path), DEFAULT, chunk_size=1024 * 1024)
-    assert literal == Counts(3, 2, len(data), samples=(b"a " * 100, b"ERROR"))
+    for literal_matcher in (DEFAULT, HYPERSCAN):
+        literal = count_path(str(path), literal_matcher, chunk_size=1024 * 1024)
+        assert literal == Counts(3, 2, len(data), samples=(b"a " * 100, b"ERROR"))
     general = count_path(str(path), ErrorMatcher(FORCED_GENERAL), chunk_size=1024 * 1024)
     assert general == Counts(3, 1, len(data), long_lines=1, samples=(b"ERROR",))
 
 
-@pytest.mark.parametrize("matcher", [DEFAULT, GENERAL], ids=["literal", "general"])
+@EVERY_PATH
 def test_memory_stays_bounded_on_a_huge_line(matcher: ErrorMatcher) -> None:
     piece = b"x" * (1024 * 1024)
     chunks = itertools.chain([b"ok\n"], itertools.repeat(piece, 64), [b" ERROR\n"])
@@ -444,7 +484,7 @@ def test_count_fileobj_rewinds_after_sniffing() -> None:
 def test_sample_logs_match_expected() -> None:
     expected = json.loads((SAMPLE_LOGS / "EXPECTED.json").read_text())
     for name, want in expected["files"].items():
-        for matcher in (DEFAULT, GENERAL):
+        for matcher in (DEFAULT, HYPERSCAN, GENERAL):
             counts = count_path(str(SAMPLE_LOGS / name), matcher)
             assert (counts.lines, counts.error_lines) == (want["lines"], want["error_lines"]), name
 
@@ -459,9 +499,10 @@ TRICKY = [
 
 @pytest.mark.parametrize("data", TRICKY)
 @pytest.mark.parametrize("pattern", [DEFAULT_ERROR_PATTERN, FORCED_GENERAL, rb"ERROR|FATAL"])
-def test_every_three_way_split(data: bytes, pattern: bytes) -> None:
+@LITERAL_ENGINES
+def test_every_three_way_split(data: bytes, pattern: bytes, engine: str) -> None:
     """Cut points at every pair of offsets: words and their boundary bytes split every way."""
-    matcher = ErrorMatcher(pattern)
+    matcher = ErrorMatcher(pattern, engine=engine)
     expected = reference(data, pattern)
     for a, b in itertools.combinations_with_replacement(range(len(data) + 1), 2):
         assert count_chunks([data[:a], data[a:b], data[b:]], matcher) == expected, (a, b)
@@ -495,16 +536,42 @@ def test_default_pattern_fast_path(case: tuple[bytes, list[bytes]]) -> None:
 
 @PROPERTY
 @given(chunked())
+def test_default_pattern_hyperscan(case: tuple[bytes, list[bytes]]) -> None:
+    data, chunks = case
+    assert count_chunks(chunks, HYPERSCAN) == reference(data, DEFAULT_ERROR_PATTERN)
+
+
+@PROPERTY
+@given(
+    st.lists(st.one_of(st.binary(max_size=6), st.sampled_from(TOKENS)), max_size=40),
+    st.lists(st.integers(0, 400), max_size=8),
+)
+def test_engines_agree_on_random_bytes(pieces: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(pieces)
+    bounds = [0, *sorted(min(c, len(data)) for c in cuts), len(data)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(bounds)]
+    expected = reference(data, DEFAULT_ERROR_PATTERN)
+    assert count_chunks(chunks, DEFAULT) == count_chunks(chunks, HYPERSCAN) == expected
+
+
+@PROPERTY
+@given(chunked())
 def test_default_pattern_general_path(case: tuple[bytes, list[bytes]]) -> None:
     data, chunks = case
     assert count_chunks(chunks, GENERAL) == reference(data, DEFAULT_ERROR_PATTERN, 1024 * 1024)
 
 
 @PROPERTY
-@given(chunked(), st.sampled_from([rb"ERROR|FATAL", rb"\bERR\b", rb"\b(ERR|ERROR|S)\b", rb"MY"]))
-def test_other_literal_patterns(case: tuple[bytes, list[bytes]], pattern: bytes) -> None:
+@given(
+    chunked(),
+    st.sampled_from([rb"ERROR|FATAL", rb"\bERR\b", rb"\b(ERR|ERROR|S)\b", rb"MY"]),
+    st.sampled_from(["python", "hyperscan"]),
+)
+def test_other_literal_patterns(
+    case: tuple[bytes, list[bytes]], pattern: bytes, engine: str
+) -> None:
     data, chunks = case
-    matcher = ErrorMatcher(pattern)
+    matcher = ErrorMatcher(pattern, engine=engine)
     assert matcher.literal_words is not None
     assert count_chunks(chunks, matcher) == reference(data, pattern)
 

@@ -13,10 +13,12 @@ from types import FrameType
 from dispatcher.protocol import (
     LogDispatchError,
     add_connection_arguments,
+    add_engine_argument,
     load_authkey,
     parse_address,
     setup_logging,
 )
+from workers.counting import ErrorMatcher
 from workers.worker import Worker, WorkerConfig
 
 
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--processes", type=int, default=1, metavar="N", help="counting processes (default 1)"
     )
+    add_engine_argument(parser)
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
@@ -55,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             authkey=load_authkey(args.authkey_file),
             root=root,
             parent_pid=args.parent_pid,
+            engine=args.engine,
         )
+        ErrorMatcher(engine=args.engine)  # a missing engine is an error now, not per file
     except LogDispatchError as e:
         print(f"logdispatch work: error: {e}", file=sys.stderr)
         return 2

@@ -19,7 +19,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Protocol
 
-from dispatcher.protocol import LogDispatchError
+from dispatcher.protocol import ENGINES, ConfigError, LogDispatchError
+
+try:  # the optional accelerator: `pip install 'logdispatch[fast]'`
+    import hyperscan
+except ImportError:  # pragma: no cover - the default install
+    hyperscan = None  # type: ignore[assignment]
 
 # The error pattern every component uses unless the operator sets --error-pattern.
 DEFAULT_ERROR_PATTERN: bytes = rb"\b(?:ERROR|FATAL|CRITICAL)\b"
@@ -79,34 +84,55 @@ class _Scan(Protocol):
 
     def finish(self) -> Counts: ...
 
+    def close(self) -> None:
+        """Release what the scan holds, whether or not it finished; may be called twice."""
+
 
 class ErrorMatcher:
     """Compiled counting rules; build once, reuse for many files.
 
     A pattern that is an alternation of literal words (``\\b(?:W1|W2)\\b``, ``\\b(W1|W2)\\b``,
-    ``\\bW\\b`` or ``W1|W2``) is matched with ``bytes.find`` on whole buffers, exactly on lines
-    of any length; any other pattern goes through ``re`` line by line, on at most the first
+    ``\\bW\\b`` or ``W1|W2``) takes a literal path that is exact on lines of any length:
+    hyperscan (one pass for all words) when installed, else ``bytes.find`` on whole buffers.
+    Any other pattern goes through ``re`` line by line, on at most the first
     ``long_line_limit`` bytes of each line. Appending ``(?#general)`` to a literal pattern
     forces the general path without changing what it matches.
+
+    ``engine``: "auto" (hyperscan when installed), "python" (never hyperscan) or "hyperscan"
+    (required: a ConfigError when it is not installed). It only decides how literal patterns
+    are searched: no engine changes what any pattern counts.
     """
 
-    __slots__ = ("_bounded", "_limit", "_regex", "_words")
+    __slots__ = ("_bounded", "_database", "_limit", "_regex", "_words")
 
     def __init__(
-        self, pattern: bytes = DEFAULT_ERROR_PATTERN, *, long_line_limit: int = LONG_LINE_LIMIT
+        self,
+        pattern: bytes = DEFAULT_ERROR_PATTERN,
+        *,
+        long_line_limit: int = LONG_LINE_LIMIT,
+        engine: str = "auto",
     ) -> None:
         if long_line_limit < 1:
             raise ValueError(f"long_line_limit must be at least 1, not {long_line_limit}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        if engine == "hyperscan" and hyperscan is None:
+            raise ConfigError(
+                "the hyperscan engine is not installed: pip install 'logdispatch[fast]'"
+            )
         self._regex = re.compile(pattern)
         self._limit = long_line_limit
         self._words: tuple[bytes, ...] | None = None
         self._bounded = False
+        self._database: hyperscan.Database | None = None
         for shape, bounded in _LITERAL_SHAPES:
             found = shape.fullmatch(pattern)
             if found:
                 self._words = tuple(dict.fromkeys(found[1].split(b"|")))
                 self._bounded = bounded
                 break
+        if self._words is not None and engine != "python" and hyperscan is not None:
+            self._database = _compile_hyperscan(self._words, self._bounded)
 
     @property
     def pattern(self) -> bytes:
@@ -126,13 +152,41 @@ class ErrorMatcher:
         """Whether the literal words must stand as whole words (the ``\\b...\\b`` shapes)."""
         return self._bounded
 
+    @property
+    def engine(self) -> str:
+        """What searches this pattern: "hyperscan", "literal" (bytes.find) or "regex"."""
+        if self._database is not None:
+            return "hyperscan"
+        return "literal" if self._words is not None else "regex"
+
     def __repr__(self) -> str:
-        return f"ErrorMatcher({self.pattern!r}, long_line_limit={self._limit})"
+        return f"ErrorMatcher({self.pattern!r}, long_line_limit={self._limit}, {self.engine})"
 
     def _scan(self) -> _Scan:
+        if self._database is not None:
+            return _HyperscanScan(self._database)
         if self._words is not None:
             return _LiteralScan(self._words, self._bounded)
         return _RegexScan(self._regex, self._limit)
+
+
+def _compile_hyperscan(words: tuple[bytes, ...], bounded: bool) -> hyperscan.Database:
+    """A streaming database that reports each line holding a word once, where the line ends.
+
+    A line's report is the end of ``WORD[^\\n]*\\n`` (or ``\\z`` for a last line without one):
+    hyperscan reports a pattern once per end offset, so a line with several words is reported
+    once, and one call per error line is cheaper than one per word. Without the UTF-8 and UCP
+    flags, ``\\b`` is the ASCII word boundary of a bytes regex in ``re``; the words are
+    [A-Za-z0-9_]+, so they need no escaping and never hold a newline.
+    """
+    word = b"(?:" + b"|".join(words) + b")"
+    if bounded:
+        word = rb"\b" + word + rb"\b"
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM)
+    database.compile(
+        expressions=[word + rb"[^\n]*\n", word + rb"[^\n]*\z"], ids=[0, 1], elements=2
+    )
+    return database
 
 
 def _sample(start: bytes | bytearray) -> bytes:
@@ -293,6 +347,9 @@ class _LiteralScan:
             samples=tuple(self._samples),
         )
 
+    def close(self) -> None:
+        pass
+
 
 class _RegexScan:
     """Streaming state of the general regex path: complete lines are searched one by one."""
@@ -376,13 +433,107 @@ class _RegexScan:
             samples=tuple(self._samples),
         )
 
+    def close(self) -> None:
+        pass
+
+
+
+class _HyperscanScan:
+    """Streaming state of the literal path on hyperscan.
+
+    The database reports each error line once, at its end (see _compile_hyperscan), whatever
+    the chunks: one stream sees the whole content, so a word split across chunks or ending the
+    content is hyperscan's business. The first SAMPLE_LINES reports are noted for samples.
+    """
+
+    def __init__(self, database: hyperscan.Database) -> None:
+        self._lines = 0
+        self._error_lines = 0
+        self._bytes_read = 0
+        self._samples: list[bytes] = []
+        self._chunk = b""  # the chunk being scanned
+        self._base = 0  # stream offset of self._chunk[0]
+        self._marks: list[int] = []  # ends, in self._chunk, of error lines to sample
+        self._head = b""  # first SAMPLE_BYTES + 1 bytes of the line open where self._chunk starts
+        self._ends_open = False
+        # The binding keeps borrowed references to the database and the handler: hold both.
+        self._database = database
+        self._handler = self._on_line
+        self._stream: hyperscan.Stream | None = database.stream(
+            match_event_handler=self._handler
+        ).__enter__()
+
+    def _on_line(self, _id: int, _start: int, end: int, _flags: int, _context: object) -> None:
+        # Called once per error line, so kept to the least: noting a sample is rare.
+        self._error_lines += 1
+        if self._error_lines <= SAMPLE_LINES:
+            self._marks.append(end - self._base)
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        assert self._stream is not None, "feed() after finish()"
+        self._advance_head()
+        self._base += len(self._chunk)
+        self._chunk = chunk
+        self._bytes_read += len(chunk)
+        self._lines += chunk.count(b"\n")
+        self._ends_open = chunk[-1] != 0x0A
+        self._stream.scan(chunk)
+        if self._marks:
+            self._take_samples()
+
+    def _head_room(self, stop: int) -> int:
+        """How many bytes up to *stop* the open line's head still takes for a sample."""
+        return min(stop, max(0, SAMPLE_BYTES + 1 - len(self._head)))
+
+    def _advance_head(self) -> None:
+        """Move self._head past the current chunk, before the next one is fed."""
+        chunk = self._chunk
+        last_newline = chunk.rfind(b"\n")
+        if last_newline != -1:
+            self._head = chunk[last_newline + 1 : last_newline + 2 + SAMPLE_BYTES]
+        else:
+            self._head += chunk[: self._head_room(len(chunk))]
+
+    def _take_samples(self) -> None:
+        chunk = self._chunk
+        for end in self._marks:
+            stop = end - 1 if chunk[end - 1] == 0x0A else end  # the end of the content has no "\n"
+            start = chunk.rfind(b"\n", 0, stop) + 1
+            if start == 0:  # the line began in an earlier chunk (or begins the content)
+                self._samples.append(_sample(self._head + chunk[: self._head_room(stop)]))
+            else:
+                self._samples.append(_sample(chunk[start : min(stop, start + SAMPLE_BYTES + 1)]))
+        self._marks = []
+
+    def finish(self) -> Counts:
+        self.close()  # reports an error line that ends the content without a "\n"
+        self._take_samples()
+        if self._ends_open:
+            self._lines += 1
+        return Counts(
+            lines=self._lines,
+            error_lines=self._error_lines,
+            bytes_read=self._bytes_read,
+            samples=tuple(self._samples),
+        )
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
 
 def count_chunks(chunks: Iterable[bytes], matcher: ErrorMatcher) -> Counts:
     """Count a stream of content split into chunks of any sizes."""
     scan = matcher._scan()
-    for chunk in chunks:
-        scan.feed(chunk)
-    return scan.finish()
+    try:
+        for chunk in chunks:
+            scan.feed(chunk)
+        return scan.finish()
+    finally:
+        scan.close()
 
 
 def _detect_compression(magic: bytes) -> str | None:

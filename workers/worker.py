@@ -67,6 +67,7 @@ class WorkerConfig:
     batch_items: int = BATCH_ITEMS
     batch_bytes: int = BATCH_BYTES
     parent_pid: int | None = None  # stop when this process is gone (workers started by `run`)
+    engine: str = "auto"  # see ErrorMatcher
 
 
 class Worker:
@@ -207,7 +208,9 @@ class Worker:
     def _matcher(self, pattern: bytes) -> ErrorMatcher:
         matcher = self._matchers.get(pattern)
         if matcher is None:
-            matcher = self._matchers[pattern] = ErrorMatcher(pattern)
+            matcher = ErrorMatcher(pattern, engine=self.config.engine)
+            self._matchers[pattern] = matcher
+            log.info("error pattern %s: %s engine", display_path(pattern), matcher.engine)
         return matcher
 
     # --- talking to the master -------------------------------------------------------------

@@ -585,13 +585,15 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def run_figures(tmp: Path, sz: Sizes) -> list[Row]:
+def run_figures(tmp: Path, sz: Sizes, only: Sequence[str] = ()) -> list[Row]:
     rng = random.Random(20261120)
     progress("generating log chunks")
     chunks = make_chunks(rng, 16, 2 * MB)
     rows: list[Row] = []
     for figure in FIGURES:
         label = figure.__name__
+        if only and label.removeprefix("fig_") not in only:
+            continue
         progress(f"{label}: start")
         start = time.perf_counter()
         try:
@@ -607,12 +609,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small data, < 1 minute")
     parser.add_argument("--out", type=Path, help="also write the markdown to FILE")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        choices=[f.__name__.removeprefix("fig_") for f in FIGURES],
+        help="run this figure only (repeatable)",
+    )
     args = parser.parse_args(argv)
     sz = sizes(args.quick)
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="logdispatch-bench-"))
     try:
-        rows = run_figures(tmp, sz)
+        rows = run_figures(tmp, sz, args.only)
     finally:
         stop_all([p for p in _STARTED if p.returncode is None])
         shutil.rmtree(tmp, ignore_errors=True)
@@ -623,6 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- Python: {platform.python_version()} ({sys.executable})",
         f"- date: {now}",
         f"- quick: {'yes' if args.quick else 'no'}",
+        *([f"- only: {', '.join(args.only)}"] if args.only else []),
         f"- total run time: {elapsed:.0f} s",
         "",
     ]

@@ -31,6 +31,10 @@ LOGIN_TIMEOUT_SECONDS = 5.0
 # How often the master loop wakes when nothing arrives: bounds settle and lease-expiry latency.
 TICK_SECONDS = 0.1
 
+# The ledger commits (one fsync) at most this often: a busy master spends its time on files,
+# not on syncing, and a result is durable at most this long after it arrives.
+COMMIT_SECONDS = 0.1
+
 
 STATE_DIR = ".logdispatch"
 LEDGER_FILE = "ledger.sqlite3"

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS versions (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS versions_path ON versions (path, id);
-CREATE INDEX IF NOT EXISTS versions_open ON versions (status) WHERE status IN ('queued', 'leased');
+-- Every status change paid for this index; the one query it served runs once, at start-up.
+DROP INDEX IF EXISTS versions_open;
 """
 
 

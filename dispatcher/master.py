@@ -45,6 +45,7 @@ class MasterConfig:
     rescan: float = defaults.RESCAN_SECONDS
     events: bool = True  # False: no watcher at all, only the rescans find files
     once: bool = False  # count what is there now, then finish: no watching, no rescans
+    commit_interval: float = defaults.COMMIT_SECONDS
 
     def __post_init__(self) -> None:
         if not self.root.is_dir():
@@ -93,6 +94,7 @@ class Master:
         self._stopping = False  # a plain flag: set from signal handlers, which must not lock
         self.scan_complete = False  # the first full scan has reported everything it found
         self._ledger = Ledger(config.state_dir, Path(os.fsdecode(self._root)))
+        self._committed_at = clock()
         self.tasks = TaskQueue(self._root, config.error_pattern, config.lease, clock)
         self._server: ManagerServer | None = None
         self._eligibility = Eligibility(config.include, config.exclude)
@@ -201,13 +203,17 @@ class Master:
     def step(self, timeout: float = defaults.TICK_SECONDS) -> None:
         self._drain(timeout)
         self._check_settling()
-        self._ledger.mark_leased(self.tasks.drain_taken())
+        # A lease whose result is in already would change nothing: only open ones are written.
+        self._ledger.mark_leased(t for t in self.tasks.drain_taken() if t[0] in self._open)
         for lease in self.tasks.expire():
             self._lease_expired(lease)
-        if not self.config.once and self._clock() >= self._next_rescan:
-            self._next_rescan = self._clock() + self.config.rescan
+        now = self._clock()
+        if not self.config.once and now >= self._next_rescan:
+            self._next_rescan = now + self.config.rescan
             self._scanner.request()
-        self._ledger.commit()
+        if now - self._committed_at >= self.config.commit_interval:
+            self._ledger.commit()
+            self._committed_at = now
 
     def _drain(self, timeout: float) -> None:
         """Handle everything in the inbox, waiting up to ``timeout`` for the first message."""

@@ -34,6 +34,7 @@ from workers.counting import (
     Counts,
     ErrorMatcher,
     count_chunks,
+    count_fd,
     count_fileobj,
     count_path,
 )
@@ -87,6 +88,8 @@ def count(tmp_path: Path) -> Callable[..., Counts]:
         for size in (1, 2, 7):
             assert count_path(str(path), matcher, chunk_size=size) == counts, size
         assert count_chunks([data[:5], b"", data[5:]], matcher) == counts
+        with open(path, "rb") as f:  # the size known: one read, the content counted whole
+            assert count_fd(f.fileno(), matcher, size=len(data)) == counts
         return counts
 
     return count
@@ -473,6 +476,24 @@ def test_bytes_path_that_is_not_utf8(tmp_path: Path) -> None:
     assert count_path(path, DEFAULT).error_lines == 1
 
 
+def test_reading_stops_at_the_given_size(tmp_path: Path) -> None:
+    """What grew past the queued size is not read: the worker's fstat after counting sees it."""
+    path = tmp_path / "app.log"
+    path.write_bytes(b"ok\nERROR\nFATAL late\n")
+    for chunk_size in (1, 4, CHUNK_SIZE):
+        with open(path, "rb") as f:
+            counts = count_fd(f.fileno(), HYPERSCAN, chunk_size=chunk_size, size=9)
+        assert counts == Counts(2, 1, 9, samples=(b"ERROR",)), chunk_size
+
+
+def test_archive_read_by_descriptor(tmp_path: Path) -> None:
+    path = tmp_path / "app.log.gz"
+    path.write_bytes(gzip.compress(LOG))
+    with open(path, "rb") as f:
+        counts = count_fd(f.fileno(), HYPERSCAN, size=path.stat().st_size)
+    assert counts == dataclasses.replace(count_chunks([LOG], DEFAULT), compression="gzip")
+
+
 def test_count_fileobj_rewinds_after_sniffing() -> None:
     data = gzip.compress(b"a\nFATAL b\n")
     assert count_fileobj(io.BytesIO(data), DEFAULT) == Counts(
@@ -538,7 +559,8 @@ def test_default_pattern_fast_path(case: tuple[bytes, list[bytes]]) -> None:
 @given(chunked())
 def test_default_pattern_hyperscan(case: tuple[bytes, list[bytes]]) -> None:
     data, chunks = case
-    assert count_chunks(chunks, HYPERSCAN) == reference(data, DEFAULT_ERROR_PATTERN)
+    expected = reference(data, DEFAULT_ERROR_PATTERN)
+    assert count_chunks(chunks, HYPERSCAN) == HYPERSCAN._count_whole(data) == expected
 
 
 @PROPERTY
@@ -552,6 +574,7 @@ def test_engines_agree_on_random_bytes(pieces: list[bytes], cuts: list[int]) -> 
     chunks = [data[a:b] for a, b in itertools.pairwise(bounds)]
     expected = reference(data, DEFAULT_ERROR_PATTERN)
     assert count_chunks(chunks, DEFAULT) == count_chunks(chunks, HYPERSCAN) == expected
+    assert DEFAULT._count_whole(data) == HYPERSCAN._count_whole(data) == expected
 
 
 @PROPERTY
@@ -573,7 +596,8 @@ def test_other_literal_patterns(
     data, chunks = case
     matcher = ErrorMatcher(pattern, engine=engine)
     assert matcher.literal_words is not None
-    assert count_chunks(chunks, matcher) == reference(data, pattern)
+    expected = reference(data, pattern)
+    assert count_chunks(chunks, matcher) == matcher._count_whole(data) == expected
 
 
 @PROPERTY

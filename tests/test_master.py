@@ -40,7 +40,8 @@ class Harness:
         self.root.mkdir(exist_ok=True)
         self.state = tmp_path / "state"
         self.clock = FakeClock()
-        self.options = {"lease": 10.0, "max_attempts": 3, **options}
+        # Every step commits, so what a step did is in the ledger for the test to read.
+        self.options = {"lease": 10.0, "max_attempts": 3, "commit_interval": 0.0, **options}
         self.master: Master | None = None
 
     def start(self) -> Master:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -53,6 +54,20 @@ def test_symlinks_are_not_followed_anywhere_on_the_path(tmp_path: Path) -> None:
         result = worker.count(task)
         assert result.status is Status.ERROR, rel
         assert "symbolic link" in (result.error or "")
+
+
+def test_symlinked_folder_inside_the_root_and_a_root_reached_by_a_symlink(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "real/a.log").write_bytes(b"ERROR a\n")
+    os.symlink("real", root / "alias")  # stays inside the root, but is still a symlink
+    os.symlink(root, tmp_path / "root-link")
+    task = _task(root, b"real/a.log")
+    refused = _worker(root).count(dataclasses.replace(task, path=b"alias/a.log"))
+    assert refused.status is Status.ERROR and "symbolic link" in (refused.error or "")
+    for given in (root, tmp_path / "root-link", Path(f"{root}/")):
+        result = _worker(given).count(task)
+        assert (result.status, result.error_lines) == (Status.DONE, 1), given
 
 
 def test_fifo_unreadable_missing_and_changed_files(tmp_path: Path) -> None:

@@ -1,13 +1,14 @@
 """The counting engine: lines and error lines of one file's bytes, in bounded memory.
 
 Pure: no logging setup, no processes, no global state. The rules are DESIGN.md "Counting rules";
-``ErrorMatcher`` compiles them once and ``count_path`` / ``count_fileobj`` / ``count_chunks``
-apply them to a file, an open binary file or any stream of byte chunks.
+``ErrorMatcher`` compiles them once and ``count_path`` / ``count_fd`` / ``count_fileobj`` /
+``count_chunks`` apply them to a file, a descriptor, an open binary file or byte chunks.
 """
 
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import io
 import lzma
@@ -15,7 +16,7 @@ import os
 import re
 import stat
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Protocol
 
@@ -103,7 +104,7 @@ class ErrorMatcher:
     are searched: no engine changes what any pattern counts.
     """
 
-    __slots__ = ("_bounded", "_database", "_limit", "_regex", "_words")
+    __slots__ = ("_block", "_bounded", "_database", "_limit", "_regex", "_words")
 
     def __init__(
         self,
@@ -124,7 +125,8 @@ class ErrorMatcher:
         self._limit = long_line_limit
         self._words: tuple[bytes, ...] | None = None
         self._bounded = False
-        self._database: hyperscan.Database | None = None
+        self._database: hyperscan.Database | None = None  # for streams of chunks
+        self._block: hyperscan.Database | None = None  # for content read in one piece
         for shape, bounded in _LITERAL_SHAPES:
             found = shape.fullmatch(pattern)
             if found:
@@ -132,7 +134,8 @@ class ErrorMatcher:
                 self._bounded = bounded
                 break
         if self._words is not None and engine != "python" and hyperscan is not None:
-            self._database = _compile_hyperscan(self._words, self._bounded)
+            self._database = _compile_hyperscan(self._words, self._bounded, stream=True)
+            self._block = _compile_hyperscan(self._words, self._bounded, stream=False)
 
     @property
     def pattern(self) -> bytes:
@@ -162,6 +165,24 @@ class ErrorMatcher:
     def __repr__(self) -> str:
         return f"ErrorMatcher({self.pattern!r}, long_line_limit={self._limit}, {self.engine})"
 
+    def _count_whole(self, content: bytes) -> Counts:
+        """Count content known to be complete (a small file read in one piece)."""
+        if self._block is None:
+            return count_chunks((content,), self)
+        error_lines = 0
+        ends: list[int] = []
+
+        def on_line(_id: int, _start: int, end: int, _flags: int, _context: object) -> None:
+            nonlocal error_lines
+            error_lines += 1
+            if error_lines <= SAMPLE_LINES:
+                ends.append(end)
+
+        self._block.scan(content, match_event_handler=on_line)
+        lines = content.count(b"\n") + (bool(content) and content[-1] != 0x0A)
+        samples = tuple(_sample_ending_at(content, end, b"") for end in ends)
+        return Counts(lines, error_lines, len(content), samples=samples)
+
     def _scan(self) -> _Scan:
         if self._database is not None:
             return _HyperscanScan(self._database)
@@ -170,8 +191,8 @@ class ErrorMatcher:
         return _RegexScan(self._regex, self._limit)
 
 
-def _compile_hyperscan(words: tuple[bytes, ...], bounded: bool) -> hyperscan.Database:
-    """A streaming database that reports each line holding a word once, where the line ends.
+def _compile_hyperscan(words: tuple[bytes, ...], bounded: bool, stream: bool) -> hyperscan.Database:
+    """A database that reports each line holding a word once, where the line ends.
 
     A line's report is the end of ``WORD[^\\n]*\\n`` (or ``\\z`` for a last line without one):
     hyperscan reports a pattern once per end offset, so a line with several words is reported
@@ -182,10 +203,10 @@ def _compile_hyperscan(words: tuple[bytes, ...], bounded: bool) -> hyperscan.Dat
     word = b"(?:" + b"|".join(words) + b")"
     if bounded:
         word = rb"\b" + word + rb"\b"
-    database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM)
-    database.compile(
-        expressions=[word + rb"[^\n]*\n", word + rb"[^\n]*\z"], ids=[0, 1], elements=2
+    database = hyperscan.Database(
+        mode=hyperscan.HS_MODE_STREAM if stream else hyperscan.HS_MODE_BLOCK
     )
+    database.compile(expressions=[word + rb"[^\n]*\n", word + rb"[^\n]*\z"], ids=[0, 1], elements=2)
     return database
 
 
@@ -437,6 +458,20 @@ class _RegexScan:
         pass
 
 
+def _head_room(head: bytes, stop: int) -> int:
+    """How many bytes up to *stop* an open line's ``head`` still takes for a sample."""
+    return min(stop, max(0, SAMPLE_BYTES + 1 - len(head)))
+
+
+def _sample_ending_at(chunk: bytes, end: int, head: bytes) -> bytes:
+    """The sample of the line hyperscan reported at ``end`` in ``chunk``: after its "\n", or at
+    the end of the content; ``head``: the first bytes of a line that began in earlier chunks."""
+    stop = end - 1 if chunk[end - 1] == 0x0A else end
+    start = chunk.rfind(b"\n", 0, stop) + 1
+    if start == 0:  # the line began in an earlier chunk (or begins the content)
+        return _sample(head + chunk[: _head_room(head, stop)])
+    return _sample(chunk[start : min(stop, start + SAMPLE_BYTES + 1)])
+
 
 class _HyperscanScan:
     """Streaming state of the literal path on hyperscan.
@@ -483,10 +518,6 @@ class _HyperscanScan:
         if self._marks:
             self._take_samples()
 
-    def _head_room(self, stop: int) -> int:
-        """How many bytes up to *stop* the open line's head still takes for a sample."""
-        return min(stop, max(0, SAMPLE_BYTES + 1 - len(self._head)))
-
     def _advance_head(self) -> None:
         """Move self._head past the current chunk, before the next one is fed."""
         chunk = self._chunk
@@ -494,17 +525,10 @@ class _HyperscanScan:
         if last_newline != -1:
             self._head = chunk[last_newline + 1 : last_newline + 2 + SAMPLE_BYTES]
         else:
-            self._head += chunk[: self._head_room(len(chunk))]
+            self._head += chunk[: _head_room(self._head, len(chunk))]
 
     def _take_samples(self) -> None:
-        chunk = self._chunk
-        for end in self._marks:
-            stop = end - 1 if chunk[end - 1] == 0x0A else end  # the end of the content has no "\n"
-            start = chunk.rfind(b"\n", 0, stop) + 1
-            if start == 0:  # the line began in an earlier chunk (or begins the content)
-                self._samples.append(_sample(self._head + chunk[: self._head_room(stop)]))
-            else:
-                self._samples.append(_sample(chunk[start : min(stop, start + SAMPLE_BYTES + 1)]))
+        self._samples.extend(_sample_ending_at(self._chunk, end, self._head) for end in self._marks)
         self._marks = []
 
     def finish(self) -> Counts:
@@ -543,15 +567,61 @@ def _detect_compression(magic: bytes) -> str | None:
     return None
 
 
-def count_fileobj(f: BinaryIO, matcher: ErrorMatcher, chunk_size: int = CHUNK_SIZE) -> Counts:
-    """Count a seekable binary file from its current position, decompressing by magic bytes."""
+def count_fileobj(
+    f: BinaryIO, matcher: ErrorMatcher, chunk_size: int = CHUNK_SIZE, size: int | None = None
+) -> Counts:
+    """Count a seekable binary file from its current position, decompressing by magic bytes.
+
+    ``size``: the content's known size (from fstat). Reading stops once that much is read, so a
+    small file costs one read; the caller then checks that the file has not changed.
+    """
+
+    def rewind(consumed: int) -> BinaryIO:
+        f.seek(-consumed, io.SEEK_CUR)
+        return f
+
+    return _count(f.read, rewind, matcher, chunk_size, size)
+
+
+def count_fd(
+    fd: int, matcher: ErrorMatcher, chunk_size: int = CHUNK_SIZE, size: int | None = None
+) -> Counts:
+    """``count_fileobj`` on an open file descriptor, read with os.read: no file object."""
+
+    def rewind(consumed: int) -> BinaryIO:
+        os.lseek(fd, -consumed, os.SEEK_CUR)
+        # closefd=False: the caller's descriptor stays open, and nothing is left to close.
+        return open(fd, "rb", buffering=0, closefd=False)
+
+    return _count(functools.partial(os.read, fd), rewind, matcher, chunk_size, size)
+
+
+_MAGIC_BYTES = max(len(magic) for magic, _ in _COMPRESSION_MAGIC)
+
+
+def _count(
+    read: Callable[[int], bytes],
+    rewind: Callable[[int], BinaryIO],
+    matcher: ErrorMatcher,
+    chunk_size: int,
+    size: int | None,
+) -> Counts:
+    """The counting of a file: ``read(n)`` gives its next bytes, ``rewind(n)`` a file object
+    at its start once n bytes were read (for a decompressor)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
-    position = f.tell()
-    compression = _detect_compression(f.read(6))
-    f.seek(position)
+    first = read(chunk_size if size is None else max(1, min(chunk_size, size)))
+    while 0 < len(first) < _MAGIC_BYTES:  # enough to tell an archive, even in tiny reads
+        more = read(_MAGIC_BYTES - len(first))
+        if not more:
+            break
+        first += more
+    compression = _detect_compression(first)
     if compression is None:
-        return count_chunks(iter(lambda: f.read(chunk_size), b""), matcher)
+        if size is not None and len(first) >= size:
+            return matcher._count_whole(first)
+        return count_chunks(_plain_chunks(first, read, chunk_size, size), matcher)
+    f = rewind(len(first))
     try:
         with _DECOMPRESSORS[compression](f) as stream:
             # read(n) returns at most n decompressed bytes: a bomb cannot exhaust memory.
@@ -564,19 +634,29 @@ def count_fileobj(f: BinaryIO, matcher: ErrorMatcher, chunk_size: int = CHUNK_SI
     return replace(counts, compression=compression)
 
 
+def _plain_chunks(
+    first: bytes, read: Callable[[int], bytes], chunk_size: int, size: int | None
+) -> Iterator[bytes]:
+    yield first
+    done = len(first)
+    while size is None or done < size:
+        chunk = read(chunk_size if size is None else min(chunk_size, size - done))
+        if not chunk:
+            return
+        done += len(chunk)
+        yield chunk
+
+
 def count_path(path: str | bytes, matcher: ErrorMatcher, chunk_size: int = CHUNK_SIZE) -> Counts:
     """Count one regular file; never follows a final symlink nor blocks on a FIFO.
 
     FileNotFoundError, PermissionError and other OSErrors of opening propagate.
     """
+    # O_NONBLOCK only keeps a FIFO from blocking the open; reads of regular files ignore it.
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise CountError("not a regular file")
-        os.set_blocking(fd, True)
-        f = os.fdopen(fd, "rb")
-    except BaseException:
+        return count_fd(fd, matcher, chunk_size)
+    finally:
         os.close(fd)
-        raise
-    with f:
-        return count_fileobj(f, matcher, chunk_size)

@@ -7,6 +7,7 @@ goes away, it keeps its unsent results, reconnects with capped backoff and sends
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import re
@@ -30,7 +31,7 @@ from dispatcher.protocol import (
     error_text,
     format_address,
 )
-from workers.counting import CountError, ErrorMatcher, count_fileobj
+from workers.counting import CountError, ErrorMatcher, count_fd
 
 log = logging.getLogger("logdispatch.worker")
 
@@ -177,19 +178,22 @@ class Worker:
             return failed(Status.ERROR, str(e))
         except OSError as e:
             return failed(Status.ERROR, error_text(e))
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            try:
-                before = os.fstat(fd)
-                if not stat.S_ISREG(before.st_mode):
-                    return failed(Status.ERROR, "not a regular file")
-                if (before.st_size, before.st_mtime_ns) != (task.size, task.mtime_ns):
-                    return failed(Status.CHANGED, "changed since it was queued")
-                counts = count_fileobj(f, matcher)
-                after = os.fstat(fd)
-            except CountError as e:
-                return failed(Status.ERROR, str(e))
-            except OSError as e:
-                return failed(Status.ERROR, error_text(e))
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                return failed(Status.ERROR, "not a regular file")
+            if (before.st_size, before.st_mtime_ns) != (task.size, task.mtime_ns):
+                return failed(Status.CHANGED, "changed since it was queued")
+            # Reading stops at the queued size (one read for a small file): growth past it
+            # shows in the fstat below.
+            counts = count_fd(fd, matcher, size=before.st_size)
+            after = os.fstat(fd)
+        except CountError as e:
+            return failed(Status.ERROR, str(e))
+        except OSError as e:
+            return failed(Status.ERROR, error_text(e))
+        finally:
+            os.close(fd)
         if (after.st_size, after.st_mtime_ns) != (task.size, task.mtime_ns):
             return failed(Status.CHANGED, "changed while it was counted")
         return Result(
@@ -337,6 +341,32 @@ def open_under(root: bytes, relpath: bytes) -> int:
     parts = relpath.split(b"/")
     if relpath.startswith(b"/") or any(p in (b"", b".", b"..") for p in parts):
         raise PathRefused(f"refused path {display_path(relpath)!r}: it leaves the root")
+    # O_NONBLOCK: opening a FIFO must not wait for a writer.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    # One open of the whole path, then the kernel's own name for what it opened: a symlinked
+    # folder on the way (or a root that moved) gives another name, and the walk below decides.
+    expected = _real_root(root) + relpath
+    try:
+        fd = os.open(expected, flags)
+    except OSError:
+        return _open_walking(root, parts, flags)  # which gives the precise error
+    try:
+        if os.readlink(b"/proc/self/fd/%d" % fd) == expected:
+            return fd
+    except OSError:
+        pass  # no /proc (not Linux)
+    os.close(fd)
+    return _open_walking(root, parts, flags)
+
+
+@functools.lru_cache(maxsize=16)
+def _real_root(root: bytes) -> bytes:
+    """The root's canonical path with a trailing slash, as /proc names the files under it."""
+    return os.path.realpath(root).rstrip(b"/") + b"/"
+
+
+def _open_walking(root: bytes, parts: list[bytes], flags: int) -> int:
+    """Open component by component from the root, each folder with O_NOFOLLOW."""
     dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in parts[:-1]:
@@ -351,8 +381,6 @@ def open_under(root: bytes, relpath: bytes) -> int:
                 raise
             os.close(dir_fd)
             dir_fd = next_fd
-        # O_NONBLOCK: opening a FIFO must not wait for a writer.
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         return os.open(parts[-1], flags, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)

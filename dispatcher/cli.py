@@ -247,7 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 128 + signals.first
-    document = summary.build(config.state_dir)
+    document = summary.build(config.state_dir, summary.TABLE_ROWS)
     summary.render(document, "table", sys.stdout)
     return 1 if document["totals"]["failed"] or crashed else 0
 
@@ -290,7 +290,8 @@ def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    summary.render(summary.build(args.state), args.format, sys.stdout, args.rows)
+    rows = args.rows if args.format == "table" else None
+    summary.render(summary.build(args.state, rows), args.format, sys.stdout, args.rows)
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from dispatcher.ledger import FileRow, read_latest
+from dispatcher.ledger import FileRow, read_summary
 from dispatcher.protocol import decode_path, printable
 
 FORMATS = ("table", "json", "csv")
@@ -17,22 +17,14 @@ TABLE_ROWS = 100
 CSV_FIELDS = ("path", "status", "lines", "error_lines", "bytes", "worker", "attempts", "error")
 
 
-def build(state_dir: Path) -> dict[str, Any]:
-    """The summary document: ``{"totals": {...}, "files": [...]}`` as DESIGN.md fixes it."""
-    rows = read_latest(state_dir)
-    files = [_file_entry(row) for row in rows]
-    done = [row for row in rows if row.status == "done"]
-    totals = {
-        "files": len(rows),
-        "done": len(done),
-        "failed": sum(row.status == "failed" for row in rows),
-        "vanished": sum(row.status == "vanished" for row in rows),
-        "pending": sum(row.status in ("queued", "leased") for row in rows),
-        "lines": sum(row.lines or 0 for row in done),
-        "error_lines": sum(row.error_lines or 0 for row in done),
-        "bytes": sum(row.size for row in done),
-    }
-    return {"totals": totals, "files": files}
+def build(state_dir: Path, limit: int | None = None) -> dict[str, Any]:
+    """The summary document: ``{"totals": {...}, "files": [...]}`` as DESIGN.md fixes it.
+
+    With ``limit`` (a table's view), "files" holds at most that many: if there are more, those
+    that most need attention (not done first, then most error lines). Totals count them all.
+    """
+    totals, rows = read_summary(state_dir, limit or None)
+    return {"totals": totals, "files": [_file_entry(row) for row in rows]}
 
 
 def _file_entry(row: FileRow) -> dict[str, Any]:
@@ -82,15 +74,16 @@ def _render_table(summary: dict[str, Any], out: TextIO, table_rows: int) -> None
     from rich.text import Text
 
     files = summary["files"]
-    note = None
+    totals = summary["totals"]
     if table_rows and len(files) > table_rows:
         files = sorted(files, key=_attention_first)[:table_rows]
+    note = None
+    if len(files) < totals["files"]:
         note = (
-            f"Showing {table_rows} of {len(summary['files']):,} files (not done first, then most "
+            f"Showing {len(files)} of {totals['files']:,} files (not done first, then most "
             "error lines); --rows 0 shows all."
         )
     table = Table(box=box.SIMPLE_HEAD, show_footer=True)
-    totals = summary["totals"]
     table.add_column(
         "path",
         footer=f"{totals['files']:,} file{'' if totals['files'] == 1 else 's'}",

@@ -238,8 +238,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         crashed = master.run(until=workers_gone)
     finally:
         master.tasks.close()  # workers waiting in take() get their answer now, not in a second
-        _stop_workers(workers)
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()  # a warm stop
+        if not master.finished:
+            _wait_for_workers(workers)  # interrupted: what they are counting reaches the ledger
         master.close()
+    try:
+        return _report_run(config, signals, crashed)
+    finally:
+        _wait_for_workers(workers)  # done with nothing in flight: they stop while we report
+
+
+def _report_run(config: MasterConfig, signals: StopSignals, crashed: bool) -> int:
     if signals.first is not None:
         print(
             f"logdispatch run: interrupted; what was counted is in the ledger: "
@@ -276,10 +287,8 @@ def _start_workers(
     return [subprocess.Popen(command, env=env, process_group=0) for _ in range(args.workers)]
 
 
-def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
-    for worker in workers:
-        if worker.poll() is None:
-            worker.terminate()
+def _wait_for_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """Wait for stopping workers, killing any still there after WORKER_STOP_SECONDS."""
     deadline = time.monotonic() + WORKER_STOP_SECONDS
     for worker in workers:
         try:

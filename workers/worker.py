@@ -261,8 +261,12 @@ class Worker:
             return
 
     def _disconnected(self, error: BaseException) -> None:
-        log.warning(
-            "lost the master at %s: %s", format_address(self.config.address), error_text(error)
+        # While stopping, a master that stops too (the end of `run --once`) is no news.
+        log.log(
+            logging.INFO if self._stopping else logging.WARNING,
+            "lost the master at %s: %s",
+            format_address(self.config.address),
+            error_text(error),
         )
         self._tasks = self._results = None
         self._forget_connection()

@@ -274,7 +274,7 @@ def test_work_processes_report_a_killed_child(cluster: Cluster) -> None:
     cluster.serve()
     worker = cluster.work("--processes", "2")
     children = wait_for(
-        lambda: found if len(found := child_pids(worker.popen.pid, b"spawn_main")) == 2 else None
+        lambda: found if len(found := child_pids(worker.popen.pid)) == 2 else None
     )
     os.kill(sorted(children)[0], signal.SIGKILL)
     time.sleep(0.5)

@@ -125,8 +125,7 @@ def test_wrong_authkey_is_refused_and_the_master_keeps_serving(cluster: Cluster)
 def test_work_processes_and_sigterm_stop_everything_cleanly(cluster: Cluster) -> None:
     master = cluster.serve()
     worker = cluster.work("--processes", "2")
-    # multiprocessing's resource tracker is a child too: count the workers only.
-    wait_for(lambda: len(child_pids(worker.popen.pid, b"spawn_main")) == 2)
+    wait_for(lambda: len(child_pids(worker.popen.pid)) == 2)
     for i in range(300):
         (cluster.root / f"f{i:03}.log").write_bytes(b"ERROR x\n" * (i % 5))
     wait_for(lambda: cluster.summary()["totals"].get("done") == 300)

@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _child(config: WorkerConfig, level: int) -> None:
+    # A forked child has the parent's recording handlers until the worker sets its own.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     # Own process group: a terminal's Ctrl-C reaches the parent, which passes it on once.
     os.setpgid(0, 0)
     setup_logging(0, base=level)
@@ -77,7 +80,9 @@ def _child(config: WorkerConfig, level: int) -> None:
 
 
 def _run_many(config: WorkerConfig, processes: int, level: int) -> int:
-    context = multiprocessing.get_context("spawn")
+    # fork: the children start counting at once, without importing everything again (spawn
+    # cost about 0.3 s each). Nothing here has threads or connections yet to be copied.
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     children = [
         context.Process(target=_child, args=(config, level), name=f"worker-{i}")
         for i in range(processes)

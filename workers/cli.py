@@ -82,7 +82,11 @@ def _child(config: WorkerConfig, level: int) -> None:
 def _run_many(config: WorkerConfig, processes: int, level: int) -> int:
     # fork: the children start counting at once, without importing everything again (spawn
     # cost about 0.3 s each). Nothing here has threads or connections yet to be copied.
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    context = (
+        multiprocessing.get_context("fork")
+        if sys.platform == "linux"
+        else multiprocessing.get_context("spawn")
+    )
     children = [
         context.Process(target=_child, args=(config, level), name=f"worker-{i}")
         for i in range(processes)

@@ -9,16 +9,13 @@ import os
 import re
 import secrets
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dispatcher import defaults, summary
 from dispatcher.protocol import (
-    AUTHKEY_ENV,
     ConfigError,
     LogDispatchError,
     StopSignals,
@@ -26,16 +23,17 @@ from dispatcher.protocol import (
     add_engine_argument,
     decode_path,
     error_text,
-    format_address,
     load_authkey,
     parse_address,
     printable,
     setup_logging,
 )
 from workers.counting import DEFAULT_ERROR_PATTERN, CountError, ErrorMatcher, count_path
+from workers.local import LocalWorkers
+from workers.worker import WorkerConfig
 
 if TYPE_CHECKING:  # the master's modules (watchdog, sqlite3) load only for the commands using them
-    from dispatcher.master import Master, MasterConfig
+    from dispatcher.master import MasterConfig
 
 log = logging.getLogger("logdispatch.cli")
 
@@ -218,14 +216,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--workers must be at least 1")
     from dispatcher.master import Master
 
+    ErrorMatcher(engine=args.engine)  # a missing engine is an error before anything starts
     authkey = secrets.token_hex(32).encode()  # private to this process tree
     config = _master_config(args, authkey, address=("127.0.0.1", 0), once=args.once)
-    master = Master(config)
+    # Before the master: forked while nothing is open and no thread runs, waiting to be told
+    # where it listens.
+    workers = LocalWorkers(args.workers)
+    try:
+        master = Master(config)
+    except BaseException:
+        workers.stop()
+        raise
     signals = StopSignals(master.stop)  # before start(): a signal during start-up is not lost
-    workers: list[subprocess.Popen[bytes]] = []
 
     def workers_gone() -> bool:
-        if all(w.poll() is not None for w in workers):
+        if workers.all_exited():
             log.error("all workers exited; stopping")
             return True
         return False
@@ -233,21 +238,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     crashed = False
     try:
         master.start()
-        ErrorMatcher(engine=args.engine)  # a missing engine is an error before any worker starts
-        workers = _start_workers(master, args, authkey)
+        workers.start(
+            WorkerConfig(
+                address=master.address,
+                authkey=authkey,
+                root=master.root,
+                parent_pid=os.getpid(),
+                engine=args.engine,
+            )
+        )
         crashed = master.run(until=workers_gone)
     finally:
         master.tasks.close()  # workers waiting in take() get their answer now, not in a second
-        for worker in workers:
-            if worker.poll() is None:
-                worker.terminate()  # a warm stop
+        workers.stop()
         if not master.finished:
-            _wait_for_workers(workers)  # interrupted: what they are counting reaches the ledger
+            # Interrupted: what they are counting reaches the ledger before it closes.
+            workers.wait(WORKER_STOP_SECONDS)
         master.close()
     try:
         return _report_run(config, signals, crashed)
     finally:
-        _wait_for_workers(workers)  # done with nothing in flight: they stop while we report
+        workers.wait(WORKER_STOP_SECONDS)  # done, nothing in flight: they stop while we report
 
 
 def _report_run(config: MasterConfig, signals: StopSignals, crashed: bool) -> int:
@@ -261,41 +272,6 @@ def _report_run(config: MasterConfig, signals: StopSignals, crashed: bool) -> in
     document = summary.build(config.state_dir, summary.TABLE_ROWS)
     summary.render(document, "table", sys.stdout)
     return 1 if document["totals"]["failed"] or crashed else 0
-
-
-def _start_workers(
-    master: Master, args: argparse.Namespace, authkey: bytes
-) -> list[subprocess.Popen[bytes]]:
-    command = [
-        sys.executable,
-        "-m",
-        "workers",
-        "--address",
-        format_address(master.address),
-        "--root",
-        os.fsdecode(master.root),
-        "--parent-pid",
-        str(os.getpid()),
-        "--engine",
-        args.engine,
-    ]
-    # `run` logs from WARNING by default, a worker from INFO: one step quieter gives the same.
-    step = args.verbose - args.quiet - 1
-    command += ["-v"] * max(step, 0) + ["-q"] * max(-step, 0)
-    env = {**os.environ, AUTHKEY_ENV: authkey.decode()}
-    # Their own process group: Ctrl-C reaches this process only, which stops them in order.
-    return [subprocess.Popen(command, env=env, process_group=0) for _ in range(args.workers)]
-
-
-def _wait_for_workers(workers: list[subprocess.Popen[bytes]]) -> None:
-    """Wait for stopping workers, killing any still there after WORKER_STOP_SECONDS."""
-    deadline = time.monotonic() + WORKER_STOP_SECONDS
-    for worker in workers:
-        try:
-            worker.wait(max(deadline - time.monotonic(), 0))
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
 
 
 def cmd_summary(args: argparse.Namespace) -> int:

@@ -130,6 +130,10 @@ def _connect(address: tuple[str, int], family: object = None, authkey: bytes | N
     sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT_SECONDS)
     try:
         sock.settimeout(None)  # blocking again, as Connection expects; reads time out below
+        # Without it, Nagle's algorithm and delayed ACKs hold some messages back 40 ms: a
+        # connection took 45 ms instead of 1, and a message over 16 KiB (sent in two writes)
+        # waited 40 ms every time.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         for option, value in KEEPALIVE:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)

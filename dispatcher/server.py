@@ -136,6 +136,8 @@ class _GuardedServer(Server):
             if self.stop_event.is_set():
                 conn.close()
                 break
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see protocol._connect
             peer = _peer_text(self.listener.last_accepted)
             waiting = sum(not g.logged_in and not g.closed for g in list(self._clients))
             if waiting >= MAX_WAITING_LOGINS:

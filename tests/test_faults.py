@@ -165,6 +165,8 @@ def test_sigterm_lets_a_worker_finish_its_file_and_exit_zero(cluster: Cluster) -
     wait_for(lambda: _leased_by(cluster, "big.log", worker))
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0
+    # Its result was sent before it exited; the ledger commits it within COMMIT_SECONDS.
+    wait_for(lambda: _entry(cluster, "big.log").get("status") == "done")
     entry = _entry(cluster, "big.log")
     assert (entry["status"], entry["lines"], entry["error_lines"]) == ("done", lines, errors)
     assert entry["attempts"] == 1

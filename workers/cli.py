@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ from dispatcher.protocol import (
     setup_logging,
 )
 from workers.counting import ErrorMatcher
+from workers.local import LocalWorkers
 from workers.worker import Worker, WorkerConfig
 
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = setup_logging(args.verbose - args.quiet)
+    setup_logging(args.verbose - args.quiet)
     try:
         if args.processes < 1:
             raise LogDispatchError("--processes must be at least 1")
@@ -66,31 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.processes == 1:
         return Worker(config).run()
-    return _run_many(config, args.processes, level)
+    return _run_many(config, args.processes)
 
 
-def _child(config: WorkerConfig, level: int) -> None:
-    # A forked child has the parent's recording handlers until the worker sets its own.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    # Own process group: a terminal's Ctrl-C reaches the parent, which passes it on once.
-    os.setpgid(0, 0)
-    setup_logging(0, base=level)
-    sys.exit(Worker(config).run())
-
-
-def _run_many(config: WorkerConfig, processes: int, level: int) -> int:
-    # fork: the children start counting at once, without importing everything again (spawn
-    # cost about 0.3 s each). Nothing here has threads or connections yet to be copied.
-    context = (
-        multiprocessing.get_context("fork")
-        if sys.platform == "linux"
-        else multiprocessing.get_context("spawn")
-    )
-    children = [
-        context.Process(target=_child, args=(config, level), name=f"worker-{i}")
-        for i in range(processes)
-    ]
+def _run_many(config: WorkerConfig, processes: int) -> int:
     received: list[int] = []  # signals not yet passed on; the handler only records them
 
     def record(signum: int, frame: FrameType | None) -> None:
@@ -98,17 +77,17 @@ def _run_many(config: WorkerConfig, processes: int, level: int) -> int:
 
     signal.signal(signal.SIGTERM, record)
     signal.signal(signal.SIGINT, record)
-    for child in children:
-        child.start()
-    while any(child.is_alive() for child in children):
+    workers = LocalWorkers(processes)
+    workers.start(config)
+    while not workers.all_exited():
         while received:
             signum = received.pop(0)
-            for child in children:
-                if child.pid is not None and child.is_alive():
-                    os.kill(child.pid, signum)
-        for child in children:
-            child.join(0.1)
-    return max(_status(child.exitcode) for child in children)
+            for process in workers.processes:
+                if process.pid is not None and process.is_alive():
+                    os.kill(process.pid, signum)
+        for process in workers.processes:
+            process.join(0.1)
+    return max(_status(process.exitcode) for process in workers.processes)
 
 
 def _status(exitcode: int | None) -> int:

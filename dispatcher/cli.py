@@ -273,13 +273,15 @@ def _report_run(config: MasterConfig, signals: StopSignals, crashed: bool) -> in
         )
         return 128 + signals.first
     document = summary.build(config.state_dir, summary.TABLE_ROWS)
-    summary.render(document, "table", sys.stdout)
+    summary.render_table(document, sys.stdout)
     return 1 if document["totals"]["failed"] or crashed else 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    rows = args.rows if args.format == "table" else None
-    summary.render(summary.build(args.state, rows), args.format, sys.stdout, args.rows)
+    if args.format == "table":
+        summary.render_table(summary.build(args.state, args.rows), sys.stdout, args.rows)
+    else:
+        summary.write(args.state, args.format, sys.stdout)
     return 0
 
 

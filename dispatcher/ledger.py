@@ -6,6 +6,7 @@ read-only connection, so summaries work while the master runs and after it stopp
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -273,19 +274,30 @@ _LATEST_BEFORE_REPLACED = (
 ATTENTION_ORDER = "status = 'done', coalesce(error_lines, 0) DESC, path"
 
 
-def read_summary(state_dir: Path, limit: int | None = None) -> tuple[dict[str, int], list[FileRow]]:
+def read_summary(
+    state_dir: Path, limit: int | None = None
+) -> tuple[dict[str, int], Iterator[FileRow]]:
     """Totals and the latest version of every path, by path, from one snapshot of the ledger.
 
     With ``limit``, and more files than that, only the ``limit`` that most need attention.
+    The rows stream from the open ledger (a million of them need no list); the connection
+    closes once they are read.
     """
-    with _read_only(state_dir) as db:
+    with contextlib.ExitStack() as stack:
+        db = stack.enter_context(_read_only(state_dir))
         db.execute("BEGIN")  # one snapshot for the totals and the rows, while the master writes
         totals = _totals(db)
         order = "path"
         if limit is not None and totals["files"] > limit:
             order = f"{ATTENTION_ORDER} LIMIT {int(limit)}"
-        rows = db.execute(f"SELECT {_FILE_COLUMNS} FROM latest ORDER BY {order}")
-        return totals, list(map(FileRow._make, rows))
+        cursor = db.execute(f"SELECT {_FILE_COLUMNS} FROM latest ORDER BY {order}")
+        closing = stack.pop_all()  # from here the rows' generator closes the connection
+
+    def rows() -> Iterator[FileRow]:
+        with closing:
+            yield from map(FileRow._make, cursor)
+
+    return totals, rows()
 
 
 def _totals(db: sqlite3.Connection) -> dict[str, int]:
@@ -314,6 +326,9 @@ def _read_only(state_dir: Path) -> Iterator[sqlite3.Connection]:
         raise ConfigError(f"no ledger in {state_dir} (is --state right?)")
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
+        # Room for sorting a million rows by path in memory: 3.6 s instead of 5.4 with the
+        # default 2 MB. Only used as needed.
+        db.execute("PRAGMA cache_size = -131072")
         columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
         latest = _LATEST if "replaced" in columns else _LATEST_BEFORE_REPLACED
         db.execute(f"CREATE TEMP VIEW latest AS {latest}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,6 +28,45 @@ def build(state_dir: Path, limit: int | None = None) -> dict[str, Any]:
     return {"totals": totals, "files": [_file_entry(row) for row in rows]}
 
 
+def write(state_dir: Path, fmt: str, out: TextIO) -> None:
+    """The whole document as ``fmt`` ("json" or "csv"), written as the ledger is read."""
+    totals, rows = read_summary(state_dir)
+    if fmt == "json":
+        out.write('{\n  "totals": ' + json.dumps(totals) + ',\n  "files": [')
+        separator = "\n    "
+        for row in rows:
+            out.write(separator + json_entry(row))
+            separator = ",\n    "
+        out.write("\n  ]\n}\n")
+    else:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_FIELDS)
+        writer.writerows(
+            (decode_path(r.path), r.status, r.lines, r.error_lines, r.size, r.worker, r.attempts,
+             r.error)
+            for r in rows
+        )  # fmt: skip
+
+
+def json_entry(row: FileRow) -> str:
+    """``json.dumps(_file_entry(row))``, written out: json.dumps per entry took 9 us of the 15
+    a row cost at a million rows."""
+    return (
+        f'{{"path": {_json_text(decode_path(row.path))}, "status": {_json_text(row.status)}, '
+        f'"lines": {_json_int(row.lines)}, "error_lines": {_json_int(row.error_lines)}, '
+        f'"bytes": {_json_int(row.size)}, "worker": {_json_text(row.worker)}, '
+        f'"attempts": {_json_int(row.attempts)}, "error": {_json_text(row.error)}}}'
+    )
+
+
+def _json_text(text: str | None) -> str:
+    return "null" if text is None else encode_basestring_ascii(text)
+
+
+def _json_int(number: int | None) -> str:
+    return "null" if number is None else str(int(number))
+
+
 def _file_entry(row: FileRow) -> dict[str, Any]:
     return {
         "path": decode_path(row.path),
@@ -40,33 +80,12 @@ def _file_entry(row: FileRow) -> dict[str, Any]:
     }
 
 
-def render(summary: dict[str, Any], fmt: str, out: TextIO, table_rows: int = TABLE_ROWS) -> None:
-    """Print ``summary`` as ``fmt``; a table shows at most ``table_rows`` files (0: all)."""
-    if fmt == "json":
-        _write_json(summary, out)
-    elif fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(summary["files"])
-    else:
-        _render_table(summary, out, table_rows)
-
-
-def _write_json(summary: dict[str, Any], out: TextIO) -> None:
-    """The document with one file per line: readable, and the C encoder's speed per entry.
-
-    (``json.dump(indent=...)`` falls back to the pure-Python encoder: 5x slower.)
-    """
-    out.write('{\n  "totals": ' + json.dumps(summary["totals"]) + ',\n  "files": [')
-    out.write(",".join("\n    " + json.dumps(entry) for entry in summary["files"]))
-    out.write("\n  ]\n}\n")
-
-
 def _attention_first(entry: dict[str, Any]) -> tuple[bool, int, str]:
     return (entry["status"] == "done", -(entry["error_lines"] or 0), entry["path"])
 
 
-def _render_table(summary: dict[str, Any], out: TextIO, table_rows: int) -> None:
+def render_table(summary: dict[str, Any], out: TextIO, table_rows: int = TABLE_ROWS) -> None:
+    """Print ``summary`` (from ``build``) as a table of at most ``table_rows`` files (0: all)."""
     # rich loads here only: `count` and the JSON and CSV formats start faster without it.
     from rich import box
     from rich.console import Console

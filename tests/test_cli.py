@@ -7,13 +7,18 @@ import gzip
 import io
 import json
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
 from conftest import LOGDISPATCH
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from reference import reference_counts
 
 from dispatcher import summary
+from dispatcher.ledger import SCHEMA, FileRow, Ledger
+from dispatcher.protocol import decode_path
 
 SAMPLES = Path(__file__).parent.parent / "sample_logs"
 
@@ -157,7 +162,7 @@ def test_long_table_keeps_the_files_that_need_attention() -> None:
         "bytes": 299,
     }
     out = io.StringIO()
-    summary.render({"totals": totals, "files": files}, "table", out, table_rows=5)
+    summary.render_table({"totals": totals, "files": files}, out, table_rows=5)
     shown = [line.split()[0] for line in out.getvalue().splitlines() if ".log" in line]
     assert shown[0] == "f150.log"  # failed first
     assert len(shown) == 5
@@ -207,3 +212,87 @@ def test_run_once_on_an_empty_root_succeeds_and_a_broken_pipe_is_quiet(tmp_path:
     writer.stderr.close()
     assert writer.wait(timeout=60) == 128 + 13  # SIGPIPE's conventional status
     assert "Traceback" not in stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=30),
+    st.sampled_from(["done", "failed", "vanished", "queued", "leased"]),
+    st.one_of(st.none(), st.integers(0, 2**53)),
+    st.one_of(st.none(), st.text(max_size=20)),
+    st.one_of(st.none(), st.text(max_size=40)),
+)
+def test_json_entries_are_what_json_dumps_writes(
+    path: bytes, status: str, number: int | None, worker: str | None, error: str | None
+) -> None:
+    row = FileRow(path, status, 7, number, number, None, worker, 1, error, None)
+    written = summary.json_entry(row)
+    assert written == json.dumps(summary._file_entry(row))
+    assert json.loads(written)["path"] == decode_path(path)
+
+
+def test_summary_over_a_ledger_with_changed_and_vanished_files(tmp_path: Path) -> None:
+    """Every format shows the latest version of each path once, from a real master's ledger."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.log").write_bytes(b"ERROR 1\n")
+    (root / "b.log").write_bytes(b"ok\n")
+    state = tmp_path / "state"
+    command = [*LOGDISPATCH, "run", str(root), "--once", "--state", str(state), "--settle", "0"]
+    subprocess.run(command, check=True, capture_output=True)
+    (root / "a.log").write_bytes(b"ERROR 1\nERROR 2\nok\n")  # a new version of a.log
+    (root / "b.log").unlink()
+    (root / "c.log").write_bytes(b"FATAL\n")
+    subprocess.run(command, check=True, capture_output=True)
+    document = json.loads(_summary(state, "json"))
+    files = {f["path"]: f for f in document["files"]}
+    assert [f["path"] for f in document["files"]] == ["a.log", "b.log", "c.log"]
+    assert (files["a.log"]["lines"], files["a.log"]["error_lines"]) == (3, 2)
+    assert files["b.log"]["status"] == "done"  # gone since, but its count stands
+    assert document["totals"] == {
+        "files": 3, "done": 3, "failed": 0, "vanished": 0, "pending": 0,
+        "lines": 5, "error_lines": 3, "bytes": 19 + 3 + 6,
+    }  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(_summary(state, "csv"))))
+    assert [(r["path"], r["lines"]) for r in rows] == [
+        ("a.log", "3"),
+        ("b.log", "1"),
+        ("c.log", "1"),
+    ]
+    table = _summary(state, "table")
+    assert table.count("a.log") == 1 and "3 files" in table
+
+
+def _summary(state: Path, fmt: str) -> str:
+    command = [*LOGDISPATCH, "summary", "--state", str(state), "--format", fmt]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
+def test_a_ledger_from_before_the_replaced_flag_is_read_then_migrated(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    column = ",\n    replaced INTEGER NOT NULL DEFAULT 0  -- 1 once a newer version of the path exists"
+    old_schema = SCHEMA.replace(column, "")
+    assert "replaced" not in old_schema.split("CREATE INDEX")[0]
+    db = sqlite3.connect(state / "ledger.sqlite3")
+    db.executescript(old_schema)
+    db.execute("INSERT INTO meta VALUES ('root', ?)", (str(tmp_path),))
+    db.executemany(
+        "INSERT INTO versions (id, path, size, mtime_ns, status, lines, error_lines, seen_at) "
+        "VALUES (?, ?, ?, 0, ?, ?, ?, 0)",
+        [
+            (1, b"a.log", 5, "done", 1, 0),
+            (2, b"a.log", 9, "done", 2, 1),
+            (3, b"b.log", 3, "done", 1, 1),
+        ],
+    )
+    db.commit()
+    db.close()
+    expected = [("a.log", 2), ("b.log", 1)]
+    before = json.loads(_summary(state, "json"))  # read-only: no migration, the old query
+    assert [(f["path"], f["lines"]) for f in before["files"]] == expected
+    Ledger(state, tmp_path).close()  # what a master does when it opens the ledger
+    after = json.loads(_summary(state, "json"))
+    assert [(f["path"], f["lines"]) for f in after["files"]] == expected
+    with sqlite3.connect(state / "ledger.sqlite3") as db:
+        assert db.execute("SELECT id FROM versions WHERE replaced = 1").fetchall() == [(1,)]

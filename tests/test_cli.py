@@ -271,7 +271,7 @@ def _summary(state: Path, fmt: str) -> str:
 def test_a_ledger_from_before_the_replaced_flag_is_read_then_migrated(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    column = ",\n    replaced INTEGER NOT NULL DEFAULT 0  -- 1 once a newer version of the path exists"
+    column = SCHEMA[SCHEMA.index(",\n    replaced INTEGER") : SCHEMA.index("\n);")]
     old_schema = SCHEMA.replace(column, "")
     assert "replaced" not in old_schema.split("CREATE INDEX")[0]
     db = sqlite3.connect(state / "ledger.sqlite3")

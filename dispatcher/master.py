@@ -103,6 +103,9 @@ class Master:
         self._known = self._ledger.known_versions()  # path -> (size, mtime_ns) of latest version
         self._open: dict[int, _OpenVersion] = {}
         self._open_by_path: dict[bytes, int] = {}
+        # New work is handed to the queue once per step: one put per file woke a waiting
+        # take() for every file, which then returned a batch of one.
+        self._to_queue: list[Pending] = []
         self._settling: dict[bytes, _Observation] = {}
         self._next_rescan = clock() + config.rescan
 
@@ -158,6 +161,7 @@ class Master:
             # A lease that was in flight when the master stopped is not the file's fault.
             attempts = row.attempts - 1 if row.status is VersionStatus.LEASED else row.attempts
             self._track_open(row.id, row.path, row.size, row.mtime_ns, max(attempts, 0))
+        self._queue_new()
         if self._open:
             log.info("re-queued %d unfinished files from the ledger", len(self._open))
 
@@ -203,6 +207,7 @@ class Master:
     def step(self, timeout: float = defaults.TICK_SECONDS) -> None:
         self._drain(timeout)
         self._check_settling()
+        self._queue_new()
         # A lease whose result is in already would change nothing: only open ones are written.
         self._ledger.mark_leased(t for t in self.tasks.drain_taken() if t[0] in self._open)
         for lease in self.tasks.expire():
@@ -297,7 +302,12 @@ class Master:
     ) -> None:
         self._open[version_id] = _OpenVersion(path, size, mtime_ns)
         self._open_by_path[path] = version_id
-        self.tasks.put(Pending(version_id, path, size, mtime_ns, attempts))
+        self._to_queue.append(Pending(version_id, path, size, mtime_ns, attempts))
+
+    def _queue_new(self) -> None:
+        if self._to_queue:
+            self.tasks.put_many(self._to_queue)
+            self._to_queue = []
 
     # --- results and leases ----------------------------------------------------------------
 

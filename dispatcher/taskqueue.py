@@ -173,6 +173,14 @@ class TaskQueue:
                 self._ready.append(pending)
             self._cond.notify()
 
+    def put_many(self, pendings: list[Pending]) -> None:
+        """Queue new work in one go: waiting takes wake once, to full batches."""
+        with self._cond:
+            if self._closed:
+                return
+            self._ready.extend(pendings)
+            self._cond.notify_all()
+
     def lease(self, task_id: int) -> Lease | None:
         with self._cond:
             return self._leases.get(task_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,15 @@ def test_take_batches_by_count_and_bytes_and_release_returns_work() -> None:
     queue.release("w", [big.id])
     [again] = queue.take("w2", 10, 25, 0)
     assert (again.id, again.attempt) == (5, 1)  # a hand-back is not an attempt
+
+
+def test_a_waiting_take_gets_the_whole_scan_batch() -> None:
+    """New work arrives in one put: a worker waiting for it gets a full batch, not one file."""
+    queue = TaskQueue(b"/r", b"ERROR")
+    batches: list[list[Task]] = []
+    taker = threading.Thread(target=lambda: batches.append(queue.take("w", 100, 1 << 20, 5)))
+    taker.start()
+    time.sleep(0.2)  # waiting in take()
+    queue.put_many([Pending(i, f"{i}.log".encode(), size=10, mtime_ns=1) for i in range(50)])
+    taker.join(5)
+    assert [len(b) for b in batches] == [50]

@@ -325,6 +325,7 @@ def fig_count(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> 
         ours, grep, wc, python = [], [], [], []
         for i in range(sz.repeats):
             progress(f"figure 1: repeat {i + 1}/{sz.repeats}")
+            warm(path)  # the page cache may have let it go since (on some VMs it does)
             t, out = timed(cli("count", "--engine", "hyperscan", path))
             ours.append(t)
             lines, errors = (int(x) for x in out.split()[:2])

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dispatcher import defaults, summary
-from dispatcher.protocol import (
+from dispatcher import defaults
+from dispatcher.common import (
     ConfigError,
     LogDispatchError,
     StopSignals,
@@ -29,10 +29,10 @@ from dispatcher.protocol import (
     setup_logging,
 )
 from workers.counting import DEFAULT_ERROR_PATTERN, CountError, ErrorMatcher, count_path
-from workers.local import LocalWorkers
-from workers.worker import WorkerConfig
 
-if TYPE_CHECKING:  # the master's modules (watchdog, sqlite3) load only for the commands using them
+# The master's, the ledger's and the workers' modules load only in the commands using them:
+# `count` starts without them.
+if TYPE_CHECKING:
     from dispatcher.master import MasterConfig
 
 log = logging.getLogger("logdispatch.cli")
@@ -94,11 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     summ = commands.add_parser("summary", help="per-file counts and totals from the ledger")
     _add_state_option(summ)
-    summ.add_argument("--format", choices=summary.FORMATS, default="table")
+    summ.add_argument("--format", choices=defaults.SUMMARY_FORMATS, default="table")
     summ.add_argument(
         "--rows",
         type=int,
-        default=summary.TABLE_ROWS,
+        default=defaults.TABLE_ROWS,
         metavar="N",
         help="files shown in the table at most (default %(default)s; 0: all)",
     )
@@ -218,6 +218,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     from dispatcher.master import Master
+    from workers.local import LocalWorkers
+    from workers.worker import WorkerConfig
 
     ErrorMatcher(engine=args.engine)  # a missing engine is an error before anything starts
     authkey = secrets.token_hex(32).encode()  # private to this process tree
@@ -272,12 +274,16 @@ def _report_run(config: MasterConfig, signals: StopSignals, crashed: bool) -> in
             file=sys.stderr,
         )
         return 128 + signals.first
-    document = summary.build(config.state_dir, summary.TABLE_ROWS)
+    from dispatcher import summary
+
+    document = summary.build(config.state_dir, defaults.TABLE_ROWS)
     summary.render_table(document, sys.stdout)
     return 1 if document["totals"]["failed"] or crashed else 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    from dispatcher import summary
+
     if args.format == "table":
         summary.render_table(summary.build(args.state, args.rows), sys.stdout, args.rows)
     else:

@@ -36,6 +36,12 @@ TICK_SECONDS = 0.1
 COMMIT_SECONDS = 0.1
 
 
+# summary: a table longer than this is not read, only scrolled (and rich takes about 1 ms a
+# row): beyond it the table keeps the files that need attention and says how to get the rest.
+TABLE_ROWS = 100
+SUMMARY_FORMATS = ("table", "json", "csv")
+
+
 STATE_DIR = ".logdispatch"
 LEDGER_FILE = "ledger.sqlite3"
 LOCK_FILE = "master.lock"

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from dispatcher import defaults
-from dispatcher.protocol import ConfigError, LogDispatchError, Result
+from dispatcher.common import ConfigError, LogDispatchError
+from dispatcher.protocol import Result
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher import defaults
+from dispatcher.common import DEFAULT_ADDRESS, ConfigError, display_path
 from dispatcher.ledger import Ledger, VersionStatus
-from dispatcher.protocol import DEFAULT_ADDRESS, ConfigError, Result, Status, display_path
+from dispatcher.protocol import Result, Status
 from dispatcher.server import ManagerServer, ResultsIn, ResultSink
 from dispatcher.taskqueue import Lease, Pending, TaskQueue, host_of
 from dispatcher.watcher import Eligibility, Scanned, Scanner, Seen, Watcher

@@ -1,35 +1,20 @@
-"""What crosses the wire between master and workers, and what both sides share.
+"""What crosses the wire between master and workers.
 
-This is the one module of ``dispatcher`` that ``workers`` imports: the task and result types,
-the manager class with its registered names, the address format and authkey loading, and the
-conventions both programs keep (errors, connection options, logging, stop signals).
+The task and result types, the manager class with its registered names, and the client
+connection with the timeouts a network needs. With ``dispatcher.common``, the only part of
+``dispatcher`` that ``workers`` imports.
 """
 
 from __future__ import annotations
 
-import argparse
-import errno
-import logging
-import os
-import signal
 import socket
-import stat
 import struct
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 from multiprocessing.managers import BaseManager, listener_client  # type: ignore[attr-defined]
-from types import FrameType
 from typing import Any
 
-log = logging.getLogger("logdispatch.protocol")
-
-AUTHKEY_ENV = "LOGDISPATCH_AUTHKEY"
-DEFAULT_PORT = 50000
-# Loopback unless the operator says otherwise: the protocol is pickle with no encryption.
-DEFAULT_ADDRESS = ("127.0.0.1", DEFAULT_PORT)
 # A master that does not accept within this is unreachable for now.
 CONNECT_TIMEOUT_SECONDS = 10.0
 # Every reply is due well within this (the longest call, take(), waits 2 s on the master);
@@ -41,14 +26,6 @@ KEEPALIVE = (
     (socket.TCP_KEEPINTVL, 5),
     (socket.TCP_KEEPCNT, 3),
 )
-
-
-class LogDispatchError(Exception):
-    """Base of the project's own errors."""
-
-
-class ConfigError(LogDispatchError):
-    """Bad command-line or configuration input; the message is meant for the operator."""
 
 
 class Status(StrEnum):
@@ -171,146 +148,3 @@ class DispatchManager(BaseManager):
 
 DispatchManager.register("get_task_queue")
 DispatchManager.register("get_result_queue")
-
-
-def decode_path(path: bytes) -> str:
-    """A path as text for documents (JSON, CSV), one-to-one with its bytes.
-
-    Undecodable bytes become ``\\xNN`` and a real backslash ``\\\\``, so no two names look alike.
-    """
-    return path.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
-
-
-def printable(text: str) -> str:
-    """Text safe for a terminal or a log line: control characters escaped (``\\n``...)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-
-
-def display_path(path: bytes) -> str:
-    """A path for people: undecodable bytes and control characters escaped."""
-    return printable(decode_path(path))
-
-
-def error_text(error: BaseException) -> str:
-    """One readable line for an error met while opening or reading a file or the network."""
-    if isinstance(error, OSError):
-        if error.errno == errno.ELOOP:
-            return "a symbolic link on the path: not followed"
-        if error.errno == errno.ENXIO:
-            return "not a regular file"  # a socket or a device without a reader
-        if error.strerror:
-            return error.strerror
-    if isinstance(error, EOFError) and not str(error):
-        return "connection closed"
-    return str(error) or type(error).__name__
-
-
-def parse_address(text: str, default_host: str = DEFAULT_ADDRESS[0]) -> tuple[str, int]:
-    """Parse ``HOST:PORT`` or ``:PORT`` (HOST then defaults to loopback)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        raise ConfigError(f"address {text!r} is not HOST:PORT")
-    if ":" in host:
-        # multiprocessing.connection opens every (host, port) address as an IPv4 socket.
-        raise ConfigError(f"address {text!r}: IPv6 is not supported; use IPv4 or a host name")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"address {text!r}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"address {text!r}: port out of range")
-    return host or default_host, port
-
-
-def format_address(address: tuple[str, int]) -> str:
-    return f"{address[0]}:{address[1]}"
-
-
-def add_connection_arguments(parser: argparse.ArgumentParser, address_help: str) -> None:
-    """``--address`` and ``--authkey-file``, the same for the master and the workers."""
-    parser.add_argument(
-        "--address",
-        default=format_address(DEFAULT_ADDRESS),
-        metavar="H:P",
-        help=f"{address_help} (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--authkey-file", metavar="F", help=f"shared secret (or set ${AUTHKEY_ENV})"
-    )
-
-
-# How a worker searches literal error patterns; DESIGN.md "Counting rules" hold for each.
-ENGINES = ("auto", "python", "hyperscan")
-
-
-def add_engine_argument(parser: argparse.ArgumentParser) -> None:
-    """``--engine``, the same for ``count``, ``run`` and ``work``."""
-    parser.add_argument(
-        "--engine",
-        choices=ENGINES,
-        default="auto",
-        help="search engine for literal-word error patterns: hyperscan (the [fast] extra) is "
-        "several times faster than python; auto takes it when installed (default: auto)",
-    )
-
-
-def setup_logging(verbosity: int, base: int = logging.INFO) -> int:
-    """Log to stderr from ``base`` made louder by ``verbosity`` (-v minus -q); returns the level.
-
-    Every line names its component: ``logdispatch.watcher``, ``.ledger``, ``.worker``...
-    """
-    level = min(max(base - 10 * verbosity, logging.DEBUG), logging.CRITICAL)
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
-    )
-    return level
-
-
-class StopSignals:
-    """SIGINT/SIGTERM: the first asks for a warm stop, a second one exits at once.
-
-    The handler only calls ``on_first``, which must only set a flag: a handler must neither
-    take a lock nor interrupt a proxied call in flight.
-    """
-
-    def __init__(self, on_first: Callable[[], None]) -> None:
-        self._on_first = on_first
-        self.first: int | None = None  # the first signal received
-        self._received = 0
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self._received += 1
-        if self._received > 1:
-            os._exit(128 + signum)
-        self.first = signum
-        self._on_first()
-
-
-def load_authkey(path: str | None) -> bytes:
-    """The shared secret from ``path``, else from $LOGDISPATCH_AUTHKEY; there is no default."""
-    if path is not None:
-        try:
-            with open(path, "rb") as f:
-                mode = os.fstat(f.fileno()).st_mode
-                key = f.read().strip()
-        except OSError as e:
-            raise ConfigError(f"cannot read authkey file {path}: {e.strerror}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning(
-                "authkey file %s is readable by group or others (mode %o): chmod 600 it",
-                path,
-                stat.S_IMODE(mode),
-            )
-        source = f"authkey file {path}"
-    elif AUTHKEY_ENV in os.environ:
-        key = os.environ[AUTHKEY_ENV].strip().encode()
-        source = f"${AUTHKEY_ENV}"
-    else:
-        raise ConfigError(f"an authkey is required: pass --authkey-file FILE or set ${AUTHKEY_ENV}")
-    if not key:
-        raise ConfigError(f"{source} is empty")
-    return key

@@ -23,7 +23,8 @@ from multiprocessing.managers import BaseManager, Server
 from typing import Any
 
 from dispatcher import defaults
-from dispatcher.protocol import SERIALIZER, Result, format_address
+from dispatcher.common import format_address
+from dispatcher.protocol import SERIALIZER, Result
 from dispatcher.taskqueue import TaskQueue
 
 log = logging.getLogger("logdispatch.server")

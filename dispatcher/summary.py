@@ -8,13 +8,10 @@ from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, TextIO
 
+from dispatcher.common import decode_path, printable
+from dispatcher.defaults import TABLE_ROWS
 from dispatcher.ledger import FileRow, read_summary
-from dispatcher.protocol import decode_path, printable
 
-FORMATS = ("table", "json", "csv")
-# A table longer than this is not read, only scrolled (and rich takes about 1 ms a row):
-# beyond it the table keeps the files that need attention and says how to get the rest.
-TABLE_ROWS = 100
 CSV_FIELDS = ("path", "status", "lines", "error_lines", "bytes", "worker", "attempts", "error")
 
 

@@ -141,7 +141,7 @@ def test_default_install_counts_without_hyperscan(tmp_path: Path) -> None:
     script = f"""
 import sys
 sys.modules["hyperscan"] = None  # what an install without the extra sees: ImportError
-from dispatcher.protocol import ConfigError
+from dispatcher.common import ConfigError
 from workers.counting import ErrorMatcher, count_path
 matcher = ErrorMatcher()
 print(matcher.engine, count_path({str(path)!r}, matcher).error_lines)

@@ -275,9 +275,7 @@ def test_workers_of_a_killed_run_stop_by_themselves(tmp_path: Path) -> None:
 def test_work_processes_report_a_killed_child(cluster: Cluster) -> None:
     cluster.serve()
     worker = cluster.work("--processes", "2")
-    children = wait_for(
-        lambda: found if len(found := child_pids(worker.popen.pid)) == 2 else None
-    )
+    children = wait_for(lambda: found if len(found := child_pids(worker.popen.pid)) == 2 else None)
     os.kill(sorted(children)[0], signal.SIGKILL)
     time.sleep(0.5)
     worker.signal(signal.SIGTERM)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from dispatcher.protocol import (
+from dispatcher.common import (
     LogDispatchError,
     add_connection_arguments,
     add_engine_argument,

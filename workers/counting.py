@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Protocol
 
-from dispatcher.protocol import ENGINES, ConfigError, LogDispatchError
+from dispatcher.common import ENGINES, ConfigError, LogDispatchError
 
 try:  # the optional accelerator: `pip install 'logdispatch[fast]'`
     import hyperscan

@@ -20,17 +20,14 @@ from multiprocessing import AuthenticationError
 from multiprocessing.managers import BaseProxy
 from typing import Any
 
-from dispatcher.protocol import (
-    DispatchManager,
+from dispatcher.common import (
     LogDispatchError,
-    Result,
-    Status,
     StopSignals,
-    Task,
     display_path,
     error_text,
     format_address,
 )
+from dispatcher.protocol import DispatchManager, Result, Status, Task
 from workers.counting import CountError, ErrorMatcher, count_fd
 
 log = logging.getLogger("logdispatch.worker")

@@ -189,6 +189,7 @@ class _LoginGuard:
         self.logged_in = False
         self.closed = False
         self._timed_out = False
+        self._hung_up = False  # by the server: a refusal is then no news
         self._timer = threading.Timer(login_timeout, self._login_deadline)
         self._timer.daemon = True
         self._timer.start()
@@ -213,7 +214,12 @@ class _LoginGuard:
             reason = str(obj[1]).strip().splitlines()[-1]
             if self._timed_out:
                 reason = f"no login within {self._login_timeout:g} s"
-            log.warning("refused connection from %s: %s", self._peer, reason)
+            log.log(
+                logging.DEBUG if self._hung_up and not self._timed_out else logging.WARNING,
+                "refused connection from %s: %s",
+                self._peer,
+                reason,
+            )
             return  # a stranger gets no traceback
         self._conn.send(obj)
 
@@ -233,6 +239,7 @@ class _LoginGuard:
 
     def hang_up(self) -> None:
         """End the connection under a thread blocked reading it (closing the fd would not)."""
+        self._hung_up = True
         try:
             with socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
                 sock.shutdown(socket.SHUT_RDWR)

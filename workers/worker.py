@@ -241,6 +241,9 @@ class Worker:
             try:
                 self._connect()
             except CONNECTION_ERRORS as e:
+                if self._stopping:  # asked to stop meanwhile: the master may be stopping too
+                    log.info("stopped while connecting: %s", error_text(e))
+                    return
                 log.warning(
                     "cannot reach the master at %s (attempt %d): %s; retrying in %.1f s",
                     format_address(self.config.address),

@@ -332,8 +332,7 @@ class _LiteralScan:
             return
         want = SAMPLE_BYTES + 1
         if first_newline == -1:
-            if len(self._head) < want:
-                self._head += chunk[: want - len(self._head)]
+            self._head = _next_head(self._head, chunk, last_newline)
             return
         if open_matched:
             samples.append(_sample(self._head + chunk[: min(first_newline, want)]))
@@ -343,7 +342,7 @@ class _LiteralScan:
                 break
             stop = chunk.find(b"\n", start, start + want)
             samples.append(_sample(chunk[start : stop if stop != -1 else start + want]))
-        self._head = chunk[line_start : line_start + want]
+        self._head = _next_head(self._head, chunk, last_newline)
 
     def finish(self) -> Counts:
         if self._ends_open:
@@ -463,6 +462,14 @@ def _head_room(head: bytes, stop: int) -> int:
     return min(stop, max(0, SAMPLE_BYTES + 1 - len(head)))
 
 
+def _next_head(head: bytes, chunk: bytes, last_newline: int) -> bytes:
+    """The first SAMPLE_BYTES + 1 bytes of the line open after ``chunk``, given those of the
+    line open before it (``head``) and the chunk's last "\n" (-1 if none)."""
+    if last_newline == -1:
+        return head + chunk[: _head_room(head, len(chunk))]
+    return chunk[last_newline + 1 : last_newline + 2 + SAMPLE_BYTES]
+
+
 def _sample_ending_at(chunk: bytes, end: int, head: bytes) -> bytes:
     """The sample of the line hyperscan reported at ``end`` in ``chunk``: after its "\n", or at
     the end of the content; ``head``: the first bytes of a line that began in earlier chunks."""
@@ -520,12 +527,7 @@ class _HyperscanScan:
 
     def _advance_head(self) -> None:
         """Move self._head past the current chunk, before the next one is fed."""
-        chunk = self._chunk
-        last_newline = chunk.rfind(b"\n")
-        if last_newline != -1:
-            self._head = chunk[last_newline + 1 : last_newline + 2 + SAMPLE_BYTES]
-        else:
-            self._head += chunk[: _head_room(self._head, len(chunk))]
+        self._head = _next_head(self._head, self._chunk, self._chunk.rfind(b"\n"))
 
     def _take_samples(self) -> None:
         self._samples.extend(_sample_ending_at(self._chunk, end, self._head) for end in self._marks)

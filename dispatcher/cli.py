@@ -28,7 +28,13 @@ from dispatcher.common import (
     printable,
     setup_logging,
 )
-from workers.counting import DEFAULT_ERROR_PATTERN, CountError, ErrorMatcher, count_path
+from workers.counting import (
+    DEFAULT_ERROR_PATTERN,
+    CountError,
+    ErrorMatcher,
+    check_engine,
+    count_path,
+)
 
 # The master's, the ledger's and the workers' modules load only in the commands using them:
 # `count` starts without them.
@@ -221,7 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from workers.local import LocalWorkers
     from workers.worker import WorkerConfig
 
-    ErrorMatcher(engine=args.engine)  # a missing engine is an error before anything starts
+    check_engine(args.engine)  # a missing engine is an error before anything starts
     authkey = secrets.token_hex(32).encode()  # private to this process tree
     config = _master_config(args, authkey, address=("127.0.0.1", 0), once=args.once)
     # Before the master: forked while nothing is open and no thread runs, waiting to be told

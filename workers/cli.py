@@ -17,7 +17,7 @@ from dispatcher.common import (
     parse_address,
     setup_logging,
 )
-from workers.counting import ErrorMatcher
+from workers.counting import check_engine
 from workers.local import LocalWorkers
 from workers.worker import Worker, WorkerConfig
 
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parent_pid=args.parent_pid,
             engine=args.engine,
         )
-        ErrorMatcher(engine=args.engine)  # a missing engine is an error now, not per file
+        check_engine(args.engine)  # a missing engine is an error now, not per file
     except LogDispatchError as e:
         print(f"logdispatch work: error: {e}", file=sys.stderr)
         return 2

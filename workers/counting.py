@@ -115,12 +115,7 @@ class ErrorMatcher:
     ) -> None:
         if long_line_limit < 1:
             raise ValueError(f"long_line_limit must be at least 1, not {long_line_limit}")
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-        if engine == "hyperscan" and hyperscan is None:
-            raise ConfigError(
-                "the hyperscan engine is not installed: pip install 'logdispatch[fast]'"
-            )
+        check_engine(engine)
         self._regex = re.compile(pattern)
         self._limit = long_line_limit
         self._words: tuple[bytes, ...] | None = None
@@ -189,6 +184,14 @@ class ErrorMatcher:
         if self._words is not None:
             return _LiteralScan(self._words, self._bounded)
         return _RegexScan(self._regex, self._limit)
+
+
+def check_engine(engine: str) -> None:
+    """ValueError for an unknown engine, ConfigError for hyperscan when it is not installed."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "hyperscan" and hyperscan is None:
+        raise ConfigError("the hyperscan engine is not installed: pip install 'logdispatch[fast]'")
 
 
 def _compile_hyperscan(words: tuple[bytes, ...], bounded: bool, stream: bool) -> hyperscan.Database:

@@ -12,7 +12,8 @@ from dispatcher.common import decode_path, printable
 from dispatcher.defaults import TABLE_ROWS
 from dispatcher.ledger import FileRow, read_summary
 
-CSV_FIELDS = ("path", "status", "lines", "error_lines", "bytes", "worker", "attempts", "error")
+# A file's entry in every format: the JSON keys and the CSV columns, in this order.
+FILE_FIELDS = ("path", "status", "lines", "error_lines", "bytes", "worker", "attempts", "error")
 
 
 def build(state_dir: Path, limit: int | None = None) -> dict[str, Any]:
@@ -37,12 +38,8 @@ def write(state_dir: Path, fmt: str, out: TextIO) -> None:
         out.write("\n  ]\n}\n")
     else:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_FIELDS)
-        writer.writerows(
-            (decode_path(r.path), r.status, r.lines, r.error_lines, r.size, r.worker, r.attempts,
-             r.error)
-            for r in rows
-        )  # fmt: skip
+        writer.writerow(FILE_FIELDS)
+        writer.writerows(map(_file_values, rows))
 
 
 def json_entry(row: FileRow) -> str:
@@ -64,17 +61,22 @@ def _json_int(number: int | None) -> str:
     return "null" if number is None else str(int(number))
 
 
+def _file_values(row: FileRow) -> tuple[Any, ...]:
+    """A file's entry as values in FILE_FIELDS order."""
+    return (
+        decode_path(row.path),
+        row.status,
+        row.lines,
+        row.error_lines,
+        row.size,
+        row.worker,
+        row.attempts,
+        row.error,
+    )
+
+
 def _file_entry(row: FileRow) -> dict[str, Any]:
-    return {
-        "path": decode_path(row.path),
-        "status": row.status,
-        "lines": row.lines,
-        "error_lines": row.error_lines,
-        "bytes": row.size,
-        "worker": row.worker,
-        "attempts": row.attempts,
-        "error": row.error,
-    }
+    return dict(zip(FILE_FIELDS, _file_values(row), strict=True))
 
 
 def _attention_first(entry: dict[str, Any]) -> tuple[bool, int, str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing import AuthenticationError
-from multiprocessing.managers import BaseProxy
+from multiprocessing.managers import BaseProxy, RemoteError
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.activity import RATE_WINDOW_SECONDS, ActivitySnapshot
@@ -153,6 +153,9 @@ def fetch(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:
         raise MasterUnreachable(f"the master at {where} refused this authkey") from None
     except (OSError, EOFError) as e:
         raise MasterUnreachable(f"cannot reach the master at {where}: {error_text(e)}") from None
+    except RemoteError as e:  # the master raised while building it: its traceback is the text
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown error"
+        raise MasterUnreachable(f"the master at {where} could not report: {reason}") from None
     finally:
         # The proxies cache their connection per address and thread: the next fetch (under
         # --watch) must not reuse one a restarted master has closed.

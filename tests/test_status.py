@@ -227,7 +227,8 @@ def test_metrics_endpoint_over_http(cluster: Cluster) -> None:
         expected_lines += counts[0]
         expected_errors += counts[1]
     metrics_port = free_port()
-    cluster.serve("--metrics", f"127.0.0.1:{metrics_port}")
+    master = cluster.serve("--metrics", f"127.0.0.1:{metrics_port}")
+    wait_for(lambda: "metrics at http://" in master.output)  # it starts after the queue server
     cluster.work()
     cluster.work()
     wait_for(lambda: _scrape(metrics_port).get("logdispatch_files_total{state=done}") == 12)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from dispatcher.common import (
     add_engine_argument,
     decode_path,
     error_text,
+    format_address,
     load_authkey,
     parse_address,
     printable,
@@ -56,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return work(argv[1:])
     args = build_parser().parse_args(argv)
-    quiet = args.command in ("run", "count")  # their output is the point, not the log
+    quiet = args.command in ("run", "count", "status")  # their output is the point, not the log
     setup_logging(args.verbose - args.quiet, logging.WARNING if quiet else logging.INFO)
     try:
         result: int = args.func(args)
@@ -97,6 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_master_options(run, listen=False)
     add_engine_argument(run)
     run.set_defaults(func=cmd_run)
+
+    stat = commands.add_parser("status", help="what the running master is doing now")
+    add_connection_arguments(stat, "the master's address")
+    view = stat.add_mutually_exclusive_group()
+    view.add_argument("--json", action="store_true", help="print the status document as JSON")
+    view.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    stat.add_argument(
+        "--interval",
+        type=float,
+        default=defaults.STATUS_INTERVAL_SECONDS,
+        metavar="SECONDS",
+        help="refresh period of --watch (default %(default)g)",
+    )
+    _add_verbosity(stat)
+    stat.set_defaults(func=cmd_status)
 
     summ = commands.add_parser("summary", help="per-file counts and totals from the ledger")
     _add_state_option(summ)
@@ -139,6 +156,12 @@ def _add_state_option(parser: argparse.ArgumentParser) -> None:
 def _add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
     if listen:
         add_connection_arguments(parser, "where workers connect; 0.0.0.0:PORT: all interfaces")
+        parser.add_argument(
+            "--metrics",
+            metavar="H:P",
+            help="serve Prometheus metrics at http://H:P/metrics (the [metrics] extra); "
+            ":PORT is loopback",
+        )
     _add_state_option(parser)
     parser.add_argument(
         "--poll",
@@ -209,12 +232,21 @@ def _pattern(text: str | None) -> bytes:
 def cmd_serve(args: argparse.Namespace) -> int:
     from dispatcher.master import Master
 
+    metrics_address = None if args.metrics is None else parse_address(args.metrics)
     master = Master(_master_config(args, load_authkey(args.authkey_file)))
     StopSignals(master.stop)  # before start(): a signal during start-up is not lost
+    stop_metrics = None
     try:
         master.start()
+        if metrics_address is not None:
+            from dispatcher.metrics import serve_metrics
+
+            stop_metrics = serve_metrics(metrics_address, master.status, master.activity.snapshot)
+            log.info("metrics at http://%s/metrics", format_address(metrics_address))
         master.run()
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
         master.close()
     log.info("stopped")
     return 0
@@ -240,7 +272,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     signals = StopSignals(master.stop)  # before start(): a signal during start-up is not lost
 
+    progress = None
+    if args.once and not args.quiet:
+        from dispatcher.progress import RunProgress
+
+        progress = RunProgress(master.activity)
+
     def workers_gone() -> bool:
+        if progress is not None:
+            progress.update(scanning=not master.scan_complete)
         if workers.all_exited():
             log.error("all workers exited; stopping")
             return True
@@ -260,6 +300,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         crashed = master.run(until=workers_gone)
     finally:
+        if progress is not None:
+            progress.close()
         master.tasks.close()  # workers waiting in take() get their answer now, not in a second
         workers.stop()
         if not master.finished:
@@ -285,6 +327,26 @@ def _report_run(config: MasterConfig, signals: StopSignals, crashed: bool) -> in
     document = summary.build(config.state_dir, defaults.TABLE_ROWS)
     summary.render_table(document, sys.stdout)
     return 1 if document["totals"]["failed"] or crashed else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dispatcher import status
+
+    if args.interval <= 0:
+        raise ConfigError("--interval must be positive")
+    address = parse_address(args.address)
+    authkey = load_authkey(args.authkey_file)
+    if args.watch:
+        with contextlib.suppress(KeyboardInterrupt):  # the way out of --watch
+            status.watch(address, authkey, args.interval, sys.stdout)
+        return 0
+    document = status.fetch(address, authkey)
+    if args.json:
+        json.dump(document, sys.stdout, indent=2)
+        print()
+    else:
+        status.show(document, sys.stdout)
+    return 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:

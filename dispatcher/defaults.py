@@ -42,6 +42,9 @@ TABLE_ROWS = 100
 SUMMARY_FORMATS = ("table", "json", "csv")
 
 
+# status --watch: fresh enough to watch a queue drain, one small request to the master each time.
+STATUS_INTERVAL_SECONDS = 2.0
+
 STATE_DIR = ".logdispatch"
 LEDGER_FILE = "ledger.sqlite3"
 LOCK_FILE = "master.lock"

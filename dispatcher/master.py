@@ -10,6 +10,7 @@ import logging
 import os
 import queue
 import re
+import socket
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher import defaults
+from dispatcher.activity import Activity
 from dispatcher.common import DEFAULT_ADDRESS, ConfigError, display_path
 from dispatcher.ledger import Ledger, VersionStatus
 from dispatcher.protocol import Result, Status
 from dispatcher.server import ManagerServer, ResultsIn, ResultSink
+from dispatcher.status import MasterInfo, StatusService, status_document
 from dispatcher.taskqueue import Lease, Pending, TaskQueue, host_of
 from dispatcher.watcher import Eligibility, Scanned, Scanner, Seen, Watcher
 from workers.counting import DEFAULT_ERROR_PATTERN
@@ -96,7 +99,10 @@ class Master:
         self.scan_complete = False  # the first full scan has reported everything it found
         self._ledger = Ledger(config.state_dir, Path(os.fsdecode(self._root)))
         self._committed_at = clock()
-        self.tasks = TaskQueue(self._root, config.error_pattern, config.lease, clock)
+        self.activity = Activity(clock, wall)
+        self.tasks = TaskQueue(
+            self._root, config.error_pattern, config.lease, clock, self.activity.contact
+        )
         self._server: ManagerServer | None = None
         self._eligibility = Eligibility(config.include, config.exclude)
         self._scanner = Scanner(self._root, self._eligibility, self._inbox)
@@ -129,7 +135,12 @@ class Master:
         self._restore()
         try:
             self._server = ManagerServer(
-                self.config.address, self.config.authkey, self.tasks, ResultSink(self._inbox)
+                self.config.address,
+                self.config.authkey,
+                self.tasks,
+                ResultSink(self._inbox),
+                status=StatusService(self.status),
+                on_disconnect=self.activity.hung_up,
             )
         except OSError as e:
             host, port = self.config.address
@@ -147,11 +158,10 @@ class Master:
                     "fs.inotify.max_user_watches, or use --poll SECONDS or --no-events)"
                 ) from None
         if not self.config.once:
-            mode = self._watcher.mode if self._watcher else "no events"
             log.info(
                 "watching %s (%s, full rescan every %g s)",
                 os.fsdecode(self._root),
-                mode,
+                self.watch_mode,
                 self.config.rescan,
             )
         # The watcher starts first, so a file landing during the scan is seen by one or the other.
@@ -197,6 +207,27 @@ class Master:
         self._drain(timeout=0)
         self._ledger.commit()
         self._ledger.close()
+
+    @property
+    def watch_mode(self) -> str:
+        if self.config.once:
+            return "once"
+        return self._watcher.mode if self._watcher else "rescans only"
+
+    def status(self) -> dict[str, Any]:
+        """The document of ``logdispatch status``; called on a manager-server thread."""
+        info = MasterInfo(
+            self._root,
+            self.address,
+            socket.gethostname(),
+            os.getpid(),
+            self.watch_mode,
+            self.config.lease,
+        )
+        now = self.activity.now()
+        # len() of the loop's dict from another thread: a moment's count, which is all it is.
+        settling = len(self._settling)
+        return status_document(info, self.tasks.state(), self.activity.snapshot(), settling, now)
 
     @property
     def finished(self) -> bool:
@@ -303,6 +334,7 @@ class Master:
     ) -> None:
         self._open[version_id] = _OpenVersion(path, size, mtime_ns)
         self._open_by_path[path] = version_id
+        self.activity.queued(size)
         self._to_queue.append(Pending(version_id, path, size, mtime_ns, attempts))
 
     def _queue_new(self) -> None:
@@ -325,6 +357,14 @@ class Master:
         if result.status is Status.DONE:  # the first result wins: any later one is ignored
             self.tasks.discard(result.task_id)
             self._ledger.record_result(result, self._wall())
+            self.activity.finished(
+                "done",
+                version.size,
+                result.worker,
+                result.lines,
+                result.error_lines,
+                result.seconds,
+            )
             self._forget(result.task_id)
             return
         master_sees = self._stat(version.path)
@@ -421,6 +461,8 @@ class Master:
         attempts: int | None = None,
     ) -> None:
         self._ledger.record_end(version_id, status, error, self._wall(), worker, attempts)
+        version = self._open[version_id]
+        self.activity.finished(status.value, version.size, worker, path=version.path, error=error)
         self._forget(version_id)
 
     def _forget(self, version_id: int) -> None:

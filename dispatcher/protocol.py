@@ -139,7 +139,8 @@ class DispatchManager(BaseManager):
     ``heartbeat(worker_id, task_ids) -> list[int]`` (ids no longer leased to that worker),
     ``release(worker_id, task_ids)`` (hand back untouched tasks) and ``describe() -> dict``
     (``root``: the master's root path as bytes, ``lease``: lease seconds);
-    ``get_result_queue`` serves ``put(results: list[Result])``.
+    ``get_result_queue`` serves ``put(results: list[Result])``; ``get_status`` serves
+    ``status() -> dict`` (the document of ``logdispatch status``).
     """
 
     def __init__(self, address: tuple[str, int], authkey: bytes) -> None:
@@ -148,3 +149,4 @@ class DispatchManager(BaseManager):
 
 DispatchManager.register("get_task_queue")
 DispatchManager.register("get_result_queue")
+DispatchManager.register("get_status")

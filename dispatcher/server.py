@@ -25,6 +25,7 @@ from typing import Any
 from dispatcher import defaults
 from dispatcher.common import format_address
 from dispatcher.protocol import SERIALIZER, Result
+from dispatcher.status import StatusService
 from dispatcher.taskqueue import TaskQueue
 
 log = logging.getLogger("logdispatch.server")
@@ -63,6 +64,8 @@ class ManagerServer:
         task_queue: TaskQueue,
         result_sink: ResultSink,
         login_timeout: float = defaults.LOGIN_TIMEOUT_SECONDS,
+        status: StatusService | None = None,
+        on_disconnect: Callable[[int], None] | None = None,
     ) -> None:
         # Registered per server (not on the shared client class) so that several servers can
         # live in one process; the callables are never pickled because the server is not forked.
@@ -79,9 +82,21 @@ class ManagerServer:
             "get_task_queue", get_task_queue, exposed=("take", "heartbeat", "release", "describe")
         )
         _Served.register("get_result_queue", get_result_queue, exposed=("put",))
+        if status is not None:
+
+            def get_status() -> StatusService:
+                return status
+
+            _Served.register("get_status", get_status, exposed=("status",))
         registry = _Served._registry  # type: ignore[attr-defined]
+
+        def disconnected(channel: int) -> None:
+            task_queue.channel_closed(channel)
+            if on_disconnect is not None:
+                on_disconnect(channel)
+
         self._server = _GuardedServer(
-            registry, address, authkey, SERIALIZER, login_timeout, task_queue.channel_closed
+            registry, address, authkey, SERIALIZER, login_timeout, disconnected
         )
         self._thread = threading.Thread(
             target=self._server.accepter, name="manager-accept", daemon=True

@@ -46,7 +46,17 @@ class Lease:
     worker: str
     deadline: float
     channel: int  # the server thread (one per connection) that handed it out
+    taken_at: float
     avoid: frozenset[str] = frozenset()  # carried over from the Pending, for a hand-back
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """How much work waits and who holds what, for the status view."""
+
+    ready: int
+    delayed: int  # failed attempts waiting for their retry
+    leases: list[Lease]  # oldest first
 
 
 class TaskQueue:
@@ -58,8 +68,10 @@ class TaskQueue:
         error_pattern: bytes,
         lease_seconds: float = defaults.LEASE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        on_contact: Callable[[str, int], None] | None = None,
     ) -> None:
         self._root = root
+        self._on_contact = on_contact  # (worker id, channel) of every take and heartbeat
         self._error_pattern = error_pattern
         self._lease_seconds = lease_seconds
         self._clock = clock
@@ -82,6 +94,9 @@ class TaskQueue:
         max_items = max(1, min(int(max_items), MAX_BATCH_ITEMS))
         wait_until = self._clock() + max(0.0, min(float(timeout), defaults.TAKE_WAIT_CAP_SECONDS))
         host = host_of(worker_id)
+        channel = threading.get_ident()
+        if self._on_contact is not None:
+            self._on_contact(worker_id, channel)
         with self._cond:
             self._last_take[host] = self._clock()
             while True:
@@ -95,7 +110,6 @@ class TaskQueue:
             batch: list[Task] = []
             total = 0
             now = self._clock()
-            channel = threading.get_ident()
             others_active = any(
                 h != host and now - t < OTHER_HOSTS_ACTIVE_SECONDS
                 for h, t in self._last_take.items()
@@ -123,7 +137,9 @@ class TaskQueue:
                     self._error_pattern,
                 )
                 deadline = now + self._lease_seconds
-                self._leases[task.id] = Lease(task, worker_id, deadline, channel, pending.avoid)
+                self._leases[task.id] = Lease(
+                    task, worker_id, deadline, channel, now, pending.avoid
+                )
                 self._taken.append((task.id, task.attempt, worker_id))
                 batch.append(task)
                 total += pending.size
@@ -133,6 +149,8 @@ class TaskQueue:
     def heartbeat(self, worker_id: str, task_ids: list[int]) -> list[int]:
         """Extend the worker's leases; returns the ids it no longer holds (it skips those)."""
         lost = []
+        if self._on_contact is not None:
+            self._on_contact(worker_id, threading.get_ident())
         with self._cond:
             deadline = self._clock() + self._lease_seconds
             for task_id in task_ids:
@@ -180,6 +198,15 @@ class TaskQueue:
                 return
             self._ready.extend(pendings)
             self._cond.notify_all()
+
+    def state(self) -> QueueState:
+        with self._cond:
+            cancelled = sum(p.id in self._cancelled for p in self._ready) if self._cancelled else 0
+            return QueueState(
+                len(self._ready) - cancelled,
+                len(self._delayed),
+                sorted(self._leases.values(), key=lambda lease: lease.taken_at),
+            )
 
     def lease(self, task_id: int) -> Lease | None:
         with self._cond:

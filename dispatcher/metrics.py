@@ -1,0 +1,121 @@
+"""Prometheus metrics of a running master: ``serve --metrics HOST:PORT`` (the [metrics] extra).
+
+Nothing is counted twice: each scrape reads the same counters ``logdispatch status`` shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from dispatcher.activity import SECONDS_BUCKETS, ActivitySnapshot
+from dispatcher.common import ConfigError, format_address
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+WORKER_STATES = ("counting", "idle", "lost", "gone")
+
+
+def serve_metrics(
+    address: tuple[str, int],
+    status: Callable[[], dict[str, Any]],
+    activity: Callable[[], ActivitySnapshot],
+) -> Callable[[], None]:
+    """Serve /metrics on ``address`` in a thread; returns the function that stops it."""
+    try:
+        from prometheus_client import start_http_server
+        from prometheus_client.registry import CollectorRegistry
+    except ImportError:
+        raise ConfigError(
+            "--metrics needs prometheus_client: pip install 'logdispatch[metrics]'"
+        ) from None
+    from prometheus_client import ProcessCollector
+
+    registry = CollectorRegistry()
+    registry.register(_MasterCollector(status, activity))
+    ProcessCollector(registry=registry)  # CPU, memory, open files of the master
+    host, port = address
+    try:
+        httpd, thread = start_http_server(port, host, registry)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot serve metrics on {format_address(address)}: {e.strerror}"
+        ) from None
+
+    def stop() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+    return stop
+
+
+class _MasterCollector:
+    """Reads the master's counters at each scrape."""
+
+    def __init__(
+        self,
+        status: Callable[[], dict[str, Any]],
+        activity: Callable[[], ActivitySnapshot],
+    ) -> None:
+        self._status = status
+        self._activity = activity
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        doc = self._status()
+        files, since = doc["files"], doc["since_start"]
+        yield GaugeMetricFamily(
+            "logdispatch_queue_depth",
+            "Files waiting for a worker (retries included).",
+            value=files["queued"] + files["retrying"],
+        )
+        yield GaugeMetricFamily(
+            "logdispatch_in_flight", "Files leased to workers now.", value=files["in_flight"]
+        )
+        yield GaugeMetricFamily(
+            "logdispatch_settling",
+            "Files seen but not yet still long enough to be counted.",
+            value=files["settling"],
+        )
+        finished = CounterMetricFamily(
+            "logdispatch_files",
+            "File versions that reached a final state since the master started.",
+            labels=["state"],
+        )
+        for state in ("done", "failed", "vanished", "superseded"):
+            finished.add_metric([state], since[state])
+        yield finished
+        for name, key, text in (
+            ("logdispatch_lines", "lines", "Lines counted since the master started."),
+            ("logdispatch_error_lines", "error_lines", "Error lines counted since start."),
+            ("logdispatch_bytes", "bytes", "On-disk bytes of the files counted since start."),
+        ):
+            yield CounterMetricFamily(name, text, value=since[key])
+        workers = GaugeMetricFamily(
+            "logdispatch_workers",
+            "Workers by state (connected: counting or idle).",
+            labels=["state"],
+        )
+        for state in WORKER_STATES:
+            workers.add_metric([state], sum(w["state"] == state for w in doc["workers"]))
+        yield workers
+        yield GaugeMetricFamily(
+            "logdispatch_workers_connected",
+            "Workers connected and heard from within the lease term.",
+            value=sum(w["state"] in ("counting", "idle") for w in doc["workers"]),
+        )
+        snapshot = self._activity()
+        bounds = [str(b) for b in SECONDS_BUCKETS] + ["+Inf"]
+        yield HistogramMetricFamily(
+            "logdispatch_file_seconds",
+            "Seconds a worker took to count one file.",
+            buckets=list(zip(bounds, snapshot.seconds_buckets, strict=True)),
+            sum_value=snapshot.seconds_sum,
+        )

@@ -1,0 +1,330 @@
+"""The live view: `status` (table, JSON, --watch), the metrics endpoint, run's progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import AUTHKEY, LOGDISPATCH, Cluster, free_port, wait_for, write_log
+from reference import reference_counts
+
+from dispatcher.activity import FORGET_WORKER_SECONDS, SECONDS_BUCKETS, Activity
+from dispatcher.status import MasterInfo, MasterUnreachable, fetch, status_document
+from dispatcher.taskqueue import Pending, TaskQueue
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _document(queue: TaskQueue, activity: Activity, clock: FakeClock) -> dict[str, Any]:
+    info = MasterInfo(b"/srv/logs", ("127.0.0.1", 50000), "master", 1, "events", lease=30.0)
+    return status_document(info, queue.state(), activity.snapshot(), 0, clock())
+
+
+def test_worker_states_follow_their_calls_and_connections() -> None:
+    clock = FakeClock()
+    activity = Activity(clock, wall=lambda: 1_800_000_000.0)
+    queue = TaskQueue(b"/srv/logs", b"ERROR", 30.0, clock)
+    queue.put_many([Pending(1, b"a/big.log", 10_000, 1), Pending(2, b"b/small.log", 10, 1)])
+    # Each worker on its own connection (the server passes its thread's id as the channel).
+    activity.contact("h1:1", 101)
+    assert queue.take("h1:1", 1, 1 << 30, 0) != []
+    activity.contact("h2:2", 102)
+    assert queue.take("h2:2", 1, 1 << 30, 0) != []
+    clock.now += 5
+    activity.contact("h1:1", 101)  # a heartbeat
+    activity.finished("done", 10, "h2:2", lines=3, error_lines=1, seconds=0.02)
+    queue.discard(2)
+    clock.now += 1
+    workers = {w["id"]: w for w in _document(queue, activity, clock)["workers"]}
+    assert workers["h1:1"]["state"] == "counting"
+    assert workers["h1:1"]["current"] == "a/big.log"
+    assert workers["h1:1"]["current_seconds"] == pytest.approx(6.0)
+    assert workers["h2:2"]["state"] == "idle"
+    assert (workers["h2:2"]["files"], workers["h2:2"]["bytes"]) == (1, 10)
+
+    clock.now += 31  # h1 silent longer than the lease: lost, whatever its connection says
+    assert {w["id"]: w["state"] for w in _document(queue, activity, clock)["workers"]}["h1:1"] == (
+        "lost"
+    )
+
+    activity.hung_up(102)
+    states = {w["id"]: w["state"] for w in _document(queue, activity, clock)["workers"]}
+    assert states == {"h1:1": "lost", "h2:2": "gone"}
+    clock.now += FORGET_WORKER_SECONDS + 1
+    assert _document(queue, activity, clock)["workers"] == []
+
+
+def test_rates_cover_the_last_minute_and_the_histogram_is_cumulative() -> None:
+    clock = FakeClock()
+    activity = Activity(clock)
+    for seconds in (0.001, 0.02, 0.02, 7.0, 1000.0):
+        activity.finished("done", 1_000_000, None, lines=10, seconds=seconds)
+    clock.now += 30
+    activity.finished("failed", 5, path=b"bad.gz", error="corrupt archive")
+    snapshot = activity.snapshot()
+    assert (snapshot.window_files, snapshot.window_bytes) == (6, 5_000_005)
+    assert snapshot.window == pytest.approx(30.0)
+    assert snapshot.seconds_buckets[-1] == 5  # +Inf: failures carry no counting time
+    assert snapshot.seconds_buckets[SECONDS_BUCKETS.index(0.005)] == 1
+    assert snapshot.seconds_buckets[SECONDS_BUCKETS.index(0.025)] == 3
+    assert snapshot.seconds_buckets[SECONDS_BUCKETS.index(10.0)] == 4
+    assert snapshot.failures[0].path == b"bad.gz"
+    clock.now += 45  # the first five left the window
+    snapshot = activity.snapshot()
+    assert (snapshot.window_files, snapshot.window_bytes) == (1, 5)
+    assert snapshot.window == 60
+
+
+def _worker_state(cluster: Cluster, worker_pid: int) -> dict[str, Any] | None:
+    doc = fetch(("127.0.0.1", cluster.port), AUTHKEY.encode())
+    for worker in doc["workers"]:
+        if worker["id"].endswith(f":{worker_pid}"):
+            return dict(worker)
+    return None
+
+
+def test_status_follows_a_worker_counting_stopped_and_killed(cluster: Cluster) -> None:
+    lines, _ = write_log(cluster.root / "big.log", 150)
+    for i in range(20):
+        (cluster.root / f"small-{i}.log").write_bytes(b"ERROR x\nok\n" * i)
+    # A general regex (no literal fast path) makes the big file take a while.
+    cluster.serve("--lease", "3", "--error-pattern", r"ERROR [0-9]+ up")
+    worker = cluster.work()
+    pid = worker.popen.pid
+
+    def counting_big() -> bool:
+        state = _worker_state(cluster, pid)
+        return state is not None and state["current"] == "big.log"
+
+    wait_for(counting_big, interval=0.02)
+    worker.signal(signal.SIGSTOP)
+    try:
+        doc = fetch(("127.0.0.1", cluster.port), AUTHKEY.encode())
+        assert doc["files"]["in_flight"] == 1
+        assert doc["in_flight"][0]["path"] == "big.log"
+        state = _worker_state(cluster, pid)
+        assert state is not None and state["state"] == "counting"
+        # Heartbeats stop with the process: lost after the lease term.
+        wait_for(lambda: (_worker_state(cluster, pid) or {}).get("state") == "lost", timeout=10)
+    finally:
+        worker.signal(signal.SIGCONT)
+    wait_for(lambda: cluster.files().get("big.log", {}).get("status") == "done", timeout=60)
+    assert cluster.files()["big.log"]["lines"] == lines
+    doc = fetch(("127.0.0.1", cluster.port), AUTHKEY.encode())
+    assert doc["since_start"]["done"] == 21
+    assert doc["since_start"]["lines"] == lines + sum(2 * i for i in range(20))
+    assert doc["master"]["watch"] == "events"
+
+    worker.popen.kill()
+    worker.wait()
+    wait_for(lambda: (_worker_state(cluster, pid) or {}).get("state") == "gone")
+
+
+def test_status_command_table_json_and_errors(cluster: Cluster, tmp_path: Path) -> None:
+    (cluster.root / "a").mkdir()
+    (cluster.root / "a" / "one.log").write_bytes(b"ERROR boom\nfine\n")
+    (cluster.root / "bad.gz").write_bytes(b"\x1f\x8b\x08\x00 truncated")
+    cluster.serve("--max-attempts", "1")
+    cluster.work()
+    wait_for(
+        lambda: (
+            cluster.summary()["totals"].get("files") == 2
+            and not cluster.summary()["totals"]["pending"]
+        )
+    )
+    key = ["--address", cluster.address, "--authkey-file", str(cluster.key_file)]
+
+    shown = subprocess.run(
+        [*LOGDISPATCH, "status", *key, "--json"], capture_output=True, text=True, timeout=30
+    )
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert set(doc) >= {"master", "files", "since_start", "rate", "workers", "in_flight"}
+    assert (doc["since_start"]["done"], doc["since_start"]["failed"]) == (1, 1)
+    assert doc["recent_failures"][0]["path"] == "bad.gz"
+    assert doc["master"]["root"] == os.fsdecode(os.path.realpath(cluster.root))
+
+    table = subprocess.run(
+        [*LOGDISPATCH, "status", *key], capture_output=True, text=True, timeout=30
+    )
+    assert table.returncode == 0, table.stderr
+    assert "1 done, 1 failed" in table.stdout
+    assert "bad.gz" in table.stdout and "idle" in table.stdout
+
+    wrong_key = tmp_path / "wrong"
+    wrong_key.write_text("not the key\n")
+    wrong_key.chmod(0o600)
+    refused = subprocess.run(
+        [*LOGDISPATCH, "status", "--address", cluster.address, "--authkey-file", str(wrong_key)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 2
+    assert "refused this authkey" in refused.stderr
+    with pytest.raises(MasterUnreachable, match="Connection refused"):
+        fetch(("127.0.0.1", free_port()), AUTHKEY.encode())
+
+
+def test_status_watch_keeps_going_while_the_master_is_away(cluster: Cluster) -> None:
+    port = cluster.port
+    watcher = subprocess.Popen(
+        [*LOGDISPATCH, "status", "--address", cluster.address, "--watch", "--interval", "0.2"],
+        env={**os.environ, "LOGDISPATCH_AUTHKEY": AUTHKEY, "COLUMNS": "120"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)  # no master yet: it says so and tries again
+        cluster.serve()
+        time.sleep(1.0)
+        assert watcher.poll() is None
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=20)
+    assert watcher.returncode == 0, err
+    # Without a terminal rich prints the last view when it stops: the master's, found later.
+    assert f"127.0.0.1:{port}" in out and "workers (0)" in out
+
+
+def _scrape(port: int) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def test_metrics_endpoint_over_http(cluster: Cluster) -> None:
+    expected_lines = 0
+    expected_errors = 0
+    for i in range(12):
+        content = b"2026 ERROR one\n2026 INFO two\n" * (i + 1)
+        (cluster.root / f"f{i}.log").write_bytes(content)
+        counts = reference_counts(content)
+        expected_lines += counts[0]
+        expected_errors += counts[1]
+    metrics_port = free_port()
+    master = cluster.serve("--metrics", f"127.0.0.1:{metrics_port}")
+    wait_for(lambda: "metrics at http://" in master.output)  # it starts after the queue server
+    cluster.work()
+    cluster.work()
+    wait_for(lambda: _scrape(metrics_port).get("logdispatch_files_total{state=done}") == 12)
+    samples = _scrape(metrics_port)
+    assert samples["logdispatch_lines_total"] == expected_lines
+    assert samples["logdispatch_error_lines_total"] == expected_errors
+    assert samples["logdispatch_file_seconds_count"] == 12
+    assert samples["logdispatch_file_seconds_bucket{le=+Inf}"] == 12
+    assert samples["logdispatch_queue_depth"] == 0
+    assert samples["logdispatch_in_flight"] == 0
+    wait_for(lambda: _scrape(metrics_port)["logdispatch_workers_connected"] == 2)
+    assert samples["process_resident_memory_bytes"] > 0
+
+
+def test_metrics_address_in_use_is_a_clear_error(cluster: Cluster) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        master = cluster._start(
+            [
+                "dispatcher",
+                str(cluster.root),
+                "--address",
+                cluster.address,
+                "--authkey-file",
+                str(cluster.key_file),
+                "--state",
+                str(cluster.state),
+                "--metrics",
+                f"127.0.0.1:{port}",
+            ],
+            "master",
+        )
+        assert master.wait() == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in master.output
+
+
+def _small_root(tmp_path: Path, files: int) -> Path:
+    root = tmp_path / "logs"
+    root.mkdir()
+    for i in range(files):
+        (root / f"{i}.log").write_bytes(b"line\n" * (i + 1))
+    return root
+
+
+def test_run_once_reports_progress_without_a_terminal_and_quiet_silences_it(
+    tmp_path: Path,
+) -> None:
+    root = _small_root(tmp_path, 30)
+    shown = subprocess.run(
+        [*LOGDISPATCH, "run", str(root), "--once", "--state", str(tmp_path / "s1")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "logdispatch run: 30 files (" in shown.stderr
+    assert "30 done" in shown.stdout  # the summary stays on stdout, alone
+
+    quiet = subprocess.run(
+        [*LOGDISPATCH, "run", str(root), "--once", "-q", "--state", str(tmp_path / "s2")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+
+
+def test_run_once_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
+    root = _small_root(tmp_path, 30)
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*LOGDISPATCH, "run", str(root), "--once", "--state", str(tmp_path / "s")],
+            stdout=subprocess.DEVNULL,
+            stderr=terminal,
+            env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+        )
+        os.close(terminal)
+        drawn = b""
+        while True:
+            ready, _, _ = select.select([controller], [], [], 60)
+            if not ready:
+                break
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal's other end closed
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(controller)
+    text = drawn.decode(errors="replace")
+    assert "30/30 files" in text
+    assert "━" in text  # the bar itself

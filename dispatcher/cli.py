@@ -30,6 +30,14 @@ from dispatcher.common import (
     printable,
     setup_logging,
 )
+from dispatcher.config import (
+    REQUIRED,
+    add_config_option,
+    resolve,
+    show,
+    subcommands,
+    takes_config,
+)
 from workers.counting import (
     DEFAULT_ERROR_PATTERN,
     CountError,
@@ -56,8 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # of `python -m workers`: a second interpreter start cost about 0.1 s.
         from workers.cli import main as work
 
-        return work(argv[1:])
-    args = build_parser().parse_args(argv)
+        return work(argv[1:], all_commands)
+    parser = build_parser()
+    command = parser.parse_args(argv).command  # --help and usage errors end here
+    try:
+        args = resolve(command, subcommands(parser)[command], argv[1:], all_commands).args
+    except ConfigError as e:
+        print(f"logdispatch {command}: error: {e}", file=sys.stderr)
+        return 2
+    args.command = command
     quiet = args.command in ("run", "count", "status")  # their output is the point, not the log
     setup_logging(args.verbose - args.quiet, logging.WARNING if quiet else logging.INFO)
     try:
@@ -83,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="watch ROOT and hand its files to workers")
-    serve.add_argument("root", type=Path, metavar="ROOT")
+    _add_root_argument(serve, "the folder to watch")
     _add_master_options(serve, listen=True)
     serve.set_defaults(func=cmd_serve)
 
@@ -91,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("work", help="count files for a master (see `logdispatch work --help`)")
 
     run = commands.add_parser("run", help="master and local workers in one command")
-    run.add_argument("root", type=Path, metavar="ROOT")
+    _add_root_argument(run, "the folder to count")
     run.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes")
     run.add_argument(
         "--once", action="store_true", help="count what is in ROOT now, print the summary, exit"
@@ -135,7 +150,44 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_argument(count)
     _add_verbosity(count)
     count.set_defaults(func=cmd_count)
+
+    configure = commands.add_parser(
+        "config", help="each option's value for a command line, and where it comes from"
+    )
+    configure.add_argument("--json", action="store_true", help="print JSON")
+    configure.add_argument(
+        "line",
+        nargs=argparse.REMAINDER,
+        metavar="COMMAND [ARGS...]",
+        help="the command line to show (default: serve)",
+    )
+    _add_verbosity(configure)
+    configure.set_defaults(func=cmd_config)
+
+    for name, command in commands.choices.items():
+        if name != "config":  # its ARGS are a command line, --config included
+            add_config_option(command)
     return parser
+
+
+def all_commands() -> dict[str, argparse.ArgumentParser]:
+    """Every command that takes a configuration file, by name."""
+    from workers.cli import build_parser as work_parser
+
+    found = {name: p for name, p in subcommands(build_parser()).items() if takes_config(p)}
+    found["work"] = work_parser()  # build_parser() has a stub, for --help only
+    return found
+
+
+def _add_root_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "root",
+        type=Path,
+        nargs="?",
+        default=REQUIRED,
+        metavar="ROOT",
+        help=f"{what} (or root in the configuration file)",
+    )
 
 
 def _add_verbosity(parser: argparse.ArgumentParser) -> None:
@@ -356,6 +408,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
         summary.render_table(summary.build(args.state, args.rows), sys.stdout, args.rows)
     else:
         summary.write(args.state, args.format, sys.stdout)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    command, *line = args.line or ["serve"]
+    commands = all_commands()
+    if command not in commands:
+        raise ConfigError(f"{command!r} is not a command with options: {', '.join(commands)}")
+    resolution = resolve(command, commands[command], line, lambda: commands, allow_missing=True)
+    show(resolution, sys.stdout, args.json)
     return 0
 
 

@@ -83,8 +83,9 @@ class RunProgress:
             return
         _, _, finished, finished_bytes = self._activity.progress()
         seconds = time.monotonic() - self._started
+        files = f"{finished:,} file{'' if finished == 1 else 's'}"
         print(
-            f"logdispatch run: {finished:,} files ({decimal(finished_bytes)}) in {seconds:.1f} s",
+            f"logdispatch run: {files} ({decimal(finished_bytes)}) in {seconds:.1f} s",
             file=self._out,
             flush=True,
         )

@@ -31,6 +31,20 @@ LOGDISPATCH = [
 ]
 
 
+def logdispatch(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `logdispatch ARGS` to its end; ``env`` is added to this process's environment."""
+    return subprocess.run(
+        [*LOGDISPATCH, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def write_log(path: Path, megabytes: int, lines_per_error: int = 1000) -> tuple[int, int]:
     """Write a log of about ``megabytes`` MB; returns its (lines, error lines) by construction.
 

@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from conftest import LOGDISPATCH
+from conftest import LOGDISPATCH, logdispatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import reference_counts
@@ -21,12 +21,6 @@ from dispatcher.common import decode_path
 from dispatcher.ledger import SCHEMA, FileRow, Ledger
 
 SAMPLES = Path(__file__).parent.parent / "sample_logs"
-
-
-def logdispatch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LOGDISPATCH, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def test_run_once_over_sample_logs_matches_expected(tmp_path: Path) -> None:

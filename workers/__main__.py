@@ -1,5 +1,6 @@
 import sys
 
-from workers.cli import main
+# `logdispatch work` by the same way in: it knows every command, to check a --config file.
+from dispatcher.cli import main
 
-sys.exit(main())
+sys.exit(main(["work", *sys.argv[1:]]))

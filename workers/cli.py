@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from dispatcher.common import (
     LogDispatchError,
@@ -17,9 +18,13 @@ from dispatcher.common import (
     parse_address,
     setup_logging,
 )
+from dispatcher.config import Commands, add_config_option, resolve
 from workers.counting import check_engine
-from workers.local import LocalWorkers
-from workers.worker import Worker, WorkerConfig
+
+# The worker loop loads when a worker runs: `logdispatch` reads this parser for `work`'s
+# options whenever it checks a configuration file.
+if TYPE_CHECKING:
+    from workers.worker import WorkerConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,13 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
+    add_config_option(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose - args.quiet)
+def main(argv: Sequence[str], commands: Commands) -> int:
+    """Run ``logdispatch work ARGV``; ``commands`` are all the program's, for --config."""
+    from workers.worker import Worker, WorkerConfig
+
     try:
+        args = resolve("work", build_parser(), argv, commands).args
+        setup_logging(args.verbose - args.quiet)
         if args.processes < 1:
             raise LogDispatchError("--processes must be at least 1")
         root = None
@@ -70,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_many(config: WorkerConfig, processes: int) -> int:
+    from workers.local import LocalWorkers
+
     received: list[int] = []  # signals not yet passed on; the handler only records them
 
     def record(signum: int, frame: FrameType | None) -> None:

@@ -147,12 +147,12 @@ class Message:
 @dataclass(frozen=True, slots=True)
 class Tally:
     messages: list[Message]  # most sampled lines first, then most files, then by text
-    files: int  # files with at least one sample
+    files: int  # files with samples
     sampled_lines: int
 
 
-def tally(samples: Iterable[tuple[bytes, bytes]]) -> Tally:
-    """Messages of the samples of ``(path, samples joined by "\\n")`` pairs."""
+def tally(samples: Iterable[tuple[bytes, bytes | None]]) -> Tally:
+    """Messages of the samples of ``(path, samples joined by "\\n")`` pairs (none: skipped)."""
     found: dict[bytes, Message] = {}
     masked: dict[bytes, bytes] = {}  # line with its digits as "0" and "1" -> its message
     cut_in: dict[bytes, set[int]] = {}  # the files of each message from a cut sample

@@ -14,6 +14,7 @@ import os
 import random
 import re
 import socket
+import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from conftest import logdispatch
 from reference import DEFAULT, reference_counts
 
 from dispatcher.common import decode_path, printable
+from dispatcher.defaults import ERROR_SAMPLE_FILES
 from dispatcher.ledger import Ledger, VersionStatus
 from dispatcher.protocol import Result, Status
 
@@ -303,7 +305,7 @@ def test_errors_make_one_message_of_lines_that_differ_in_numbers_and_ids(counted
     assert document["sampled"] == {
         "files": len(sampled),
         "lines": sum(map(len, sampled.values())),
-        "files_with_samples": len(sampled),
+        "files_with_error_lines": len(sampled),
         "lines_per_file": 3,
     }
     messages = document["messages"]
@@ -435,3 +437,28 @@ def test_options_that_make_no_sense_together_are_refused(
     assert refused.returncode == 2
     assert refused.stderr.startswith("logdispatch summary: error: ")
     assert refused.stderr.count("\n") == 1 and refused.stdout == ""
+
+
+def test_errors_read_the_samples_of_the_files_with_most_error_lines_only(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    Ledger(state, tmp_path / "root").close()
+    many = ERROR_SAMPLE_FILES + 10
+    with sqlite3.connect(state / "ledger.sqlite3") as db:
+        db.execute(
+            "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?) "
+            "INSERT INTO versions (path, size, mtime_ns, status, lines, error_lines, samples, "
+            "seen_at, finished_at) SELECT CAST('f' || i || '.log' AS BLOB), 10, 0, 'done', 9, "
+            "CASE WHEN i <= 10 THEN 1 ELSE 2 END, CAST(CASE WHEN i <= 10 "
+            "THEN 'ERROR rare ' || i ELSE 'ERROR common ' || i || char(10) || 'FATAL x' END "
+            "AS BLOB), 0, 0 FROM seq",
+            (many,),
+        )
+    document = as_json(str(state), "--errors")
+    assert document["sampled"]["files"] == ERROR_SAMPLE_FILES
+    assert document["sampled"]["files_with_error_lines"] == many
+    assert [(m["message"], m["files"]) for m in document["messages"]] == [
+        ("ERROR common <n>", ERROR_SAMPLE_FILES),
+        ("FATAL x", ERROR_SAMPLE_FILES),
+    ]  # the ten files with one error line were left out
+    table = summary(str(state), "--errors")
+    assert f"of {many:,} files with error lines" in table

@@ -1,4 +1,5 @@
-"""Summaries of the ledger: one row per file (its latest version) and totals."""
+"""Summaries of the ledger: one row per file (its latest version) and totals; the JSON, CSV
+and table pieces the other views (dispatcher.views) share."""
 
 from __future__ import annotations
 

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 from dispatcher import defaults, summary
 from dispatcher.common import ConfigError, decode_path, printable
 from dispatcher.ledger import ERROR_RATE, FILE_COLUMNS, SORT_KEYS, FileRow, read_latest
-from dispatcher.messages import Message, Tally, line_text, tally
 from dispatcher.taskqueue import host_of
 from workers.counting import SAMPLE_LINES
 
-if TYPE_CHECKING:  # rich loads only with a table
+if TYPE_CHECKING:  # rich loads only with a table, the masking patterns with --errors
     from rich.text import Text
+
+    from dispatcher.messages import Message, Tally
 
 GROUP_FIELDS = (
     "key", "files", "done", "failed", "vanished", "pending", "lines", "error_lines", "bytes",
@@ -335,6 +336,8 @@ def read_messages(state_dir: Path) -> tuple[dict[str, int], Tally, int]:
             (defaults.ERROR_SAMPLE_FILES,),
         )
 
+    from dispatcher.messages import tally
+
     totals, samples = read_latest(state_dir, select)
     return totals, tally(samples), files_with_errors
 
@@ -360,6 +363,8 @@ def _show_messages(state_dir: Path, top: int | None, fmt: str, out: TextIO, rows
 
 
 def _message_entry(message: Message) -> dict[str, Any]:
+    from dispatcher.messages import line_text
+
     return {
         "message": line_text(message.text),
         "sampled_lines": message.sampled_lines,

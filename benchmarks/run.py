@@ -581,6 +581,67 @@ def status_cost(m: Master, queued: int) -> tuple[float, float]:
     return statistics.median(times) * 1000, seconds
 
 
+# A ledger for the summary views: 300 source folders, 8 hosts of 3 workers, a month of
+# finishing days, a failed file in 997 and a vanished one in 1,009; a third of the files have
+# one error line, a third two. Their samples: a query failing with other numbers, and a request
+# rejected with its own hex id (no two alike: the worst case for masking).
+_VIEWS_ROWS = """
+WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?),
+files AS (
+    SELECT i, CASE WHEN i % 997 = 0 THEN 'failed' WHEN i % 1009 = 0 THEN 'vanished'
+                   ELSE 'done' END AS status,
+        printf('2026-11-%02d %02d:%02d:%02d,%03d ERROR payments.db: query %d failed after %d ms',
+               1 + i % 28, i % 24, i % 60, i / 7 % 60, i % 1000, i, i % 900) AS query,
+        printf('2026-11-20T10:00:00Z ERROR request %08x%08x from 10.0.%d.%d rejected',
+               i * 2654435761 % 4294967296, (i * 40503 + 12345) % 4294967296, i % 256, i % 7)
+            AS rejected
+    FROM seq
+)
+INSERT INTO versions (path, size, mtime_ns, status, attempts, worker, lines, error_lines,
+                      bytes_read, long_lines, seconds, error, samples, seen_at, finished_at)
+SELECT CAST('host-' || (i % 300) || '/app/' || (i % 7) || '/f' || i || '.log' AS BLOB), 1000, 0,
+    status, 1, 'worker-' || (i % 8) || ':' || (1000 + i % 3),
+    CASE WHEN status = 'done' THEN 10 END, CASE WHEN status = 'done' THEN i % 3 END,
+    CASE WHEN status = 'done' THEN 1000 END, 0, 0.001,
+    CASE status WHEN 'failed' THEN 'corrupt gzip data' WHEN 'vanished' THEN 'gone' END,
+    CASE WHEN status != 'done' OR i % 3 = 0 THEN NULL WHEN i % 3 = 1 THEN CAST(query AS BLOB)
+         ELSE CAST(query || char(10) || rejected AS BLOB) END,
+    0, 1763600000 + i * 2.6
+FROM files
+"""
+
+
+def fig_views(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> list[Row]:
+    rows = 100_000 if sz.quick else 1_000_000
+    root, state = tmp / "views-root", tmp / "views-state"
+    root.mkdir()
+    timed(cli("run", root, "--once", "--state", state))  # an empty ledger of this version
+    db = sqlite3.connect(state / "ledger.sqlite3")
+    try:
+        db.execute(_VIEWS_ROWS, (rows,))
+        db.commit()
+    finally:
+        db.close()
+    progress(f"figure 7: a {rows:,}-row ledger with samples")
+    seconds: dict[str, float] = {}
+    views = [(), ("--by", "dir"), ("--by", "dir", "--depth", "2"), ("--by", "worker")]
+    views += [("--by", "host"), ("--by", "day"), ("--sort", "errors", "--top", "10")]
+    views += [("--failed",), ("--errors",), ("--by", "dir", "--format", "json")]
+    for view in views:
+        seconds[" ".join(view)], out = timed(cli("summary", "--state", state, *view))
+    groups = json.loads(out)
+    if sum(g["files"] for g in groups["groups"]) != rows:
+        raise BenchError(f"--by dir groups hold {sum(g['files'] for g in groups['groups'])} files")
+    plain = seconds.pop("")
+    return [
+        Row(
+            f"7{chr(ord('a') + n)}. `summary {view}` over a {rows:,}-row ledger", f"{t:.2f} s",
+            f"plain table: {plain:.2f} s", f"{t / plain:.2f}",
+        )
+        for n, (view, t) in enumerate(seconds.items())
+    ]  # fmt: skip
+
+
 def fig_latency(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> list[Row]:
     n = sz.latency_files
     name = f"5. latency, inotify, --settle 1: rename -> done (median of {n})"
@@ -647,7 +708,7 @@ def fig_memory(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) ->
     ]  # fmt: skip
 
 
-FIGURES = [fig_count, fig_small, fig_cores, fig_scale, fig_latency, fig_memory]
+FIGURES = [fig_count, fig_small, fig_cores, fig_scale, fig_latency, fig_memory, fig_views]
 
 
 # --------------------------------------------------------------------------- main

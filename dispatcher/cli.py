@@ -138,7 +138,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.TABLE_ROWS,
         metavar="N",
-        help="files shown in the table at most (default %(default)s; 0: all)",
+        help="rows shown in the table at most (default %(default)s; 0: all)",
+    )
+    summ.add_argument(
+        "--by",
+        choices=defaults.SUMMARY_GROUPS,
+        default="file",
+        help="one row per file (default), or totals per top-level folder, worker, worker host "
+        "or day counted",
+    )
+    summ.add_argument(
+        "--depth", type=int, metavar="N", help="with --by dir: the first N folders (default 1)"
+    )
+    summ.add_argument(
+        "--sort",
+        choices=defaults.SUMMARY_SORTS,
+        help="most lines, error lines or highest error rate first",
+    )
+    summ.add_argument(
+        "--top", type=int, metavar="N", help="the first N rows only (by error lines unless --sort)"
+    )
+    summ.add_argument(
+        "--failed", action="store_true", help="only the failed and vanished files, and why"
+    )
+    summ.add_argument(
+        "--errors", action="store_true", help="the most frequent error messages (sampled lines)"
     )
     _add_verbosity(summ)
     summ.set_defaults(func=cmd_summary)
@@ -402,12 +426,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from dispatcher import summary
+    from dispatcher import views
 
-    if args.format == "table":
-        summary.render_table(summary.build(args.state, args.rows), sys.stdout, args.rows)
-    else:
-        summary.write(args.state, args.format, sys.stdout)
+    view = views.View(args.by, args.depth, args.sort, args.top, args.failed, args.errors)
+    views.show(args.state, view, args.format, sys.stdout, args.rows)
     return 0
 
 

@@ -10,12 +10,12 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from dispatcher import defaults
 from dispatcher.common import ConfigError, LogDispatchError
@@ -261,7 +261,7 @@ class Ledger:
         )
 
 
-_FILE_COLUMNS = (
+FILE_COLUMNS = (
     "path, status, size, lines, error_lines, bytes_read, worker, attempts, error, finished_at"
 )
 # The latest version of every path (superseded versions are always replaced).
@@ -273,14 +273,46 @@ _LATEST_BEFORE_REPLACED = (
 )
 # Failed, vanished and pending files first, then the most error lines.
 ATTENTION_ORDER = "status = 'done', coalesce(error_lines, 0) DESC, path"
+# Error lines per line, of a file or of a group (with its lines and error_lines columns).
+ERROR_RATE = "(CASE WHEN lines > 0 THEN error_lines * 1.0 / lines ELSE 0.0 END)"
+# What --sort sorts by, most first.
+SORT_KEYS = {
+    "lines": "coalesce(lines, 0)",
+    "errors": "coalesce(error_lines, 0)",
+    "rate": ERROR_RATE,
+}
+
+Select = Callable[[sqlite3.Connection, dict[str, int]], Iterable[tuple[Any, ...]]]
 
 
 def read_summary(
-    state_dir: Path, limit: int | None = None
+    state_dir: Path, limit: int | None = None, sort: str | None = None, top: int | None = None
 ) -> tuple[dict[str, int], Iterator[FileRow]]:
     """Totals and the latest version of every path, by path, from one snapshot of the ledger.
 
-    With ``limit``, and more files than that, only the ``limit`` that most need attention.
+    With ``sort`` (a SORT_KEYS key) the files with the most of it come first, ties by path;
+    with ``top`` only the first ``top``. With ``limit``, and more files than that, only
+    ``limit`` of them: the first by ``sort``, else those that most need attention.
+    """
+
+    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
+        order = f"{SORT_KEYS[sort]} DESC, path" if sort else "path"
+        cut = top
+        if limit is not None and totals["files"] > limit:
+            if not sort:
+                order = ATTENTION_ORDER
+            cut = limit if top is None else min(top, limit)
+        rows = "" if cut is None else f" LIMIT {int(cut)}"
+        return db.execute(f"SELECT {FILE_COLUMNS} FROM latest ORDER BY {order}{rows}")
+
+    totals, rows = read_latest(state_dir, select)
+    return totals, map(FileRow._make, rows)
+
+
+def read_latest(state_dir: Path, select: Select) -> tuple[dict[str, int], Iterator[Any]]:
+    """Totals and the rows ``select(connection, totals)`` reads from the ``latest`` view (the
+    latest version of every path), from one snapshot of the ledger.
+
     The rows stream from the open ledger (a million of them need no list); the connection
     closes once they are read.
     """
@@ -288,15 +320,12 @@ def read_summary(
         db = stack.enter_context(_read_only(state_dir))
         db.execute("BEGIN")  # one snapshot for the totals and the rows, while the master writes
         totals = _totals(db)
-        order = "path"
-        if limit is not None and totals["files"] > limit:
-            order = f"{ATTENTION_ORDER} LIMIT {int(limit)}"
-        cursor = db.execute(f"SELECT {_FILE_COLUMNS} FROM latest ORDER BY {order}")
+        cursor = select(db, totals)
         closing = stack.pop_all()  # from here the rows' generator closes the connection
 
-    def rows() -> Iterator[FileRow]:
+    def rows() -> Iterator[Any]:
         with closing:
-            yield from map(FileRow._make, cursor)
+            yield from cursor
 
     return totals, rows()
 

@@ -430,7 +430,7 @@ class Master:
             log.warning(
                 "%s failed after %d attempts: %s", display_path(version.path), attempt, error
             )
-            self._close(version_id, VersionStatus.FAILED, error, attempts=attempt)
+            self._close(version_id, VersionStatus.FAILED, error, worker, attempts=attempt)
             return
         delay = 0.0
         if backoff:

@@ -1,45 +1,73 @@
-"""Summaries of the ledger: one row per file (its latest version) and totals."""
+"""Summaries of the ledger: one row per file (its latest version) and totals; the JSON, CSV
+and table pieces the other views (dispatcher.views) share."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.common import decode_path, printable
 from dispatcher.defaults import TABLE_ROWS
 from dispatcher.ledger import FileRow, read_summary
 
+if TYPE_CHECKING:  # rich loads only with a table
+    from rich.console import Console
+    from rich.text import Text
+
 # A file's entry in every format: the JSON keys and the CSV columns, in this order.
 FILE_FIELDS = ("path", "status", "lines", "error_lines", "bytes", "worker", "attempts", "error")
 
 
-def build(state_dir: Path, limit: int | None = None) -> dict[str, Any]:
+# How each --sort orders rows, in words for the tables' notes.
+SORT_WORDS = {"lines": "most lines", "errors": "most error lines", "rate": "highest error rate"}
+
+
+def build(
+    state_dir: Path, limit: int | None = None, sort: str | None = None, top: int | None = None
+) -> dict[str, Any]:
     """The summary document: ``{"totals": {...}, "files": [...]}`` as DESIGN.md fixes it.
 
     With ``limit`` (a table's view), "files" holds at most that many: if there are more, those
-    that most need attention (not done first, then most error lines). Totals count them all.
+    that most need attention (not done first, then most error lines), or the first by
+    ``sort``. ``sort`` and ``top`` are read_summary's. Totals count them all.
     """
-    totals, rows = read_summary(state_dir, limit or None)
+    totals, rows = read_summary(state_dir, limit or None, sort, top)
     return {"totals": totals, "files": [_file_entry(row) for row in rows]}
 
 
-def write(state_dir: Path, fmt: str, out: TextIO) -> None:
+def write(
+    state_dir: Path, fmt: str, out: TextIO, sort: str | None = None, top: int | None = None
+) -> None:
     """The whole document as ``fmt`` ("json" or "csv"), written as the ledger is read."""
-    totals, rows = read_summary(state_dir)
+    totals, rows = read_summary(state_dir, sort=sort, top=top)
     if fmt == "json":
-        out.write('{\n  "totals": ' + json.dumps(totals) + ',\n  "files": [')
-        separator = "\n    "
-        for row in rows:
-            out.write(separator + json_entry(row))
-            separator = ",\n    "
-        out.write("\n  ]\n}\n")
+        write_json(out, {"totals": totals}, "files", map(json_entry, rows))
     else:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(FILE_FIELDS)
-        writer.writerows(map(_file_values, rows))
+        write_csv(out, FILE_FIELDS, map(file_values, rows))
+
+
+def write_json(out: TextIO, head: dict[str, Any], key: str, entries: Iterable[str]) -> None:
+    """A JSON object of the ``head`` keys and then ``key``, a list of ``entries`` (JSON texts)
+    written as they come: a million of them need no list."""
+    out.write("{")
+    for name, value in head.items():
+        out.write(f"\n  {json.dumps(name)}: {json.dumps(value)},")
+    out.write(f"\n  {json.dumps(key)}: [")
+    separator = "\n    "
+    for entry in entries:
+        out.write(separator + entry)
+        separator = ",\n    "
+    out.write("\n  ]\n}\n")
+
+
+def write_csv(out: TextIO, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
 
 
 def json_entry(row: FileRow) -> str:
@@ -61,7 +89,7 @@ def _json_int(number: int | None) -> str:
     return "null" if number is None else str(int(number))
 
 
-def _file_values(row: FileRow) -> tuple[Any, ...]:
+def file_values(row: FileRow) -> tuple[Any, ...]:
     """A file's entry as values in FILE_FIELDS order."""
     return (
         decode_path(row.path),
@@ -76,31 +104,32 @@ def _file_values(row: FileRow) -> tuple[Any, ...]:
 
 
 def _file_entry(row: FileRow) -> dict[str, Any]:
-    return dict(zip(FILE_FIELDS, _file_values(row), strict=True))
+    return dict(zip(FILE_FIELDS, file_values(row), strict=True))
 
 
 def _attention_first(entry: dict[str, Any]) -> tuple[bool, int, str]:
     return (entry["status"] == "done", -(entry["error_lines"] or 0), entry["path"])
 
 
-def render_table(summary: dict[str, Any], out: TextIO, table_rows: int = TABLE_ROWS) -> None:
-    """Print ``summary`` (from ``build``) as a table of at most ``table_rows`` files (0: all)."""
+def render_table(
+    summary: dict[str, Any],
+    out: TextIO,
+    table_rows: int = TABLE_ROWS,
+    sort: str | None = None,
+    top: int | None = None,
+) -> None:
+    """Print ``summary`` (from ``build``) as a table of at most ``table_rows`` files (0: all);
+    with ``sort``, its files are in that order already, and ``top`` cut them."""
     # rich loads here only: `count` and the JSON and CSV formats start faster without it.
     from rich import box
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     files = summary["files"]
     totals = summary["totals"]
     if table_rows and len(files) > table_rows:
-        files = sorted(files, key=_attention_first)[:table_rows]
-    note = None
-    if len(files) < totals["files"]:
-        note = (
-            f"Showing {len(files)} of {totals['files']:,} files (not done first, then most "
-            "error lines); --rows 0 shows all."
-        )
+        files = files[:table_rows] if sort else sorted(files, key=_attention_first)[:table_rows]
+    order = SORT_WORDS[sort] if sort else "not done first, then most error lines"
     table = Table(box=box.SIMPLE_HEAD, show_footer=True)
     table.add_column(
         "path",
@@ -109,30 +138,64 @@ def render_table(summary: dict[str, Any], out: TextIO, table_rows: int = TABLE_R
     )
     table.add_column("lines", justify="right", footer=f"{totals['lines']:,}")
     table.add_column("error lines", justify="right", footer=f"{totals['error_lines']:,}")
-    table.add_column("status", footer=_status_footer(totals))
+    if sort == "rate":
+        table.add_column(
+            "error rate", justify="right", footer=rate_text(totals["error_lines"], totals["lines"])
+        )
+    table.add_column("status", footer=status_text(totals))
     for entry in files:
         status = entry["status"]
         if entry["error"] and status != "done":
             status = f"{status}: {entry['error']}"
+        rate = [rate_text(entry["error_lines"], entry["lines"])] if sort == "rate" else []
         # Text(), not str: a file named "[red]x" is a name, not markup.
         table.add_row(
             Text(printable(entry["path"])),
-            _number(entry["lines"]),
-            _number(entry["error_lines"]),
+            number_text(entry["lines"]),
+            number_text(entry["error_lines"]),
+            *rate,
             Text(printable(status)),
             style=None if entry["status"] == "done" else "yellow",
         )
-    console = Console(file=out, width=max(100, Console().width), highlight=False)
+    console = console_for(out)
     console.print(table)
-    if note:
-        console.print(note)
+    if len(files) < totals["files"]:
+        console.print(shown_note(len(files), totals["files"], "files", order, top))
 
 
-def _status_footer(totals: dict[str, int]) -> str:
-    parts = [f"{totals['done']:,} done"]
-    parts += [f"{totals[k]:,} {k}" for k in ("failed", "vanished", "pending") if totals[k]]
-    return ", ".join(parts)
+def console_for(out: TextIO) -> Console:
+    from rich.console import Console
+
+    return Console(file=out, width=max(100, Console().width), highlight=False)
 
 
-def _number(value: int | None) -> str:
+def shown_note(shown: int, total: int, noun: str, order: str, top: int | None) -> Text:
+    """The line under a table that shows ``shown`` of ``total`` rows, and why."""
+    from rich.text import Text
+
+    note = f"Showing {shown:,} of {total:,} {noun} ({order})"
+    if top is None or shown < top:
+        note += "; --rows 0 shows all"
+    return Text(note + ".")
+
+
+def status_text(counts: dict[str, int]) -> str:
+    """How many files are done, failed, vanished and pending, the zeros left out but done."""
+    not_done = not_done_text(counts)
+    return f"{counts['done']:,} done" + (f", {not_done}" if not_done else "")
+
+
+def not_done_text(counts: dict[str, int]) -> str:
+    """How many files are failed, vanished and pending, the zeros left out."""
+    return ", ".join(f"{counts[k]:,} {k}" for k in ("failed", "vanished", "pending") if counts[k])
+
+
+def number_text(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
+
+
+def rate_text(error_lines: int | None, lines: int | None) -> str:
+    """Error lines per line as a percentage; "-" for a file not counted."""
+    if lines is None or error_lines is None:
+        return "-"
+    return f"{error_lines / lines if lines else 0:.2%}"

@@ -247,9 +247,13 @@ def test_a_failed_move_is_recorded_then_finished_at_the_next_start(cluster: Clus
     def blocked() -> str:
         return str((cluster.files().get("host-01/app.log") or {}).get("on_done") or "")
 
-    wait_for(lambda: blocked().startswith("move failed: cannot create"))
-    assert "Not a directory" in blocked() or "File exists" in blocked()
-    wait_for(lambda: all(f["on_done"] for f in cluster.files().values()))
+    wait_for(lambda: blocked() == f"move failed: cannot create {archive}/host-01: File exists")
+
+    def all_acted() -> bool:
+        after = [str(f["on_done"]) for f in cluster.files().values()]
+        return len(after) == len(LOGS) and not any(a.startswith(("None", "pending")) for a in after)
+
+    wait_for(all_acted)
     assert _files_under(cluster.root) == {b"host-01/app.log"}
     assert cluster.files()["host-01/app.log"]["status"] == "done"  # its counts stand
     assert master.popen.poll() is None and "host-01/app.log: move failed" in master.output

@@ -708,7 +708,65 @@ def fig_memory(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) ->
     ]  # fmt: skip
 
 
-FIGURES = [fig_count, fig_small, fig_cores, fig_scale, fig_latency, fig_memory, fig_views]
+def fig_on_done(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> list[Row]:
+    n = sz.small_files
+    archive = tmp / "on-done-archive"
+    modes = {"keep": "keep", "delete": "delete", "move": f"move:{archive}"}
+    best = dict.fromkeys(modes, float("inf"))
+    find_delete = float("inf")
+    seed = rng.randrange(1 << 30)
+    root = tmp / "on-done"
+    state = tmp / "on-done-state"
+
+    def fresh_files() -> None:
+        for folder in (root, archive, state):
+            shutil.rmtree(folder, ignore_errors=True)
+        make_small_files(root, n, random.Random(seed), chunks)  # the same files each time
+        for path in root.rglob("*.log"):
+            make_old(path)  # settled: no --settle wait in any mode
+        os.sync()  # on disk, as logs are long before they are counted: unlinks then free blocks
+
+    try:
+        for i in range(sz.repeats):
+            progress(f"figure 8: repeat {i + 1}/{sz.repeats}, find -delete")
+            fresh_files()
+            t, _ = timed(["find", str(root), "-type", "f", "-delete"])
+            find_delete = min(find_delete, t)
+            for mode, value in modes.items():  # interleaved: each mode meets the same load
+                progress(f"figure 8: repeat {i + 1}/{sz.repeats}, --on-done {mode}")
+                fresh_files()
+                command = cli("run", root, "--once", "--workers", "2", "--state", state)
+                t, _ = timed([*command, "--on-done", value])
+                best[mode] = min(best[mode], t)
+                _, out = timed(cli("summary", "--state", state, "--format", "json"))
+                check_small_ledger(out, n, -1)
+                left = sum(1 for p in root.rglob("*") if p.is_file())
+                archived = sum(1 for p in archive.rglob("*") if p.is_file())
+                expected = {"keep": (n, 0), "delete": (0, 0), "move": (0, n)}[mode]
+                if (left, archived) != expected:
+                    raise BenchError(f"--on-done {mode}: {left} files left, {archived} archived")
+    finally:
+        for folder in (root, archive, state):
+            shutil.rmtree(folder, ignore_errors=True)
+    keep = best["keep"]
+    name = f"8{{}}. {n:,} small files, 2 workers, `--on-done {{}}` (best of {sz.repeats})"
+    note = {
+        "delete": f"none left in ROOT; `find -type f -delete` alone: {find_delete:.2f} s",
+        "move": "all in DIR, none left in ROOT",
+    }
+    return [
+        Row(
+            name.format(letter, mode), f"{best[mode]:.2f} s = {n / best[mode]:,.0f} files/s",
+            f"--on-done keep: {keep:.2f} s = {n / keep:,.0f} files/s", f"{best[mode] / keep:.2f}",
+            met=f"{n:,} files done; {note[mode]}",
+        )
+        for letter, mode in (("a", "delete"), ("b", "move"))
+    ]  # fmt: skip
+
+
+FIGURES = [
+    fig_count, fig_small, fig_cores, fig_scale, fig_latency, fig_memory, fig_views, fig_on_done,
+]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- main

@@ -275,11 +275,19 @@ def _add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
     )
     parser.add_argument("--lease", type=float, default=defaults.LEASE_SECONDS, metavar="SECONDS")
     parser.add_argument("--max-attempts", type=int, default=defaults.MAX_ATTEMPTS, metavar="N")
+    parser.add_argument(
+        "--on-done",
+        default="keep",
+        metavar="keep|move:DIR|delete",
+        help="once a file's counts are safely in the ledger: keep it (default), move it to "
+        "DIR/<its path under ROOT>, or delete it",
+    )
     _add_verbosity(parser)
 
 
 def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -> MasterConfig:
     from dispatcher.master import MasterConfig
+    from dispatcher.ondone import OnDone
 
     options: dict[str, Any] = {
         "root": args.root,
@@ -294,6 +302,7 @@ def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -
         "error_pattern": _pattern(args.error_pattern),
         "lease": args.lease,
         "max_attempts": args.max_attempts,
+        "on_done": OnDone.parse(args.on_done),
     }
     if hasattr(args, "address"):
         options["address"] = parse_address(args.address)

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from dispatcher import defaults
 from dispatcher.common import ConfigError, LogDispatchError
+from dispatcher.ondone import KEEP, Action, Disposal, DisposalState, OnDone, Outcome
 from dispatcher.protocol import Result
 
 SCHEMA = """
@@ -40,7 +41,11 @@ CREATE TABLE IF NOT EXISTS versions (
     samples BLOB,                 -- sample error lines joined by newlines
     seen_at REAL NOT NULL,        -- wall clock, seconds
     finished_at REAL,
-    replaced INTEGER NOT NULL DEFAULT 0  -- 1 once a newer version of the path exists
+    replaced INTEGER NOT NULL DEFAULT 0,  -- 1 once a newer version of the path exists
+    on_done TEXT,                 -- move or delete, recorded with the counts; NULL: keep
+    on_done_dir BLOB,             -- the archive folder of a move
+    on_done_state TEXT,           -- pending, done, failed or skipped (dispatcher/ondone.py)
+    on_done_note TEXT             -- what became of the file: "deleted", "moved to ..."
 );
 CREATE INDEX IF NOT EXISTS versions_path ON versions (path, id);
 -- Every status change paid for this index; the one query it served runs once, at start-up.
@@ -86,6 +91,7 @@ class FileRow(NamedTuple):
     attempts: int
     error: str | None
     finished_at: float | None
+    on_done: str | None = None  # what became of the file after it was counted
 
 
 def ledger_path(state_dir: Path) -> Path:
@@ -123,6 +129,7 @@ class Ledger:
         self._next_id = int(last_id) + 1
         self._new_rows: list[tuple[int, bytes, int, int, float]] = []
         self._done_rows: list[tuple[object, ...]] = []
+        self._disposed_rows: list[tuple[str, str, int]] = []
         self._db.execute("BEGIN")
 
     def _check_root(self, root: Path) -> None:
@@ -145,6 +152,10 @@ class Ledger:
                 "UPDATE versions SET replaced = 1 WHERE id NOT IN "
                 "(SELECT max(id) FROM versions GROUP BY path)"
             )
+        if "on_done" not in columns:
+            for column in ("on_done", "on_done_dir", "on_done_state", "on_done_note"):
+                kind = "BLOB" if column == "on_done_dir" else "TEXT"
+                self._db.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
 
     def commit(self) -> None:
         self._flush()
@@ -170,10 +181,17 @@ class Ledger:
             self._db.executemany(
                 "UPDATE versions SET status = 'done', attempts = max(attempts, ?), worker = ?, "
                 "lines = ?, error_lines = ?, bytes_read = ?, long_lines = ?, seconds = ?, "
-                "error = NULL, samples = ?, finished_at = ? WHERE id = ?",
+                "error = NULL, samples = ?, finished_at = ?, on_done = ?, on_done_dir = ?, "
+                "on_done_state = ? WHERE id = ?",
                 self._done_rows,
             )
             self._done_rows = []
+        if self._disposed_rows:
+            self._db.executemany(
+                "UPDATE versions SET on_done_state = ?, on_done_note = ? WHERE id = ?",
+                self._disposed_rows,
+            )
+            self._disposed_rows = []
 
     def close(self) -> None:
         self._flush()
@@ -226,8 +244,13 @@ class Ledger:
             (attempts, error, version_id),
         )
 
-    def record_result(self, result: Result, finished_at: float) -> None:
-        """Counts of a done version; buffered, like new versions, to be written in bulk."""
+    def record_result(self, result: Result, finished_at: float, on_done: OnDone = KEEP) -> None:
+        """Counts of a done version; buffered, like new versions, to be written in bulk.
+
+        A move or delete is recorded as pending with them, in the same transaction: once they
+        are committed, the action happens even if the master stops before it (see ondone.py).
+        """
+        pending = on_done.action is not Action.KEEP
         self._done_rows.append(
             (
                 result.attempt,
@@ -239,9 +262,25 @@ class Ledger:
                 result.seconds,
                 b"\n".join(result.samples),
                 finished_at,
+                on_done.action.value if pending else None,
+                on_done.archive,
+                DisposalState.PENDING.value if pending else None,
                 result.task_id,
             )
         )
+
+    def record_disposals(self, outcomes: Iterable[Outcome]) -> None:
+        """What became of counted files (moved, deleted...); buffered like results."""
+        self._disposed_rows.extend((state.value, note, vid) for vid, state, note in outcomes)
+
+    def unfinished_disposals(self) -> list[Disposal]:
+        """Moves and deletions pending, or failed, when the master last stopped."""
+        # No index: this runs once, at start-up, and an index would cost every result a write.
+        rows = self._db.execute(
+            "SELECT id, path, size, mtime_ns, on_done, on_done_dir FROM versions "
+            "WHERE on_done_state IN ('pending', 'failed') ORDER BY id"
+        )
+        return [Disposal(i, p, s, m, Action(a), d) for i, p, s, m, a, d in rows]
 
     def record_end(
         self,
@@ -262,14 +301,19 @@ class Ledger:
 
 
 FILE_COLUMNS = (
-    "path, status, size, lines, error_lines, bytes_read, worker, attempts, error, finished_at"
+    "path, status, size, lines, error_lines, bytes_read, worker, attempts, error, finished_at, "
+    "on_done_text"
 )
 # The latest version of every path (superseded versions are always replaced).
-_LATEST = "SELECT * FROM versions WHERE replaced = 0"
+_LATEST = "SELECT *, {on_done} AS on_done_text FROM versions WHERE replaced = 0"
 # The same for a ledger no master of this version has opened yet (read-only: no migration).
 _LATEST_BEFORE_REPLACED = (
-    "SELECT * FROM versions WHERE id IN "
+    "SELECT *, {on_done} AS on_done_text FROM versions WHERE id IN "
     "(SELECT max(id) FROM versions WHERE status != 'superseded' GROUP BY path)"
+)
+# What became of a file after it was counted, for summaries (NULL in ledgers from before).
+_ON_DONE_TEXT = (
+    "CASE on_done_state WHEN 'pending' THEN 'pending: ' || on_done ELSE on_done_note END"
 )
 # Failed, vanished and pending files first, then the most error lines.
 ATTENTION_ORDER = "status = 'done', coalesce(error_lines, 0) DESC, path"
@@ -361,7 +405,8 @@ def _read_only(state_dir: Path) -> Iterator[sqlite3.Connection]:
         db.execute("PRAGMA cache_size = -131072")
         columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
         latest = _LATEST if "replaced" in columns else _LATEST_BEFORE_REPLACED
-        db.execute(f"CREATE TEMP VIEW latest AS {latest}")
+        on_done = _ON_DONE_TEXT if "on_done" in columns else "NULL"
+        db.execute(f"CREATE TEMP VIEW latest AS {latest.format(on_done=on_done)}")
         yield db
     finally:
         db.close()

@@ -22,6 +22,7 @@ from dispatcher import defaults
 from dispatcher.activity import Activity
 from dispatcher.common import DEFAULT_ADDRESS, ConfigError, display_path
 from dispatcher.ledger import Ledger, VersionStatus
+from dispatcher.ondone import KEEP, Action, Disposal, Disposed, Disposer, OnDone
 from dispatcher.protocol import Result, Status
 from dispatcher.server import ManagerServer, ResultsIn, ResultSink
 from dispatcher.status import MasterInfo, StatusService, status_document
@@ -50,6 +51,7 @@ class MasterConfig:
     events: bool = True  # False: no watcher at all, only the rescans find files
     once: bool = False  # count what is there now, then finish: no watching, no rescans
     commit_interval: float = defaults.COMMIT_SECONDS
+    on_done: OnDone = KEEP
 
     def __post_init__(self) -> None:
         if not self.root.is_dir():
@@ -95,6 +97,7 @@ class Master:
         self._wall = wall
         self._root = os.fsencode(os.path.realpath(config.root))
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        config.on_done.prepare(self._root)  # a bad archive is refused before the ledger is taken
         self._stopping = False  # a plain flag: set from signal handlers, which must not lock
         self.scan_complete = False  # the first full scan has reported everything it found
         self._ledger = Ledger(config.state_dir, Path(os.fsdecode(self._root)))
@@ -115,6 +118,8 @@ class Master:
         self._to_queue: list[Pending] = []
         self._settling: dict[bytes, _Observation] = {}
         self._next_rescan = clock() + config.rescan
+        self._disposer = Disposer(self._root, self._inbox.put)
+        self._to_dispose: list[Disposal] = []  # counted since the last commit, acted on after it
 
     @property
     def root(self) -> bytes:
@@ -133,6 +138,7 @@ class Master:
         Call ``close()`` afterwards even when this raises.
         """
         self._restore()
+        self._disposer.start()
         try:
             self._server = ManagerServer(
                 self.config.address,
@@ -175,6 +181,11 @@ class Master:
         self._queue_new()
         if self._open:
             log.info("re-queued %d unfinished files from the ledger", len(self._open))
+        # Whatever --on-done says now: these were decided when the files were counted.
+        unfinished = self._ledger.unfinished_disposals()
+        if unfinished:
+            log.info("finishing %d moves or deletions recorded in the ledger", len(unfinished))
+            self._disposer.submit(unfinished)
 
     def run(self, until: Callable[[], bool] | None = None) -> bool:
         """Step until stopped, or finished with --once; returns whether ``until()`` ended it."""
@@ -204,6 +215,11 @@ class Master:
         if self._watcher is not None:
             self._watcher.stop()
         self._scanner.stop()
+        self._drain(timeout=0)
+        self._commit()
+        # The moves and deletions decided so far are finished and recorded before the ledger
+        # closes. (After a second signal they are left pending, and finished at the next start.)
+        self._disposer.stop()
         self._drain(timeout=0)
         self._ledger.commit()
         self._ledger.close()
@@ -249,8 +265,15 @@ class Master:
             self._next_rescan = now + self.config.rescan
             self._scanner.request()
         if now - self._committed_at >= self.config.commit_interval:
-            self._ledger.commit()
+            self._commit()
             self._committed_at = now
+
+    def _commit(self) -> None:
+        """Commit, then move or delete the files whose counts that commit made durable."""
+        self._ledger.commit()
+        if self._to_dispose:
+            self._disposer.submit(self._to_dispose)
+            self._to_dispose = []
 
     def _drain(self, timeout: float) -> None:
         """Handle everything in the inbox, waiting up to ``timeout`` for the first message."""
@@ -269,6 +292,8 @@ class Master:
                     self.scan_complete = True
             elif isinstance(message, Seen):
                 self._consider(message)
+            elif isinstance(message, Disposed):
+                self._ledger.record_disposals(message.outcomes)
             try:
                 message = self._inbox.get_nowait()
             except queue.Empty:
@@ -356,7 +381,8 @@ class Master:
             return
         if result.status is Status.DONE:  # the first result wins: any later one is ignored
             self.tasks.discard(result.task_id)
-            self._ledger.record_result(result, self._wall())
+            on_done = self.config.on_done
+            self._ledger.record_result(result, self._wall(), on_done)
             self.activity.finished(
                 "done",
                 version.size,
@@ -365,6 +391,17 @@ class Master:
                 result.error_lines,
                 result.seconds,
             )
+            if on_done.action is not Action.KEEP:
+                self._to_dispose.append(
+                    Disposal(
+                        result.task_id,
+                        version.path,
+                        version.size,
+                        version.mtime_ns,
+                        on_done.action,
+                        on_done.archive,
+                    )
+                )
             self._forget(result.task_id)
             return
         master_sees = self._stat(version.path)

@@ -13,13 +13,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 from dispatcher.common import decode_path, printable
 from dispatcher.defaults import TABLE_ROWS
 from dispatcher.ledger import FileRow, read_summary
+from dispatcher.ondone import MOVED_TO
 
 if TYPE_CHECKING:  # rich loads only with a table
     from rich.console import Console
     from rich.text import Text
 
 # A file's entry in every format: the JSON keys and the CSV columns, in this order.
-FILE_FIELDS = ("path", "status", "lines", "error_lines", "bytes", "worker", "attempts", "error")
+FILE_FIELDS = (
+    "path", "status", "lines", "error_lines", "bytes", "worker", "attempts", "error", "on_done",
+)  # fmt: skip
 
 
 # How each --sort orders rows, in words for the tables' notes.
@@ -77,7 +80,8 @@ def json_entry(row: FileRow) -> str:
         f'{{"path": {_json_text(decode_path(row.path))}, "status": {_json_text(row.status)}, '
         f'"lines": {_json_int(row.lines)}, "error_lines": {_json_int(row.error_lines)}, '
         f'"bytes": {_json_int(row.size)}, "worker": {_json_text(row.worker)}, '
-        f'"attempts": {_json_int(row.attempts)}, "error": {_json_text(row.error)}}}'
+        f'"attempts": {_json_int(row.attempts)}, "error": {_json_text(row.error)}, '
+        f'"on_done": {_json_text(row.on_done)}}}'
     )
 
 
@@ -100,6 +104,7 @@ def file_values(row: FileRow) -> tuple[Any, ...]:
         row.worker,
         row.attempts,
         row.error,
+        row.on_done,
     )
 
 
@@ -147,6 +152,10 @@ def render_table(
         status = entry["status"]
         if entry["error"] and status != "done":
             status = f"{status}: {entry['error']}"
+        elif entry.get("on_done"):
+            # The row shows the path already; JSON and CSV say where the file went.
+            after = "moved" if entry["on_done"].startswith(MOVED_TO) else entry["on_done"]
+            status = f"{status}, {after}"
         rate = [rate_text(entry["error_lines"], entry["lines"])] if sort == "rate" else []
         # Text(), not str: a file named "[red]x" is a name, not markup.
         table.add_row(

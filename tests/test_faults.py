@@ -240,6 +240,8 @@ def test_inotify_overflow_triggers_a_rescan(cluster: Cluster) -> None:
     limit_file.write_text("16\n")
     try:
         master = cluster.serve("--rescan", "3600")
+        # Logged once the watcher's inotify instance exists ("serving on" comes before it).
+        wait_for(lambda: "watching" in master.output)
     finally:
         limit_file.write_text(saved)  # the master's inotify instance keeps the small queue
     cluster.work()

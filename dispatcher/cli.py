@@ -167,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbosity(summ)
     summ.set_defaults(func=cmd_summary)
 
+    page = commands.add_parser("report", help="the ledger as one HTML page, with charts")
+    _add_state_option(page)
+    page.add_argument(
+        "--out",
+        type=Path,
+        default=REQUIRED,
+        metavar="FILE",
+        help="the page to write (- for standard output)",
+    )
+    _add_verbosity(page)
+    page.set_defaults(func=cmd_report)
+
     count = commands.add_parser("count", help="count local files directly, no master")
     count.add_argument("files", nargs="+", metavar="FILE")
     count.add_argument("--error-pattern", default=None, metavar="RE")
@@ -237,6 +249,12 @@ def _add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
             metavar="H:P",
             help="serve Prometheus metrics at http://H:P/metrics (the [metrics] extra); "
             ":PORT is loopback",
+        )
+        parser.add_argument(
+            "--http",
+            metavar="H:P",
+            help="serve the report page, live, at http://H:P/ and the status document at "
+            "/status.json; :PORT is loopback",
         )
     _add_state_option(parser)
     parser.add_argument(
@@ -318,9 +336,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dispatcher.master import Master
 
     metrics_address = None if args.metrics is None else parse_address(args.metrics)
+    http_address = None if args.http is None else parse_address(args.http)
     master = Master(_master_config(args, load_authkey(args.authkey_file)))
     StopSignals(master.stop)  # before start(): a signal during start-up is not lost
     stop_metrics = None
+    stop_http = None
     try:
         master.start()
         if metrics_address is not None:
@@ -328,10 +348,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             stop_metrics = serve_metrics(metrics_address, master.status, master.activity.snapshot)
             log.info("metrics at http://%s/metrics", format_address(metrics_address))
+        if http_address is not None:
+            from dispatcher.web import serve_http
+
+            stop_http = serve_http(http_address, args.state, master.status)
+            log.info("report at http://%s/", format_address(http_address))
         master.run()
     finally:
         if stop_metrics is not None:
             stop_metrics()
+        if stop_http is not None:
+            stop_http()
         master.close()
     log.info("stopped")
     return 0
@@ -439,6 +466,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     view = views.View(args.by, args.depth, args.sort, args.top, args.failed, args.errors)
     views.show(args.state, view, args.format, sys.stdout, args.rows)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dispatcher import report
+
+    report.write(args.state, args.out)
     return 0
 
 

@@ -169,8 +169,11 @@ def resolve(
             source = Source("missing" if getattr(args, option.dest) is REQUIRED else "default")
         sources[option.dest] = source
         if source.kind == "missing" and not allow_missing:
+            name = option.action.metavar or option.key
+            if option.action.option_strings:  # an option, not ROOT: "--out FILE"
+                name = f"--{option.key} {name}"
             raise ConfigError(
-                f"{option.action.metavar or option.key} is required: give it on the command "
+                f"{name} is required: give it on the command "
                 f"line, as {option.key} in the configuration file or as ${option.env}"
             )
     return Resolution(command, args, found, sources)

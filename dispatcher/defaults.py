@@ -58,6 +58,24 @@ SUMMARY_SORTS = ("lines", "errors", "rate")
 # took 9 s. Beyond it the output says how many files it read.
 ERROR_SAMPLE_FILES = 100_000
 
+# report: the files in each of its top lists, the folders on its bar chart, the failed files and
+# the messages it lists. Beyond them the page says how many there are and which summary view
+# lists them all: a page over a million files stays a page (about 60 kB).
+REPORT_TOP_FILES = 20
+REPORT_FOLDERS = 30
+REPORT_FAILED_FILES = 100
+REPORT_MESSAGES = 20
+# report's time chart counts files per minute over up to 6 hours (360 bars), per hour up to 16
+# days (384), per day beyond; more than REPORT_BARS bars are merged by N days, so that a bar
+# stays wide enough to see and hover.
+REPORT_MINUTES_UP_TO = 6 * 3600.0
+REPORT_HOURS_UP_TO = 16 * 86400.0
+REPORT_BARS = 400
+# serve --http: the page reloads itself this often, or after three times what it took to read
+# the ledger (8 s over a million files): it is built in the master's process, and a viewer must
+# not keep that busy.
+REPORT_REFRESH_SECONDS = 5
+
 
 # status --watch: fresh enough to watch a queue drain, one small request to the master each time.
 STATUS_INTERVAL_SECONDS = 2.0

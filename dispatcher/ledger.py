@@ -338,6 +338,14 @@ def read_summary(
     with ``top`` only the first ``top``. With ``limit``, and more files than that, only
     ``limit`` of them: the first by ``sort``, else those that most need attention.
     """
+    totals, rows = read_latest(state_dir, select_files(limit, sort, top))
+    return totals, map(FileRow._make, rows)
+
+
+def select_files(
+    limit: int | None = None, sort: str | None = None, top: int | None = None
+) -> Select:
+    """read_summary's query, for a reader of several views in one snapshot."""
 
     def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
         order = f"{SORT_KEYS[sort]} DESC, path" if sort else "path"
@@ -349,8 +357,7 @@ def read_summary(
         rows = "" if cut is None else f" LIMIT {int(cut)}"
         return db.execute(f"SELECT {FILE_COLUMNS} FROM latest ORDER BY {order}{rows}")
 
-    totals, rows = read_latest(state_dir, select)
-    return totals, map(FileRow._make, rows)
+    return select
 
 
 def read_latest(state_dir: Path, select: Select) -> tuple[dict[str, int], Iterator[Any]]:
@@ -372,6 +379,15 @@ def read_latest(state_dir: Path, select: Select) -> tuple[dict[str, int], Iterat
             yield from cursor
 
     return totals, rows()
+
+
+@contextmanager
+def snapshot(state_dir: Path) -> Iterator[tuple[sqlite3.Connection, dict[str, int]]]:
+    """A read-only connection to one snapshot of the ledger, and its totals: for a reader of
+    several views at once (the ``select_*`` functions give their queries)."""
+    with _read_only(state_dir) as db:
+        db.execute("BEGIN")
+        yield db, _totals(db)
 
 
 def _totals(db: sqlite3.Connection) -> dict[str, int]:

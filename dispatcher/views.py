@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher import defaults, summary
 from dispatcher.common import ConfigError, decode_path, printable
-from dispatcher.ledger import ERROR_RATE, FILE_COLUMNS, SORT_KEYS, FileRow, read_latest
+from dispatcher.ledger import ERROR_RATE, FILE_COLUMNS, SORT_KEYS, FileRow, Select, read_latest
 from dispatcher.taskqueue import host_of
 from workers.counting import SAMPLE_LINES
 
@@ -45,7 +45,7 @@ _REGROUP_COLUMNS = ", ".join(f"sum({name}) AS {name}" for name in GROUP_FIELDS[1
 _TOP_FOLDER = (
     "CASE WHEN instr(path, X'2F') > 0 THEN substr(path, 1, instr(path, X'2F') - 1) ELSE X'2E' END"
 )
-_DAY = "date(finished_at, 'unixepoch', 'localtime')"
+DAY = "date(finished_at, 'unixepoch', 'localtime')"
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,11 @@ def read_groups(
     Groups come by key (no key last), or most first by ``view.order``; at most ``view.top``
     of them, and ``limit``.
     """
+    return read_latest(state_dir, select_groups(view, limit))
+
+
+def select_groups(view: View, limit: int | None = None) -> Select:
+    """read_groups' query, for a reader of several views in one snapshot."""
 
     def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
         if view.by == "dir" and (view.depth or 1) > 1:
@@ -129,7 +134,7 @@ def read_groups(
             by_worker = f"SELECT worker AS key, {_GROUP_COLUMNS} FROM latest GROUP BY 1"
             groups = f"SELECT host_of(key) AS key, {_REGROUP_COLUMNS} FROM ({by_worker})"
         else:
-            key = {"dir": _TOP_FOLDER, "worker": "worker", "day": _DAY}[view.by]
+            key = {"dir": _TOP_FOLDER, "worker": "worker", "day": DAY}[view.by]
             groups = f"SELECT {key} AS key, {_GROUP_COLUMNS} FROM latest"
         order = f"{SORT_KEYS[view.order]} DESC, " if view.order else ""
         cuts = [n for n in (view.top, limit) if n]
@@ -139,7 +144,7 @@ def read_groups(
             (min(cuts) if cuts else -1,),
         )
 
-    return read_latest(state_dir, select)
+    return select
 
 
 def folder_of(path: bytes, depth: int) -> bytes:
@@ -154,7 +159,7 @@ def _host_of(worker: str | None) -> str | None:
 
 def _show_groups(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) -> None:
     totals, groups = read_groups(state_dir, view, rows if fmt == "table" else None)
-    entries = (_group_entry(view.by, group) for group in groups)
+    entries = (group_entry(view.by, group) for group in groups)
     head: dict[str, Any] = {"totals": totals, "by": view.by}
     if view.by == "dir":
         head["depth"] = view.depth or 1
@@ -166,7 +171,7 @@ def _show_groups(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) 
         _groups_table(view, totals, list(groups), out)
 
 
-def _group_entry(by: str, group: tuple[Any, ...]) -> dict[str, Any]:
+def group_entry(by: str, group: tuple[Any, ...]) -> dict[str, Any]:
     key = decode_path(group[0]) if by == "dir" else group[0]
     return dict(zip(GROUP_FIELDS, (key, *group[1:-1]), strict=True))
 
@@ -195,7 +200,7 @@ def _groups_table(
     table.add_column("size", justify="right", footer=decimal(totals["bytes"]))
     table.add_column("not done", footer=summary.not_done_text(totals))
     for group in groups:
-        entry = _group_entry(view.by, group)
+        entry = group_entry(view.by, group)
         key = _NO_KEY[view.by] if entry["key"] is None else printable(entry["key"])
         table.add_row(
             Text(key),  # a folder named "[red]" is a name, not markup
@@ -238,6 +243,12 @@ def read_failed(
     state_dir: Path, limit: int | None = None
 ) -> tuple[dict[str, int], Iterator[FileRow]]:
     """Totals, and the failed and vanished files (latest versions) by path, at most ``limit``."""
+    totals, rows = read_latest(state_dir, select_failed(limit))
+    return totals, map(FileRow._make, rows)
+
+
+def select_failed(limit: int | None = None) -> Select:
+    """read_failed's query, for a reader of several views in one snapshot."""
 
     def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
         return db.execute(
@@ -246,8 +257,7 @@ def read_failed(
             (limit or -1,),
         )
 
-    totals, rows = read_latest(state_dir, select)
-    return totals, map(FileRow._make, rows)
+    return select
 
 
 def _show_failed(state_dir: Path, fmt: str, out: TextIO, rows: int) -> None:
@@ -274,7 +284,7 @@ def _when(timestamp: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
-def _local_time(timestamp: float | None) -> str:
+def local_time(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
     return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
@@ -301,7 +311,7 @@ def _failed_table(totals: dict[str, int], files: list[FileRow], out: TextIO) -> 
             row.status,
             f"{row.attempts:,}",
             Text(printable(row.worker or "-")),
-            _local_time(row.finished_at),
+            local_time(row.finished_at),
             Text(printable(row.error or "-")),
             style="yellow",
         )
@@ -324,22 +334,28 @@ def read_messages(state_dir: Path) -> tuple[dict[str, int], Tally, int]:
     The samples come from at most ERROR_SAMPLE_FILES files, those with the most error lines
     (the first counted among equals).
     """
-    with_errors = "FROM latest WHERE status = 'done' AND error_lines > 0"
     files_with_errors = 0
 
     def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
         nonlocal files_with_errors
-        (files_with_errors,) = db.execute(f"SELECT count(*) {with_errors}").fetchone()
-        # Ties by id, not by path: comparing paths made this sort 4 s instead of 0.9.
-        return db.execute(
-            f"SELECT path, samples {with_errors} ORDER BY error_lines DESC, id LIMIT ?",
-            (defaults.ERROR_SAMPLE_FILES,),
-        )
+        files_with_errors, samples = select_samples(db)
+        return samples
 
     from dispatcher.messages import tally
 
     totals, samples = read_latest(state_dir, select)
     return totals, tally(samples), files_with_errors
+
+
+def select_samples(db: sqlite3.Connection) -> tuple[int, sqlite3.Cursor]:
+    """How many files have error lines, and the (path, samples) that read_messages tallies."""
+    with_errors = "FROM latest WHERE status = 'done' AND error_lines > 0"
+    (files_with_errors,) = db.execute(f"SELECT count(*) {with_errors}").fetchone()
+    # Ties by id, not by path: comparing paths made this sort 4 s instead of 0.9.
+    return files_with_errors, db.execute(
+        f"SELECT path, samples {with_errors} ORDER BY error_lines DESC, id LIMIT ?",
+        (defaults.ERROR_SAMPLE_FILES,),
+    )
 
 
 def _show_messages(state_dir: Path, top: int | None, fmt: str, out: TextIO, rows: int) -> None:
@@ -352,17 +368,17 @@ def _show_messages(state_dir: Path, top: int | None, fmt: str, out: TextIO, rows
         "lines_per_file": SAMPLE_LINES,
     }
     if fmt == "json":
-        entries = (json.dumps(_message_entry(m)) for m in messages)
+        entries = (json.dumps(message_entry(m)) for m in messages)
         summary.write_json(out, {"totals": totals, "sampled": sampled}, "messages", entries)
     elif fmt == "csv":
-        summary.write_csv(out, MESSAGE_FIELDS, (_message_entry(m).values() for m in messages))
+        summary.write_csv(out, MESSAGE_FIELDS, (message_entry(m).values() for m in messages))
     else:
         _messages_table(
             totals, found, messages[: rows or None], len(messages), files_with_errors, out
         )
 
 
-def _message_entry(message: Message) -> dict[str, Any]:
+def message_entry(message: Message) -> dict[str, Any]:
     from dispatcher.messages import line_text
 
     return {
@@ -395,7 +411,7 @@ def _messages_table(
     table.add_column("files", justify="right")
     table.add_column("message, then an example and its file", overflow="fold")
     for message in messages:
-        entry = _message_entry(message)
+        entry = message_entry(message)
         cell = Text(printable(entry["message"]))
         cell.append("\n" + printable(entry["example"]), style="dim")
         cell.append("\n" + printable(entry["path"]), style="dim italic")

@@ -1,0 +1,140 @@
+"""``serve --http HOST:PORT``: the report page, built from the ledger at each request, and the
+status document, over plain HTTP from a thread of the master.
+
+The page reads the ledger through its own read-only connection, never the master's writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dispatcher import defaults, report
+from dispatcher.common import ConfigError, LogDispatchError, format_address
+
+log = logging.getLogger("logdispatch.http")
+
+HTML = "text/html; charset=utf-8"
+JSON = "application/json"
+# The page holds no script and loads nothing: the browser is told so twice.
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+}
+
+
+class ReportServer(ThreadingHTTPServer):
+    daemon_threads = True  # a viewer's slow connection never holds up the master's stop
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        state_dir: Path,
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        super().__init__(address, _Handler)
+        self.state_dir = state_dir
+        self.status = status
+        # One page is built at a time: it is built in the master's process, and several
+        # viewers must not each take a share of it.
+        self._building = threading.Lock()
+
+    def page(self) -> bytes:
+        """The report, to reload after a few seconds, or three times its building time."""
+        with self._building:
+            started = time.perf_counter()
+            found = report.read(self.state_dir)
+            spent = time.perf_counter() - started
+            refresh = max(defaults.REPORT_REFRESH_SECONDS, math.ceil(3 * spent))
+            return report.render(found, time.time(), refresh).encode()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A viewer that went away is no news; anything else is logged, not printed."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            log.debug("%s went away: %s", client_address[0], error)
+        else:
+            log.warning("request from %s failed", client_address[0], exc_info=True)
+
+
+def serve_http(
+    address: tuple[str, int], state_dir: Path, status: Callable[[], dict[str, Any]]
+) -> Callable[[], None]:
+    """Serve ``/`` and ``/status.json`` on ``address`` in a thread; returns what stops it."""
+    try:
+        server = ReportServer(address, state_dir, status)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot serve the report on {format_address(address)}: {e.strerror}"
+        ) from None
+    thread = threading.Thread(target=server.serve_forever, name="logdispatch-http", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ReportServer
+    server_version = "logdispatch"
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def _not_allowed(self) -> None:
+        self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain", b"GET or HEAD only\n", True)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
+    def _answer(self, send_body: bool) -> None:
+        path = urlsplit(self.path).path
+        if path == "/":
+            try:
+                body = self.server.page()
+            except (LogDispatchError, sqlite3.Error) as e:
+                log.warning("cannot build the report: %s", e)
+                text = f"cannot read the ledger: {e}\n".encode()
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain", text, send_body)
+                return
+            self._send(HTTPStatus.OK, HTML, body, send_body)
+        elif path == "/status.json":
+            body = (json.dumps(self.server.status(), indent=2) + "\n").encode()
+            self._send(HTTPStatus.OK, JSON, body, send_body)
+        else:
+            self._send(
+                HTTPStatus.NOT_FOUND, "text/plain", b"not found: / or /status.json\n", send_body
+            )
+
+    def _send(self, code: HTTPStatus, kind: str, body: bytes, send_body: bool) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in _HEADERS.items():
+            self.send_header(name, value)
+        if code == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", "GET, HEAD")
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)

@@ -86,7 +86,7 @@ class Activity:
         self._queued_bytes = 0
         self._finished = dict.fromkeys(FINAL_STATES, 0)
         self._finished_bytes = 0
-        self._superseded_bytes = 0
+        self._closed_bytes = 0  # of versions ended without counts: only progress shows them
         self._lines = 0
         self._error_lines = 0
         # One [second, files, bytes] per second with finished files, the last minute only.
@@ -124,31 +124,19 @@ class Activity:
 
     # --- from the master loop --------------------------------------------------------------
 
-    def queued(self, size: int) -> None:
+    def queued(self, files: int, size: int) -> None:
+        """``files`` new versions of ``size`` bytes in all went to the queue."""
         with self._lock:
-            self._queued_files += 1
+            self._queued_files += files
             self._queued_bytes += size
 
-    def finished(
-        self,
-        state: str,
-        size: int,
-        worker_id: str | None = None,
-        lines: int = 0,
-        error_lines: int = 0,
-        seconds: float | None = None,
-        path: bytes = b"",
-        error: str | None = None,
+    def counted(
+        self, size: int, worker_id: str, lines: int, error_lines: int, seconds: float
     ) -> None:
-        """A version reached a final state; ``seconds`` is the worker's counting time."""
+        """A version is done; ``seconds`` is the worker's counting time."""
         now = self._clock()
         with self._lock:
-            self._finished[state] += 1
-            if state == "failed":
-                self._failures.append(Failure(self._wall(), path, error or ""))
-            if state == "superseded":
-                self._superseded_bytes += size  # not work done: its newer version is counted
-                return
+            self._finished["done"] += 1
             self._finished_bytes += size
             self._lines += lines
             self._error_lines += error_lines
@@ -158,15 +146,22 @@ class Activity:
                 self._window[-1][2] += size
             else:
                 self._window.append([second, 1, size])
-            if seconds is not None:
-                self._buckets[bisect.bisect_left(SECONDS_BUCKETS, seconds)] += 1
-                self._seconds_sum += seconds
-            worker = self._workers.get(worker_id) if worker_id else None
+            self._buckets[bisect.bisect_left(SECONDS_BUCKETS, seconds)] += 1
+            self._seconds_sum += seconds
+            worker = self._workers.get(worker_id)
             if worker is not None:
                 worker.files += 1
                 worker.bytes += size
                 worker.last_result = now
                 worker.last_seen = max(worker.last_seen, now)
+
+    def closed(self, state: str, size: int, path: bytes, error: str | None) -> None:
+        """A version ended without counts: failed, vanished or superseded (not work done)."""
+        with self._lock:
+            self._finished[state] += 1
+            self._closed_bytes += size
+            if state == "failed":
+                self._failures.append(Failure(self._wall(), path, error or ""))
 
     # --- readers ---------------------------------------------------------------------------
 
@@ -221,7 +216,7 @@ class Activity:
                 self._queued_files,
                 self._queued_bytes,
                 sum(self._finished.values()),
-                self._finished_bytes + self._superseded_bytes,
+                self._finished_bytes + self._closed_bytes,
             )
 
     def now(self) -> float:

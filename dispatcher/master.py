@@ -359,12 +359,12 @@ class Master:
     ) -> None:
         self._open[version_id] = _OpenVersion(path, size, mtime_ns)
         self._open_by_path[path] = version_id
-        self.activity.queued(size)
         self._to_queue.append(Pending(version_id, path, size, mtime_ns, attempts))
 
     def _queue_new(self) -> None:
         if self._to_queue:
             self.tasks.put_many(self._to_queue)
+            self.activity.queued(len(self._to_queue), sum(p.size for p in self._to_queue))
             self._to_queue = []
 
     # --- results and leases ----------------------------------------------------------------
@@ -383,13 +383,8 @@ class Master:
             self.tasks.discard(result.task_id)
             on_done = self.config.on_done
             self._ledger.record_result(result, self._wall(), on_done)
-            self.activity.finished(
-                "done",
-                version.size,
-                result.worker,
-                result.lines,
-                result.error_lines,
-                result.seconds,
+            self.activity.counted(
+                version.size, result.worker, result.lines, result.error_lines, result.seconds
             )
             if on_done.action is not Action.KEEP:
                 self._to_dispose.append(
@@ -499,7 +494,7 @@ class Master:
     ) -> None:
         self._ledger.record_end(version_id, status, error, self._wall(), worker, attempts)
         version = self._open[version_id]
-        self.activity.finished(status.value, version.size, worker, path=version.path, error=error)
+        self.activity.closed(status.value, version.size, version.path, error)
         self._forget(version_id)
 
     def _forget(self, version_id: int) -> None:

@@ -48,7 +48,7 @@ def test_worker_states_follow_their_calls_and_connections() -> None:
     assert queue.take("h2:2", 1, 1 << 30, 0) != []
     clock.now += 5
     activity.contact("h1:1", 101)  # a heartbeat
-    activity.finished("done", 10, "h2:2", lines=3, error_lines=1, seconds=0.02)
+    activity.counted(10, "h2:2", lines=3, error_lines=1, seconds=0.02)
     queue.discard(2)
     clock.now += 1
     workers = {w["id"]: w for w in _document(queue, activity, clock)["workers"]}
@@ -73,21 +73,28 @@ def test_worker_states_follow_their_calls_and_connections() -> None:
 def test_rates_cover_the_last_minute_and_the_histogram_is_cumulative() -> None:
     clock = FakeClock()
     activity = Activity(clock)
+    activity.queued(7, 5_000_012)
     for seconds in (0.001, 0.02, 0.02, 7.0, 1000.0):
-        activity.finished("done", 1_000_000, None, lines=10, seconds=seconds)
+        activity.counted(1_000_000, "h:1", lines=10, error_lines=0, seconds=seconds)
     clock.now += 30
-    activity.finished("failed", 5, path=b"bad.gz", error="corrupt archive")
+    activity.counted(2, "h:1", lines=1, error_lines=1, seconds=0.001)
+    activity.closed("failed", 5, b"bad.gz", "corrupt archive")
+    activity.closed("vanished", 5, b"gone.log", None)
     snapshot = activity.snapshot()
-    assert (snapshot.window_files, snapshot.window_bytes) == (6, 5_000_005)
+    # Rates and bytes are of counted files: a failed or vanished one is no work done.
+    assert (snapshot.window_files, snapshot.window_bytes) == (6, 5_000_002)
+    assert (snapshot.finished_bytes, snapshot.lines, snapshot.error_lines) == (5_000_002, 51, 1)
+    assert snapshot.finished == {"done": 6, "failed": 1, "vanished": 1, "superseded": 0}
+    assert activity.progress() == (7, 5_000_012, 8, 5_000_012)  # every version is final
     assert snapshot.window == pytest.approx(30.0)
-    assert snapshot.seconds_buckets[-1] == 5  # +Inf: failures carry no counting time
-    assert snapshot.seconds_buckets[SECONDS_BUCKETS.index(0.005)] == 1
-    assert snapshot.seconds_buckets[SECONDS_BUCKETS.index(0.025)] == 3
-    assert snapshot.seconds_buckets[SECONDS_BUCKETS.index(10.0)] == 4
-    assert snapshot.failures[0].path == b"bad.gz"
+    assert snapshot.seconds_buckets[-1] == 6
+    assert snapshot.seconds_buckets[SECONDS_BUCKETS.index(0.005)] == 2
+    assert snapshot.seconds_buckets[SECONDS_BUCKETS.index(0.025)] == 4
+    assert snapshot.seconds_buckets[SECONDS_BUCKETS.index(10.0)] == 5
+    assert [f.path for f in snapshot.failures] == [b"bad.gz"]
     clock.now += 45  # the first five left the window
     snapshot = activity.snapshot()
-    assert (snapshot.window_files, snapshot.window_bytes) == (1, 5)
+    assert (snapshot.window_files, snapshot.window_bytes) == (1, 2)
     assert snapshot.window == 60
 
 

@@ -339,26 +339,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     http_address = None if args.http is None else parse_address(args.http)
     master = Master(_master_config(args, load_authkey(args.authkey_file)))
     StopSignals(master.stop)  # before start(): a signal during start-up is not lost
-    stop_metrics = None
-    stop_http = None
     try:
-        master.start()
-        if metrics_address is not None:
-            from dispatcher.metrics import serve_metrics
+        with contextlib.ExitStack() as side_servers:  # they stop before the master closes
+            master.start()
+            if metrics_address is not None:
+                from dispatcher.metrics import serve_metrics
 
-            stop_metrics = serve_metrics(metrics_address, master.status, master.activity.snapshot)
-            log.info("metrics at http://%s/metrics", format_address(metrics_address))
-        if http_address is not None:
-            from dispatcher.web import serve_http
+                side_servers.callback(
+                    serve_metrics(metrics_address, master.status, master.activity.snapshot)
+                )
+                log.info("metrics at http://%s/metrics", format_address(metrics_address))
+            if http_address is not None:
+                from dispatcher.web import serve_http
 
-            stop_http = serve_http(http_address, args.state, master.status)
-            log.info("report at http://%s/", format_address(http_address))
-        master.run()
+                side_servers.callback(serve_http(http_address, args.state, master.status))
+                log.info("report at http://%s/", format_address(http_address))
+            master.run()
     finally:
-        if stop_metrics is not None:
-            stop_metrics()
-        if stop_http is not None:
-            stop_http()
         master.close()
     log.info("stopped")
     return 0

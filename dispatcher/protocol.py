@@ -12,7 +12,11 @@ import struct
 from dataclasses import dataclass
 from enum import StrEnum
 from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
-from multiprocessing.managers import BaseManager, listener_client  # type: ignore[attr-defined]
+from multiprocessing.managers import (  # type: ignore[attr-defined]
+    BaseManager,
+    BaseProxy,
+    listener_client,
+)
 from typing import Any
 
 # A master that does not accept within this is unreachable for now.
@@ -130,6 +134,16 @@ def _connect(address: tuple[str, int], family: object = None, authkey: bytes | N
 # Proxies find their connection factory by serializer name: this one pickles like "pickle".
 SERIALIZER = "logdispatch"
 listener_client[SERIALIZER] = (Listener, _connect)
+
+
+def forget_connection(address: tuple[str, int]) -> None:
+    """Drop the proxies' cached connections to ``address`` (they are cached per address and
+    thread), so the next proxy connects afresh instead of reusing a broken one.
+
+    Proxies that still exist keep their own reference, so other threads are not disturbed.
+    """
+    with BaseProxy._mutex:
+        BaseProxy._address_to_local.pop(address, None)
 
 
 class DispatchManager(BaseManager):

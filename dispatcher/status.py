@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing import AuthenticationError
-from multiprocessing.managers import BaseProxy, RemoteError
+from multiprocessing.managers import RemoteError
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.activity import RATE_WINDOW_SECONDS, ActivitySnapshot
 from dispatcher.common import LogDispatchError, display_path, error_text, format_address
-from dispatcher.protocol import DispatchManager
+from dispatcher.protocol import DispatchManager, forget_connection
 from dispatcher.taskqueue import QueueState, host_of
 
 if TYPE_CHECKING:
@@ -159,8 +159,7 @@ def fetch(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:
     finally:
         # The proxies cache their connection per address and thread: the next fetch (under
         # --watch) must not reuse one a restarted master has closed.
-        with BaseProxy._mutex:
-            BaseProxy._address_to_local.pop(address, None)
+        forget_connection(address)
     return result
 
 

@@ -17,7 +17,6 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing import AuthenticationError
-from multiprocessing.managers import BaseProxy
 from typing import Any
 
 from dispatcher.common import (
@@ -27,7 +26,7 @@ from dispatcher.common import (
     error_text,
     format_address,
 )
-from dispatcher.protocol import DispatchManager, Result, Status, Task
+from dispatcher.protocol import DispatchManager, Result, Status, Task, forget_connection
 from workers.counting import CountError, ErrorMatcher, count_fd
 
 log = logging.getLogger("logdispatch.worker")
@@ -269,16 +268,7 @@ class Worker:
             error_text(error),
         )
         self._tasks = self._results = None
-        self._forget_connection()
-
-    def _forget_connection(self) -> None:
-        """Drop the proxies' cached connections to the master (per address and thread).
-
-        The cache would hand a new proxy the same broken connection again. Proxies that still
-        exist keep their own reference, so other threads are not disturbed.
-        """
-        with BaseProxy._mutex:
-            BaseProxy._address_to_local.pop(self.config.address, None)
+        forget_connection(self.config.address)
 
     def _flush(self) -> None:
         """Send the results not yet acknowledged; keep them if the master is unreachable."""
@@ -333,7 +323,7 @@ class Worker:
             except Exception as e:  # try again next beat, on a new connection
                 log.warning("heartbeat failed: %s", error_text(e))
                 tasks = None
-                self._forget_connection()
+                forget_connection(self.config.address)
                 continue
             if lost:
                 with self._held_lock:

@@ -200,13 +200,15 @@ class TaskQueue:
             self._cond.notify_all()
 
     def state(self) -> QueueState:
-        with self._cond:
+        with self._cond:  # every take() waits for this lock: copy, sort outside
             cancelled = sum(p.id in self._cancelled for p in self._ready) if self._cancelled else 0
-            return QueueState(
+            ready, delayed, leases = (
                 len(self._ready) - cancelled,
                 len(self._delayed),
-                sorted(self._leases.values(), key=lambda lease: lease.taken_at),
+                [*self._leases.values()],
             )
+        leases.sort(key=lambda lease: lease.taken_at)
+        return QueueState(ready, delayed, leases)
 
     def lease(self, task_id: int) -> Lease | None:
         with self._cond:

@@ -201,11 +201,19 @@ class Ledger:
         self._lock.close()
 
     def known_versions(self) -> dict[bytes, tuple[int, int]]:
-        """Size and mtime of the latest live version of every path."""
+        """Size and mtime of the latest live version of every path still in the root."""
+        # A version that --on-done moved or deleted has left the root: a file found at its path
+        # later is a new one. Leaving these out keeps start-up and the master's memory in step
+        # with what ROOT holds, not with every file ever counted. Pending and failed disposals
+        # are still in ROOT (and finished at start-up), skipped ones were changed or removed by
+        # someone else: they stay known, as kept files do, or they would be counted again. Only
+        # the latest live version is tested: an older one must not stand in for it.
+        # The running master forgets nothing when a disposal is done: a scan that stat'ed the
+        # file just before it went would then make it a new version, found vanished.
         rows = self._db.execute(
             "SELECT path, size, mtime_ns FROM versions WHERE id IN "
             "(SELECT max(id) FROM versions WHERE status NOT IN ('vanished', 'superseded') "
-            " GROUP BY path)"
+            " GROUP BY path) AND on_done_state IS NOT 'done'"
         )
         return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
 

@@ -25,9 +25,9 @@ from reference import reference_counts
 from test_cli import logdispatch
 from test_master import Harness, _old_file
 
-from dispatcher.ledger import SCHEMA, Ledger
-from dispatcher.ondone import Action, Disposal, DisposalState, Disposer, OnDone
-from dispatcher.protocol import Status
+from dispatcher.ledger import SCHEMA, Ledger, VersionStatus
+from dispatcher.ondone import KEEP, Action, Disposal, DisposalState, Disposer, OnDone
+from dispatcher.protocol import Result, Status
 
 # Logs of a few shapes: nested folders, an archive, a name that is not UTF-8.
 LOGS = {
@@ -79,6 +79,20 @@ def _ledger(state: Path, sql: str) -> list[tuple[Any, ...]]:
         return db.execute(sql).fetchall()
 
 
+def _versions(state: Path) -> dict[bytes, list[str]]:
+    """Every version in the ledger, as statuses per path, oldest first."""
+    found: dict[bytes, list[str]] = {}
+    for path, status in _ledger(state, "SELECT path, status FROM versions ORDER BY id"):
+        found.setdefault(bytes(path), []).append(status)
+    return found
+
+
+def _known(root: Path, state: Path) -> dict[bytes, tuple[int, int]]:
+    """What a master starting on ``state`` loads as known (size, mtime_ns) per path."""
+    with contextlib.closing(Ledger(state, root.resolve())) as ledger:
+        return ledger.known_versions()
+
+
 def _run_once(root: Path, state: Path, *extra: str) -> Any:
     return logdispatch("run", str(root), "--once", "--state", str(state), "--settle", "0", *extra)
 
@@ -107,6 +121,76 @@ def test_run_once_deletes_what_it_counted_and_keeps_the_counts(tmp_path: Path) -
     assert sorted(_ledger(state, "SELECT status, on_done_state FROM versions")) == [
         ("done", "done")
     ] * len(LOGS)
+
+
+def test_a_restarted_master_has_forgotten_the_files_it_deleted(tmp_path: Path) -> None:
+    """Deleted files are not loaded at the next start: a file arriving at one of their paths is
+    a new one, counted even with the very bytes and mtime of the file deleted there."""
+    root, state = tmp_path / "root", tmp_path / "state"
+    _plant(root)
+    run = _run_once(root, state, "--on-done", "delete")
+    assert run.returncode == 0, run.stderr
+    assert _files_under(root) == set()
+    assert _known(root, state) == {}
+
+    mtimes = _plant(root)  # the same names, bytes and mtimes
+    again = _run_once(root, state)  # --on-done keep
+    assert again.returncode == 0, again.stderr
+    assert _files_under(root) == set(LOGS)
+    assert _versions(state) == {rel: ["done", "done"] for rel in LOGS}
+    files = _summary(state)
+    for rel, data in LOGS.items():
+        entry = files[_name(rel)]
+        assert (entry["status"], entry["on_done"], entry["lines"], entry["error_lines"]) == (
+            "done",
+            None,
+            *_counts(rel, data),
+        )
+    # Kept, they are known again, and counted no more.
+    assert _known(root, state) == {rel: (len(data), mtimes[rel]) for rel, data in LOGS.items()}
+    third = _run_once(root, state)
+    assert third.returncode == 0, third.stderr
+    assert _versions(state) == {rel: ["done", "done"] for rel in LOGS}
+
+
+def test_files_left_in_the_root_stay_known_at_the_next_start(tmp_path: Path) -> None:
+    """A kept file, one whose move failed and one that failed to count are still in ROOT: the
+    next master knows them and counts none of them again. Only the moved file is forgotten."""
+    root, state, archive = tmp_path / "root", tmp_path / "state", tmp_path / "archive"
+    kept = {b"kept.log": b"INFO kept\n"}
+    mtimes = _plant(root, kept)
+    first = _run_once(root, state)
+    assert first.returncode == 0, first.stderr
+    archive.mkdir()
+    (archive / "host-01").write_bytes(b"in the way\n")  # where the move must make a folder
+    logs = {
+        b"host-01/app.log": b"ERROR stuck\n",
+        b"moved.log": b"ERROR gone\n",
+        b"broken.log.gz": gzip.compress(b"ERROR x\n" * 1000)[:-30],
+    }
+    mtimes.update(_plant(root, logs))
+    second = _run_once(root, state, "--on-done", f"move:{archive}", "--max-attempts", "1")
+    assert second.returncode == 1  # broken.log.gz failed
+    assert _files_under(root) == {b"kept.log", b"host-01/app.log", b"broken.log.gz"}
+    files = _summary(state)
+    assert files["host-01/app.log"]["on_done"].startswith("move failed: cannot create")
+    assert files["broken.log.gz"]["status"] == "failed"
+    assert files["moved.log"]["on_done"] == f"moved to {archive}/moved.log"
+    still_there = {**kept, **logs}
+    del still_there[b"moved.log"]
+    expected = {rel: (len(data), mtimes[rel]) for rel, data in still_there.items()}
+    assert _known(root, state) == expected
+
+    third = _run_once(root, state)  # retries the failed move, which fails again
+    assert third.returncode == 1
+    assert _files_under(root) == set(still_there)
+    assert _versions(state) == {
+        b"kept.log": ["done"],
+        b"host-01/app.log": ["done"],
+        b"moved.log": ["done"],
+        b"broken.log.gz": ["failed"],
+    }
+    assert _known(root, state) == expected
 
 
 def test_run_once_moves_into_the_archive_keeping_the_tree(tmp_path: Path) -> None:
@@ -450,6 +534,40 @@ def test_a_move_to_another_filesystem_copies_then_removes(tmp_path: Path) -> Non
         assert _files_under(Path(elsewhere)) == {b"h/y.log", b"h/y.1.log"}  # no temporary left
 
 
+def test_known_versions_leave_out_only_the_files_moved_or_deleted(tmp_path: Path) -> None:
+    """What a master loads at start-up: the latest live version of every path, unless
+    --on-done moved or deleted it; pending, failed and skipped disposals stay, as kept files do."""
+    delete, move = OnDone(Action.DELETE), OnDone(Action.MOVE, b"/archive")
+    with contextlib.closing(Ledger(tmp_path / "state", tmp_path)) as ledger:
+
+        def counted(
+            path: bytes, size: int, on_done: OnDone = KEEP, disposal: DisposalState | None = None
+        ) -> None:
+            vid = ledger.add_version(path, size, 1000 + size, 0.0)
+            ledger.record_result(Result(vid, 1, "w1", Status.DONE, lines=1), 1.0, on_done)
+            if disposal is not None:
+                ledger.record_disposals([(vid, disposal, "what became of it")])
+
+        counted(b"kept.log", 1)
+        counted(b"deleted.log", 2, delete, DisposalState.DONE)
+        counted(b"moved.log", 3, move, DisposalState.DONE)
+        counted(b"pending.log", 4, delete)
+        counted(b"failed.log", 5, move, DisposalState.FAILED)
+        counted(b"skipped.log", 6, delete, DisposalState.SKIPPED)
+        counted(b"again.log", 7)  # kept, then a newer version deleted: the older is not known
+        counted(b"again.log", 8, delete, DisposalState.DONE)
+        counted(b"back.log", 9, delete, DisposalState.DONE)  # deleted, then a new file, kept
+        counted(b"back.log", 10)
+        counted(b"brief.log", 11, delete, DisposalState.DONE)  # then one that vanished
+        vanished = ledger.add_version(b"brief.log", 12, 1012, 0.0)
+        ledger.record_end(vanished, VersionStatus.VANISHED, "gone", 1.0)
+        ledger.commit()
+        sizes = {b"kept.log": 1, b"pending.log": 4, b"failed.log": 5, b"skipped.log": 6}
+        expected = {path: (size, 1000 + size) for path, size in {**sizes, b"back.log": 10}.items()}
+        assert ledger.known_versions() == expected
+    assert _known(tmp_path, tmp_path / "state") == expected
+
+
 def test_a_ledger_from_before_on_done_is_read_then_migrated(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
@@ -466,7 +584,8 @@ def test_a_ledger_from_before_on_done_is_read_then_migrated(tmp_path: Path) -> N
     db.close()
     before = _summary(state)  # read-only: no migration
     assert (before["a.log"]["lines"], before["a.log"]["on_done"]) == (3, None)
-    Ledger(state, tmp_path).close()  # what a master does when it opens the ledger
+    with contextlib.closing(Ledger(state, tmp_path)) as ledger:  # as a master starts
+        assert ledger.known_versions() == {b"a.log": (5, 0)}
     assert _summary(state) == before
     assert _ledger(state, "SELECT on_done, on_done_dir, on_done_state, on_done_note "
                    "FROM versions") == [(None, None, None, None)]  # fmt: skip

@@ -72,8 +72,8 @@ REPORT_MINUTES_UP_TO = 6 * 3600.0
 REPORT_HOURS_UP_TO = 16 * 86400.0
 REPORT_BARS = 400
 # serve --http: the page reloads itself this often, or after three times what it took to read
-# the ledger (8 s over a million files): it is built in the master's process, and a viewer must
-# not keep that busy.
+# the ledger (8 s over a million files), and until it is that old every request gets the same
+# page: it is built in the master's process, and viewers, however many, must not keep that busy.
 REPORT_REFRESH_SECONDS = 5
 
 

@@ -1,5 +1,5 @@
-"""``serve --http HOST:PORT``: the report page, built from the ledger at each request, and the
-status document, over plain HTTP from a thread of the master.
+"""``serve --http HOST:PORT``: the report page, built from the ledger at most once per its refresh
+interval, and the status document, over plain HTTP from a thread of the master.
 
 The page reads the ledger through its own read-only connection, never the master's writer.
 """
@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +36,15 @@ _HEADERS = {
 }
 
 
+@dataclass(frozen=True)
+class _Built:
+    """A page as it was sent, and when it stops being news."""
+
+    body: bytes
+    at: float  # time.monotonic() when it was ready
+    refresh: int  # seconds the page waits before reloading itself
+
+
 class ReportServer(ThreadingHTTPServer):
     daemon_threads = True  # a viewer's slow connection never holds up the master's stop
 
@@ -43,22 +53,34 @@ class ReportServer(ThreadingHTTPServer):
         address: tuple[str, int],
         state_dir: Path,
         status: Callable[[], dict[str, Any]],
+        refresh_floor: int = defaults.REPORT_REFRESH_SECONDS,
     ) -> None:
         super().__init__(address, _Handler)
         self.state_dir = state_dir
         self.status = status
-        # One page is built at a time: it is built in the master's process, and several
-        # viewers must not each take a share of it.
+        self.refresh_floor = refresh_floor
+        # One page is built at a time, and then served to every viewer until it is as old as
+        # its own refresh interval: it is built in the master's process, and open tabs must not
+        # each take a share of it. A request that waited for a build gets the page just built.
         self._building = threading.Lock()
+        self._last: _Built | None = None
 
     def page(self) -> bytes:
-        """The report, to reload after a few seconds, or three times its building time."""
+        """The page built last while it is younger than its refresh interval, else a new one."""
         with self._building:
-            started = time.perf_counter()
-            found = report.read(self.state_dir)
-            spent = time.perf_counter() - started
-            refresh = max(defaults.REPORT_REFRESH_SECONDS, math.ceil(3 * spent))
-            return report.render(found, time.time(), refresh).encode()
+            last = self._last
+            if last is None or time.monotonic() - last.at >= last.refresh:
+                last = self._last = self._build()
+            return last.body
+
+    def _build(self) -> _Built:
+        """The report, to reload after a few seconds, or three times its building time."""
+        started = time.perf_counter()
+        found = report.read(self.state_dir)
+        spent = time.perf_counter() - started
+        refresh = max(self.refresh_floor, math.ceil(3 * spent))
+        body = report.render(found, time.time(), refresh).encode()
+        return _Built(body, time.monotonic(), refresh)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A viewer that went away is no news; anything else is logged, not printed."""

@@ -11,10 +11,12 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from dispatcher.common import decode_path, display_path, printable
 from dispatcher.defaults import REPORT_BARS, REPORT_FOLDERS, REPORT_TOP_FILES
 from dispatcher.ledger import Ledger
 from dispatcher.messages import line_text
+from dispatcher.web import ReportServer
 
 # The ledger test_summary_views counts with `run --once`: seven folders, a failed gzip, the
 # error messages of four templates, a name with a newline, markup and a byte not UTF-8.
@@ -405,6 +408,16 @@ def _shape(document: Any) -> Any:
     return None
 
 
+def _page_showing(port: int, text: str) -> Page | None:
+    page = Page(_get(port, "/")[2].decode())
+    return page if text in page.all_text else None
+
+
+def _made(page: Page) -> str:
+    """The page's "made" stamp, to the second."""
+    return str(re.findall(r"made (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", page.all_text)[0])
+
+
 def test_serve_http_serves_the_live_page_and_the_status_document(cluster: Cluster) -> None:
     (cluster.root / "web-01").mkdir()
     for i in range(4):
@@ -424,7 +437,8 @@ def test_serve_http_serves_the_live_page_and_the_status_document(cluster: Cluste
     (cluster.root / "db-01").mkdir()
     (cluster.root / "db-01" / "x.log").write_bytes(b"FATAL a\n" * 50)
     wait_for(lambda: cluster.summary()["totals"].get("done") == 5)
-    later = Page(_get(port, "/")[2].decode())
+    # The first page is served until it is as old as its refresh interval (5 s), then rebuilt.
+    later = wait_for(lambda: _page_showing(port, "db-01"), interval=0.5)
     assert "db-01: 50 error lines" in " ".join(later.titles)  # the new folder's bar
     assert "The most: db-01, 50 error lines" in later.all_text
 
@@ -450,6 +464,56 @@ def test_serve_http_serves_the_live_page_and_the_status_document(cluster: Cluste
     assert re.search(r"logdispatch\.http DEBUG 127\.0\.0\.1 \"GET / HTTP/1\.1\" 200", master.output)
     master.signal(signal.SIGTERM)  # the page's server stops with the master
     assert master.wait() == 0
+
+
+def test_the_live_page_is_built_once_per_refresh_interval_for_every_viewer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, root = tmp_path / "state", tmp_path / "root"
+    an_hour_ago = time.time() - 3600
+    write_ledger(state, root, [Finished(b"web-01/a.log", an_hour_ago, lines=10, error_lines=3)])
+    reads: list[float] = []
+    read = report.read
+
+    def slow_read(state_dir: Path) -> report.Report:
+        reads.append(time.monotonic())
+        time.sleep(0.2)  # long enough that the requests below queue for the build
+        return read(state_dir)
+
+    monkeypatch.setattr(report, "read", slow_read)
+    server = ReportServer(("127.0.0.1", 0), state, dict, refresh_floor=2)
+    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        methods = ["GET", "GET", "HEAD", "GET"]
+        with ThreadPoolExecutor(len(methods)) as pool:
+            answers = list(pool.map(lambda method: _get(port, "/", method), methods))
+        answered = time.monotonic()  # the page was ready before
+        assert len(reads) == 1  # the requests that waited got the page just built
+        bodies = {body for _, _, body in answers if body}
+        assert len(bodies) == 1 and {code for code, _, _ in answers} == {200}
+        (body,) = bodies
+        assert {int(headers["Content-Length"]) for _, headers, _ in answers} == {len(body)}
+        first = Page(body.decode())
+        (refresh,) = [a["content"] for _, a in first.tags if a.get("http-equiv") == "refresh"]
+        assert refresh == "2"  # the floor: the build takes 0.2 s, three times that is less
+
+        # A new folder within the interval: the same page, to the byte, GET or HEAD.
+        write_ledger(state, root, [Finished(b"db-01/x.log", time.time(), error_lines=50)])
+        assert _get(port, "/")[2] == body
+        assert _get(port, "/", "HEAD")[1]["Content-Length"] == str(len(body))
+        assert len(reads) == 1
+
+        time.sleep(max(0.0, answered + int(refresh) - time.monotonic()))
+        later = Page(_get(port, "/")[2].decode())
+        assert len(reads) == 2
+        assert "db-01" not in first.all_text and "db-01: 50 error lines" in " ".join(later.titles)
+        assert _made(later) > _made(first)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def test_serve_http_on_an_address_in_use_is_a_clear_error(cluster: Cluster) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher import defaults, summary
-from dispatcher.common import ConfigError, decode_path, printable
+from dispatcher.common import ConfigError, decode_path, display_path, printable
 from dispatcher.ledger import ERROR_RATE, FILE_COLUMNS, SORT_KEYS, FileRow, Select, read_latest
 from dispatcher.taskqueue import host_of
 from workers.counting import SAMPLE_LINES
@@ -307,7 +307,7 @@ def _failed_table(totals: dict[str, int], files: list[FileRow], out: TextIO) -> 
     table.add_column("reason", overflow="fold", ratio=4)
     for row in files:
         table.add_row(
-            Text(printable(decode_path(row.path))),
+            Text(display_path(row.path)),
             row.status,
             f"{row.attempts:,}",
             Text(printable(row.worker or "-")),

@@ -36,7 +36,7 @@ class WorkerActivity:
     last_seen: float
     channels: set[int] = field(default_factory=set)  # its open connections (server threads)
     gone_at: float | None = None  # when its last connection closed
-    files: int = 0  # results recorded from it, whatever their outcome
+    files: int = 0  # files it counted (done)
     bytes: int = 0  # on-disk bytes of the files it counted
     last_result: float = 0.0
 

@@ -521,14 +521,8 @@ def test_serve_http_on_an_address_in_use_is_a_clear_error(cluster: Cluster) -> N
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        master = cluster._start(
-            [
-                "dispatcher", str(cluster.root), "--address", cluster.address,
-                "--authkey-file", str(cluster.key_file), "--state", str(cluster.state),
-                "--http", f"127.0.0.1:{port}",
-            ],
-            "master",
-        )  # fmt: skip
+        # The queue server is up ("serving on") before the report's port is refused.
+        master = cluster.serve("--http", f"127.0.0.1:{port}")
         assert master.wait() == 2
     assert f"logdispatch serve: error: cannot serve the report on 127.0.0.1:{port}" in (
         master.output

@@ -255,21 +255,8 @@ def test_metrics_address_in_use_is_a_clear_error(cluster: Cluster) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        master = cluster._start(
-            [
-                "dispatcher",
-                str(cluster.root),
-                "--address",
-                cluster.address,
-                "--authkey-file",
-                str(cluster.key_file),
-                "--state",
-                str(cluster.state),
-                "--metrics",
-                f"127.0.0.1:{port}",
-            ],
-            "master",
-        )
+        # The queue server is up ("serving on") before the metrics port is refused.
+        master = cluster.serve("--metrics", f"127.0.0.1:{port}")
         assert master.wait() == 2
     assert f"cannot serve metrics on 127.0.0.1:{port}" in master.output
 

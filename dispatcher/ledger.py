@@ -376,9 +376,7 @@ def read_latest(state_dir: Path, select: Select) -> tuple[dict[str, int], Iterat
     closes once they are read.
     """
     with contextlib.ExitStack() as stack:
-        db = stack.enter_context(_read_only(state_dir))
-        db.execute("BEGIN")  # one snapshot for the totals and the rows, while the master writes
-        totals = _totals(db)
+        db, totals = stack.enter_context(snapshot(state_dir))
         cursor = select(db, totals)
         closing = stack.pop_all()  # from here the rows' generator closes the connection
 
@@ -394,7 +392,7 @@ def snapshot(state_dir: Path) -> Iterator[tuple[sqlite3.Connection, dict[str, in
     """A read-only connection to one snapshot of the ledger, and its totals: for a reader of
     several views at once (the ``select_*`` functions give their queries)."""
     with _read_only(state_dir) as db:
-        db.execute("BEGIN")
+        db.execute("BEGIN")  # one snapshot for the totals and the rows, while the master writes
         yield db, _totals(db)
 
 

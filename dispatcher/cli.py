@@ -69,17 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = parser.parse_args(argv).command  # --help and usage errors end here
     try:
         args = resolve(command, subcommands(parser)[command], argv[1:], all_commands).args
-    except ConfigError as e:
-        print(f"logdispatch {command}: error: {e}", file=sys.stderr)
-        return 2
-    args.command = command
-    quiet = args.command in ("run", "count", "status")  # their output is the point, not the log
-    setup_logging(args.verbose - args.quiet, logging.WARNING if quiet else logging.INFO)
-    try:
+        args.command = command
+        quiet = command in ("run", "count", "status")  # their output is the point, not the log
+        setup_logging(args.verbose - args.quiet, logging.WARNING if quiet else logging.INFO)
         result: int = args.func(args)
         return result
     except LogDispatchError as e:  # configuration, a busy ledger: one line, no traceback
-        print(f"logdispatch {args.command}: error: {e}", file=sys.stderr)
+        print(f"logdispatch {command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

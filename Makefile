@@ -13,6 +13,8 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# An editable install writes no bytecode; with PYTHONDONTWRITEBYTECODE set, nothing would.
+	$(BIN)/python -m compileall -q dispatcher workers
 	touch $@
 
 demo: $(VENV)/.installed

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import signal
 import sys
 from collections.abc import Sequence
@@ -360,6 +359,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
+    import secrets
+
     from dispatcher.master import Master
     from workers.local import LocalWorkers
     from workers.worker import WorkerConfig

@@ -10,7 +10,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -94,6 +94,63 @@ class FileRow(NamedTuple):
     on_done: str | None = None  # what became of the file after it was counted
 
 
+# The sqlite3 module lets other threads run during each step of a statement. One statement per
+# row (executemany) made the master loop wait for the GIL once a row while the server threads
+# ran: a flush of 10,000 rows took seconds at worst. Rows are written many per statement.
+ROWS_PER_STATEMENT = 500
+# Host parameters a statement may hold: 999 before SQLite 3.32.
+_MAX_PARAMETERS = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+# UPDATE ... FROM (SQLite 3.33): many rows' updates in one statement; before it, one per row.
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+
+_DONE_ONE = (
+    "UPDATE versions SET status = 'done', attempts = max(attempts, ?), worker = ?, lines = ?, "
+    "error_lines = ?, bytes_read = ?, long_lines = ?, seconds = ?, error = NULL, samples = ?, "
+    "finished_at = ?, on_done = ?, on_done_dir = ?, on_done_state = ? WHERE id = ?"
+)
+_DONE_MANY = (
+    "UPDATE versions SET status = 'done', attempts = max(versions.attempts, d.column1), "
+    "worker = d.column2, lines = d.column3, error_lines = d.column4, bytes_read = d.column5, "
+    "long_lines = d.column6, seconds = d.column7, error = NULL, samples = d.column8, "
+    "finished_at = d.column9, on_done = d.column10, on_done_dir = d.column11, "
+    "on_done_state = d.column12 FROM (VALUES {}) AS d WHERE versions.id = d.column13"
+)
+# Only forward: a result (say a quick failure) may have been recorded for that very attempt
+# before its lease is, and must not be overwritten by it.
+_LEASED_ONE = (
+    "UPDATE versions SET status = 'leased', attempts = ?, worker = ? WHERE id = ? AND "
+    "(status = 'leased' OR (status = 'queued' AND attempts < ?))"
+)
+_LEASED_MANY = (
+    "UPDATE versions SET status = 'leased', attempts = l.column1, worker = l.column2 "
+    "FROM (VALUES {}) AS l WHERE versions.id = l.column3 AND (versions.status = 'leased' OR "
+    "(versions.status = 'queued' AND versions.attempts < l.column4))"
+)
+
+
+def _execute_rows(
+    db: sqlite3.Connection, sql: str, width: int, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Run ``sql``, whose ``{}`` is a VALUES list, for all ``rows`` (``width`` values each) in
+    as few statements as the parameter limit allows."""
+    group = "(" + ", ".join("?" * width) + ")"
+    per = max(1, min(ROWS_PER_STATEMENT, _MAX_PARAMETERS // width))
+    for start in range(0, len(rows), per):
+        part = rows[start : start + per]
+        db.execute(sql.format(", ".join([group] * len(part))), [v for row in part for v in row])
+
+
+def _update_rows(
+    db: sqlite3.Connection, one: str, many: str, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Update versions by the same values in ``one`` (a statement per row) or ``many`` (an
+    UPDATE ... FROM a VALUES list of the rows, where SQLite has it)."""
+    if _UPDATE_FROM:
+        _execute_rows(db, many, len(rows[0]), rows)
+    else:
+        db.executemany(one, rows)
+
+
 def ledger_path(state_dir: Path) -> Path:
     return state_dir / defaults.LEDGER_FILE
 
@@ -165,26 +222,27 @@ class Ledger:
     def _flush(self) -> None:
         """Write the buffered new versions and results, before any other write (order kept)."""
         if self._new_rows:
+            rows = self._new_rows
             # Summaries read the latest versions with WHERE replaced = 0, not a GROUP BY over
-            # every version (4 s at a million rows). A new path costs one index probe here.
-            self._db.executemany(
-                "UPDATE versions SET replaced = 1 WHERE path = ? AND id < ? AND replaced = 0",
-                ((row[1], row[0]) for row in self._new_rows),
+            # every version (4 s at a million rows). Every row written before is older than
+            # these; among these, the last of each path is the latest.
+            latest = {row[1]: row[0] for row in rows}
+            _execute_rows(
+                self._db,
+                "UPDATE versions SET replaced = 1 WHERE replaced = 0 AND path IN (VALUES {})",
+                1,
+                [(path,) for path in latest],
             )
-            self._db.executemany(
-                "INSERT INTO versions (id, path, size, mtime_ns, status, seen_at) "
-                "VALUES (?, ?, ?, ?, 'queued', ?)",
-                self._new_rows,
+            _execute_rows(
+                self._db,
+                "INSERT INTO versions (id, path, size, mtime_ns, seen_at, replaced, status) "
+                "SELECT *, 'queued' FROM (VALUES {})",
+                6,
+                [(*row, latest[row[1]] != row[0]) for row in rows],
             )
             self._new_rows = []
         if self._done_rows:
-            self._db.executemany(
-                "UPDATE versions SET status = 'done', attempts = max(attempts, ?), worker = ?, "
-                "lines = ?, error_lines = ?, bytes_read = ?, long_lines = ?, seconds = ?, "
-                "error = NULL, samples = ?, finished_at = ?, on_done = ?, on_done_dir = ?, "
-                "on_done_state = ? WHERE id = ?",
-                self._done_rows,
-            )
+            _update_rows(self._db, _DONE_ONE, _DONE_MANY, self._done_rows)
             self._done_rows = []
         if self._disposed_rows:
             self._db.executemany(
@@ -232,17 +290,16 @@ class Ledger:
         return version_id
 
     def mark_leased(self, leases: Iterable[tuple[int, int, str]]) -> None:
-        """Record (version id, attempt, worker) for tasks handed out.
-
-        Only forward: a result (say a quick failure) may have been recorded for that very attempt
-        before its lease is, and must not be overwritten by it.
-        """
+        """Record (version id, attempt, worker) for tasks handed out; only forward, see
+        _LEASED_ONE."""
         self._flush()
-        self._db.executemany(
-            "UPDATE versions SET status = 'leased', attempts = ?, worker = ? WHERE id = ? AND "
-            "(status = 'leased' OR (status = 'queued' AND attempts < ?))",
-            ((attempt, worker, vid, attempt) for vid, attempt, worker in leases),
-        )
+        latest: dict[int, tuple[int, str]] = {}
+        for version_id, attempt, worker in leases:  # of two attempts, the later is the lease
+            if attempt > latest.get(version_id, (0, ""))[0]:
+                latest[version_id] = (attempt, worker)
+        if latest:
+            rows = [(a, w, vid, a) for vid, (a, w) in latest.items()]
+            _update_rows(self._db, _LEASED_ONE, _LEASED_MANY, rows)
 
     def mark_queued(self, version_id: int, attempts: int, error: str | None) -> None:
         """Back in the queue after a failed or expired attempt."""

@@ -256,8 +256,6 @@ class Master:
         self._drain(timeout)
         self._check_settling()
         self._queue_new()
-        # A lease whose result is in already would change nothing: only open ones are written.
-        self._ledger.mark_leased(t for t in self.tasks.drain_taken() if t[0] in self._open)
         for lease in self.tasks.expire():
             self._lease_expired(lease)
         now = self._clock()
@@ -270,6 +268,9 @@ class Master:
 
     def _commit(self) -> None:
         """Commit, then move or delete the files whose counts that commit made durable."""
+        # Leases are written with the commit that makes them durable anyway, and only those
+        # still open then: a small file is usually counted by now, and its row written once.
+        self._ledger.mark_leased(t for t in self.tasks.drain_taken() if t[0] in self._open)
         self._ledger.commit()
         if self._to_dispose:
             self._disposer.submit(self._to_dispose)

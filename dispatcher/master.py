@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher import defaults
-from dispatcher.activity import Activity
+from dispatcher.activity import Activity, Counted
 from dispatcher.common import DEFAULT_ADDRESS, ConfigError, display_path
 from dispatcher.ledger import Ledger, VersionStatus
 from dispatcher.ondone import KEEP, Action, Disposal, Disposed, Disposer, OnDone
@@ -284,8 +284,7 @@ class Master:
             return
         while True:
             if isinstance(message, ResultsIn):
-                for result in message.results:
-                    self._record(result)
+                self._record_all(message.results)
             elif isinstance(message, Scanned):
                 for seen in message.seen:
                     self._consider(seen)
@@ -349,7 +348,7 @@ class Master:
         older = self._open_by_path.get(path)
         if older is not None:
             # Changed again before it was counted: only the newest version is worth counting.
-            self.tasks.discard(older)
+            self.tasks.discard([older])
             self._close(older, VersionStatus.SUPERSEDED, "changed before it was counted")
         version_id = self._ledger.add_version(path, size, mtime_ns, self._wall())
         self._known[path] = (size, mtime_ns)
@@ -370,22 +369,23 @@ class Master:
 
     # --- results and leases ----------------------------------------------------------------
 
-    def _record(self, result: Result) -> None:
-        version = self._open.get(result.task_id)
-        if version is None:
-            ledger_log.info(
-                "result for task %d attempt %d from %s ignored: that version is closed",
-                result.task_id,
-                result.attempt,
-                result.worker,
-            )
-            return
-        if result.status is Status.DONE:  # the first result wins: any later one is ignored
-            self.tasks.discard(result.task_id)
-            on_done = self.config.on_done
-            self._ledger.record_result(result, self._wall(), on_done)
-            self.activity.counted(
-                version.size, result.worker, result.lines, result.error_lines, result.seconds
+    def _record_all(self, results: list[Result]) -> None:
+        """Record a worker's batch: the versions done in bulk (one lock each for the task queue
+        and the counters), anything else one by one."""
+        counted: list[Counted] = []
+        done_ids: list[int] = []
+        on_done = self.config.on_done
+        now = self._wall()
+        for result in results:
+            version = self._open.get(result.task_id)
+            if version is None or result.status is not Status.DONE:
+                self._record(result, version)
+                continue
+            # The first result wins: any later one finds the version closed.
+            self._ledger.record_result(result, now, on_done)
+            done_ids.append(result.task_id)
+            counted.append(
+                (version.size, result.worker, result.lines, result.error_lines, result.seconds)
             )
             if on_done.action is not Action.KEEP:
                 self._to_dispose.append(
@@ -399,6 +399,19 @@ class Master:
                     )
                 )
             self._forget(result.task_id)
+        if counted:
+            self.tasks.discard(done_ids)
+            self.activity.counted(counted)
+
+    def _record(self, result: Result, version: _OpenVersion | None) -> None:
+        """A result that is not a count: a failure, a file gone or changed, or a late one."""
+        if version is None:
+            ledger_log.info(
+                "result for task %d attempt %d from %s ignored: that version is closed",
+                result.task_id,
+                result.attempt,
+                result.worker,
+            )
             return
         master_sees = self._stat(version.path)
         if result.status is Status.ERROR or master_sees == (version.size, version.mtime_ns):
@@ -418,14 +431,14 @@ class Master:
                     result.error,
                 )
                 return
-            self.tasks.discard(result.task_id)
+            self.tasks.discard([result.task_id])
             error = result.error or "error"
             if result.status is not Status.ERROR:
                 error = f"worker {result.worker} cannot see this version: {error}"
             self._retry_or_fail(result.task_id, version, result.attempt, error, result.worker)
             return
         # Gone or changed, and the master agrees: final for this version.
-        self.tasks.discard(result.task_id)
+        self.tasks.discard([result.task_id])
         if master_sees is None:
             self._close(result.task_id, VersionStatus.VANISHED, result.error, result.worker)
             self._known.pop(version.path, None)

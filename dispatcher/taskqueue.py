@@ -214,15 +214,16 @@ class TaskQueue:
         with self._cond:
             return self._leases.get(task_id)
 
-    def discard(self, task_id: int) -> None:
-        """Forget a task wherever it is: queued, delayed or leased.
+    def discard(self, task_ids: list[int]) -> None:
+        """Forget tasks wherever they are: queued, delayed or leased.
 
         A queued entry is only marked, and dropped when it reaches the front; an entry put
         again meanwhile (a retry) is a second entry and stays live.
         """
         with self._cond:
-            if self._leases.pop(task_id, None) is None:
-                self._cancelled.add(task_id)
+            for task_id in task_ids:
+                if self._leases.pop(task_id, None) is None:
+                    self._cancelled.add(task_id)
 
     def channel_closed(self, channel: int) -> None:
         """The connection that took these leases is gone: let them expire now, not at term."""

@@ -48,8 +48,8 @@ def test_worker_states_follow_their_calls_and_connections() -> None:
     assert queue.take("h2:2", 1, 1 << 30, 0) != []
     clock.now += 5
     activity.contact("h1:1", 101)  # a heartbeat
-    activity.counted(10, "h2:2", lines=3, error_lines=1, seconds=0.02)
-    queue.discard(2)
+    activity.counted([(10, "h2:2", 3, 1, 0.02)])
+    queue.discard([2])
     clock.now += 1
     workers = {w["id"]: w for w in _document(queue, activity, clock)["workers"]}
     assert workers["h1:1"]["state"] == "counting"
@@ -75,9 +75,9 @@ def test_rates_cover_the_last_minute_and_the_histogram_is_cumulative() -> None:
     activity = Activity(clock)
     activity.queued(7, 5_000_012)
     for seconds in (0.001, 0.02, 0.02, 7.0, 1000.0):
-        activity.counted(1_000_000, "h:1", lines=10, error_lines=0, seconds=seconds)
+        activity.counted([(1_000_000, "h:1", 10, 0, seconds)])
     clock.now += 30
-    activity.counted(2, "h:1", lines=1, error_lines=1, seconds=0.001)
+    activity.counted([(2, "h:1", 1, 1, 0.001)])
     activity.closed("failed", 5, b"bad.gz", "corrupt archive")
     activity.closed("vanished", 5, b"gone.log", None)
     snapshot = activity.snapshot()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dispatcher import defaults
 from dispatcher.activity import Activity, Counted
@@ -27,8 +27,11 @@ from dispatcher.protocol import Result, Status
 from dispatcher.server import ManagerServer, ResultsIn, ResultSink
 from dispatcher.status import MasterInfo, StatusService, status_document
 from dispatcher.taskqueue import Lease, Pending, TaskQueue, host_of
-from dispatcher.watcher import Eligibility, Scanned, Scanner, Seen, Watcher
+from dispatcher.watcher import Eligibility, Scanned, Scanner, Seen
 from workers.counting import DEFAULT_ERROR_PATTERN
+
+if TYPE_CHECKING:
+    from dispatcher.events import Watcher
 
 log = logging.getLogger("logdispatch.master")
 ledger_log = logging.getLogger("logdispatch.ledger")
@@ -154,6 +157,8 @@ class Master:
         self._server.start()
         self._scanner.start()
         if not self.config.once and self.config.events:
+            from dispatcher.events import Watcher
+
             self._watcher = Watcher(self._root, self._inbox, self._scanner, self.config.poll)
             try:
                 self._watcher.start()
@@ -253,6 +258,11 @@ class Master:
     # --- one iteration -------------------------------------------------------------------
 
     def step(self, timeout: float = defaults.TICK_SECONDS) -> None:
+        interval = self.config.commit_interval
+        if interval > 0:
+            # Wait no longer than the next commit is due: a result that arrives now is then
+            # durable (and in summaries) within the commit interval, not up to a tick later.
+            timeout = min(timeout, max(self._committed_at + interval - self._clock(), 0.0))
         self._drain(timeout)
         self._check_settling()
         self._queue_new()

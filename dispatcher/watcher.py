@@ -1,4 +1,5 @@
-"""Finding candidate files: which names are eligible, full scans, and watchdog events.
+"""Finding candidate files: which names are eligible, and full scans (watchdog's events are
+in ``dispatcher.events``, loaded only by a master that watches).
 
 Everything here only reports what it saw to the master's inbox; deciding whether a file has
 settled and recording it is the master loop's job. Events are hints, the directory is the truth.
@@ -12,15 +13,9 @@ import os
 import queue
 import stat
 import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 log = logging.getLogger("logdispatch.watcher")
 
@@ -143,68 +138,3 @@ class Scanner:
                         self._inbox.put(Scanned(batch))
                         batch = []
         self._inbox.put(Scanned(batch, complete=not subdir))
-
-
-class _EventHandler(FileSystemEventHandler):
-    def __init__(self, root: bytes, inbox: queue.SimpleQueue[Any], scanner: Scanner) -> None:
-        self._prefix = root.rstrip(b"/") + b"/"
-        self._inbox = inbox
-        self._scanner = scanner
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("deleted", "opened", "closed_no_write"):
-            return
-        # A move counts at its destination: `x.log.tmp -> x.log` must be seen as x.log.
-        where = event.dest_path if event.event_type == "moved" else event.src_path
-        path = os.fsencode(where)
-        if not path.startswith(self._prefix):
-            return
-        rel = path[len(self._prefix) :]
-        if event.is_directory:
-            if event.event_type in ("created", "moved"):
-                # Files can land in a new folder before its watch exists: look inside.
-                self._scanner.request(rel)
-        else:
-            self._inbox.put(Seen(rel))
-
-
-class _OverflowAlarm(logging.Handler):
-    """Asks for a full rescan when watchdog reports lost inotify events (it only logs them)."""
-
-    def __init__(self, scanner: Scanner) -> None:
-        super().__init__(logging.WARNING)
-        self._scanner = scanner
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage():
-            log.warning("inotify queue overflowed: events were lost, rescanning the root")
-            self._scanner.request()
-
-
-class Watcher:
-    """watchdog's inotify observer, or its polling observer for network filesystems."""
-
-    def __init__(
-        self, root: bytes, inbox: queue.SimpleQueue[Any], scanner: Scanner, poll: float | None
-    ) -> None:
-        self._observer: BaseObserver = PollingObserver(timeout=poll) if poll else Observer()
-        self._observer.schedule(
-            _EventHandler(root, inbox, scanner), os.fsdecode(root), recursive=True
-        )
-        self.mode = f"polling every {poll:g} s" if poll else "events"
-        self._alarm = _OverflowAlarm(scanner)
-
-    def start(self) -> None:
-        # watchdog warns when a folder tree is copied in faster than it adds watches; it then
-        # replaces the watch itself, and the scan of the new folder covers its files anyway.
-        warnings.filterwarnings("ignore", "Callback with id", RuntimeWarning, "watchdog")
-        # watchdog has no public hook for an inotify overflow, only this warning.
-        watchdog_log = logging.getLogger("watchdog.observers")
-        watchdog_log.setLevel(logging.WARNING)  # the alarm must hear warnings even under -qq
-        watchdog_log.addHandler(self._alarm)
-        self._observer.start()
-
-    def stop(self) -> None:
-        self._observer.stop()
-        self._observer.join(timeout=5)
-        logging.getLogger("watchdog.observers").removeHandler(self._alarm)

@@ -510,7 +510,7 @@ def fig_cores(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> 
 
 
 # About a second of pure interpreter work: what two cores give two such processes at once.
-SPIN = [sys.executable, "-c", "x = 0\nfor i in range(25_000_000): x += i"]
+SPIN = [sys.executable, "-c", "x = 0\nfor i in range(10_000_000): x += i"]
 
 
 def concurrently(commands: Sequence[Sequence[str]]) -> float:

@@ -188,6 +188,7 @@ class Ledger:
         self._done_rows: list[tuple[object, ...]] = []
         self._disposed_rows: list[tuple[str, str, int]] = []
         self._db.execute("BEGIN")
+        self._committed_changes = self._db.total_changes
 
     def _check_root(self, root: Path) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
@@ -218,6 +219,13 @@ class Ledger:
         self._flush()
         self._db.execute("COMMIT")
         self._db.execute("BEGIN")
+        self._committed_changes = self._db.total_changes
+
+    @property
+    def dirty(self) -> bool:
+        """Whether anything was written or buffered since the last commit."""
+        buffered = self._new_rows or self._done_rows or self._disposed_rows
+        return bool(buffered) or self._db.total_changes != self._committed_changes
 
     def _flush(self) -> None:
         """Write the buffered new versions and results, before any other write (order kept)."""

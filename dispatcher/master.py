@@ -259,9 +259,9 @@ class Master:
 
     def step(self, timeout: float = defaults.TICK_SECONDS) -> None:
         interval = self.config.commit_interval
-        if interval > 0:
-            # Wait no longer than the next commit is due: a result that arrives now is then
-            # durable (and in summaries) within the commit interval, not up to a tick later.
+        if interval > 0 and self._ledger.dirty:
+            # Wait no longer than the next commit is due: what was recorded is then durable
+            # (and in summaries) within the commit interval, not up to a tick later.
             timeout = min(timeout, max(self._committed_at + interval - self._clock(), 0.0))
         self._drain(timeout)
         self._check_settling()
@@ -272,19 +272,24 @@ class Master:
         if not self.config.once and now >= self._next_rescan:
             self._next_rescan = now + self.config.rescan
             self._scanner.request()
-        if now - self._committed_at >= self.config.commit_interval:
-            self._commit()
+        # Commits come at most once an interval, and only with something to commit: after a
+        # quiet spell, a result is committed as soon as it is recorded.
+        if now - self._committed_at >= self.config.commit_interval and self._commit():
             self._committed_at = now
 
-    def _commit(self) -> None:
-        """Commit, then move or delete the files whose counts that commit made durable."""
+    def _commit(self) -> bool:
+        """Commit, then move or delete the files whose counts that commit made durable;
+        False when there was nothing to commit."""
         # Leases are written with the commit that makes them durable anyway, and only those
         # still open then: a small file is usually counted by now, and its row written once.
         self._ledger.mark_leased(t for t in self.tasks.drain_taken() if t[0] in self._open)
+        if not self._ledger.dirty:
+            return False
         self._ledger.commit()
         if self._to_dispose:
             self._disposer.submit(self._to_dispose)
             self._to_dispose = []
+        return True
 
     def _drain(self, timeout: float) -> None:
         """Handle everything in the inbox, waiting up to ``timeout`` for the first message."""

@@ -297,3 +297,30 @@ def test_a_lone_host_still_retries_what_it_failed(harness: Harness) -> None:
     harness.clock.now += 2
     [again] = harness.take("host-a:1")  # nobody else asks: the failing host tries again
     assert again.attempt == 2
+
+
+def test_commits_keep_their_interval_and_a_result_after_a_quiet_spell_is_committed_at_once(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path, commit_interval=5.0, lease=600.0)
+    try:
+        _old_file(h.root / "a.log", b"ERROR a\n")
+        _old_file(h.root / "b.log", b"b\n")
+        master = h.start()
+        h.step_until(lambda: master.scan_complete)
+        h.clock.now += 60
+        master.step(timeout=0)  # the new versions are committed
+        tasks = {t.path: t for t in h.take("w1")}
+        h.clock.now += 5
+        master.step(timeout=0)  # the leases are committed
+        h.clock.now += 60  # the worker counts for a minute: nothing to commit meanwhile
+        master.step(timeout=0)
+        h.report(tasks[b"a.log"], "w1", Status.DONE, lines=1, error_lines=1)
+        assert h.files()["a.log"]["status"] == "done"  # at once, not an interval later
+        h.report(tasks[b"b.log"], "w1", Status.DONE, lines=1)
+        assert h.files()["b.log"]["status"] == "leased"  # within the interval of that commit
+        h.clock.now += 5
+        master.step(timeout=0)
+        assert h.files()["b.log"]["status"] == "done"
+    finally:
+        h.close()

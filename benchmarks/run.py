@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -377,6 +378,59 @@ def fig_count(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> 
         ]  # fmt: skip
     finally:
         path.unlink(missing_ok=True)
+
+
+# Logs of other shapes than figure 1's (3 % error lines): what grep's speed depends on.
+SHAPES = {
+    "clean": "a {mb} MB log with no error word at all (grep's literal search skips most of it)",
+    "dense": "a {mb} MB log with every third line an error line",
+}
+
+
+def reshaped(chunks: Sequence[Chunk], shape: str) -> list[Chunk]:
+    """Figure 1's chunks without a single error word ("clean") or with every third line an
+    error line ("dense"); only their data is used."""
+    out = []
+    for chunk in chunks:
+        lines = chunk.data.splitlines(keepends=True)
+        if shape == "clean":
+            lines = [x for x in lines if not re.search(rb"ERROR|FATAL|CRITICAL", x)]
+        else:
+            lines = [x if i % 3 else x[:24] + b"ERROR " + x[24:] for i, x in enumerate(lines)]
+        out.append(Chunk(b"".join(lines), 0, 0))
+    return out
+
+
+def fig_shapes(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> list[Row]:
+    rows = []
+    for shape, what in SHAPES.items():
+        path = tmp / f"{shape}.log"
+        try:
+            write_log(path, reshaped(chunks, shape), sz.log_mb * MB, rng)
+            ours, grep = [], []
+            for i in range(sz.repeats):
+                progress(f"figure 1 ({shape}): repeat {i + 1}/{sz.repeats}")
+                warm(path)
+                t, out = timed(cli("count", "--engine", "hyperscan", path))
+                ours.append(t)
+                errors = int(out.split()[1])
+                t, out = timed(["grep", "-c", "-E", GREP_RE, str(path)], ok=(0, 1))
+                grep.append(t)
+                if errors != int(out.strip()):
+                    raise BenchError(f"{shape}: ours {errors} error lines, grep -c {out.strip()}")
+        finally:
+            path.unlink(missing_ok=True)
+        rows.append(
+            Row(
+                f"1{'c' if shape == 'clean' else 'd'}. {what.format(mb=sz.log_mb)} "
+                f"(best of {sz.repeats})",
+                f"{min(ours):.3f} s",
+                f"grep -c -E: {min(grep):.3f} s",
+                f"{min(ours) / min(grep):.2f}",
+                met=f"{errors:,} error lines: ours = grep -c",
+            )
+        )
+    return rows
 
 
 def make_small_files(root: Path, count: int, rng: random.Random, chunks: list[Chunk]) -> None:
@@ -828,7 +882,8 @@ def fig_on_done(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -
 
 
 FIGURES = [
-    fig_count, fig_small, fig_cores, fig_scale, fig_latency, fig_memory, fig_views, fig_on_done,
+    fig_count, fig_shapes, fig_small, fig_cores, fig_scale, fig_latency, fig_memory,
+    fig_views, fig_on_done,
 ]  # fmt: skip
 
 

@@ -51,11 +51,12 @@ class Sizes:
     tiny_files: int
     latency_files: int
     sparse_bytes: int
+    spin_loops: int = 10_000_000  # figure 3b's reference loop: about a second here
 
 
 def sizes(quick: bool) -> Sizes:
     if quick:
-        return Sizes(True, 50, 2, 3_000, 2, 40, 0, 5, 256 * MB)
+        return Sizes(True, 50, 2, 3_000, 2, 40, 0, 5, 256 * MB, spin_loops=2_000_000)
     # Five repeats: on a shared 2-core VM a single run of the same command varies by 30%, and
     # the best of five on each side is a steadier ratio than the best of three.
     return Sizes(False, 400, 5, 20_000, 8, 256, 100_000, 20, 1 << 30)
@@ -539,8 +540,9 @@ def fig_cores(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> 
             times["c2"].append(
                 concurrently([cli("count", *paths[:half]), cli("count", *paths[half:])])
             )
-            times["s1"].append(concurrently([SPIN]))
-            times["s2"].append(concurrently([SPIN, SPIN]))
+            loop = spin(sz.spin_loops)
+            times["s1"].append(concurrently([loop]))
+            times["s2"].append(concurrently([loop, loop]))
         best = {k: min(v) for k, v in times.items()}
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -569,8 +571,9 @@ def fig_cores(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> 
     ]  # fmt: skip
 
 
-# About a second of pure interpreter work: what two cores give two such processes at once.
-SPIN = [sys.executable, "-c", "x = 0\nfor i in range(10_000_000): x += i"]
+def spin(loops: int) -> list[str]:
+    """Pure interpreter work: what two cores give two such processes at once."""
+    return [sys.executable, "-c", f"x = 0\nfor i in range({loops}): x += i"]
 
 
 def concurrently(commands: Sequence[Sequence[str]]) -> float:
@@ -840,6 +843,7 @@ def fig_on_done(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -
     seed = rng.randrange(1 << 30)
     root = tmp / "on-done"
     state = tmp / "on-done-state"
+    repeats = 1 if sz.quick else sz.repeats  # each mode starts from fresh files
 
     def fresh_files() -> None:
         for folder in (root, archive, state):
@@ -847,16 +851,17 @@ def fig_on_done(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -
         make_small_files(root, n, random.Random(seed), chunks)  # the same files each time
         for path in root.rglob("*.log"):
             make_old(path)  # settled: no --settle wait in any mode
-        os.sync()  # on disk, as logs are long before they are counted: unlinks then free blocks
+        if not sz.quick:  # on disk, as logs are long before they are counted: unlinks then
+            os.sync()  # free blocks (seconds on this VM, so not when quick)
 
     try:
-        for i in range(sz.repeats):
-            progress(f"figure 8: repeat {i + 1}/{sz.repeats}, find -delete")
+        for i in range(repeats):
+            progress(f"figure 8: repeat {i + 1}/{repeats}, find -delete")
             fresh_files()
             t, _ = timed(["find", str(root), "-type", "f", "-delete"])
             find_delete = min(find_delete, t)
             for mode, value in modes.items():  # interleaved: each mode meets the same load
-                progress(f"figure 8: repeat {i + 1}/{sz.repeats}, --on-done {mode}")
+                progress(f"figure 8: repeat {i + 1}/{repeats}, --on-done {mode}")
                 fresh_files()
                 command = cli("run", root, "--once", "--workers", "2", "--state", state)
                 t, _ = timed([*command, "--on-done", value])
@@ -872,7 +877,7 @@ def fig_on_done(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -
         for folder in (root, archive, state):
             shutil.rmtree(folder, ignore_errors=True)
     keep = best["keep"]
-    name = f"8{{}}. {n:,} small files, 2 workers, `--on-done {{}}` (best of {sz.repeats})"
+    name = f"8{{}}. {n:,} small files, 2 workers, `--on-done {{}}` (best of {repeats})"
     note = {
         "delete": f"none left in ROOT; `find -type f -delete` alone: {find_delete:.2f} s",
         "move": "all in DIR, none left in ROOT",

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import threading
 import time
 import urllib.error
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 import test_summary_views
-from conftest import Cluster, free_port, logdispatch, wait_for
+from conftest import Cluster, free_port, logdispatch, port_in_use, wait_for
 from ledgers import HOSTILE_LINE, HOSTILE_NAMES, Finished, write_ledger
 from test_summary_views import BROKEN, Counted, as_json
 
@@ -517,10 +516,7 @@ def test_the_live_page_is_built_once_per_refresh_interval_for_every_viewer(
 
 
 def test_serve_http_on_an_address_in_use_is_a_clear_error(cluster: Cluster) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with port_in_use() as port:
         # The queue server is up ("serving on") before the report's port is refused.
         master = cluster.serve("--http", f"127.0.0.1:{port}")
         assert master.wait() == 2

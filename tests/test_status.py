@@ -7,7 +7,6 @@ import os
 import pty
 import select
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AUTHKEY, LOGDISPATCH, Cluster, free_port, wait_for, write_log
+from conftest import AUTHKEY, LOGDISPATCH, Cluster, free_port, port_in_use, wait_for, write_log
 from reference import reference_counts
 
 from dispatcher.activity import FORGET_WORKER_SECONDS, SECONDS_BUCKETS, Activity
@@ -251,10 +250,7 @@ def test_metrics_endpoint_over_http(cluster: Cluster) -> None:
 
 
 def test_metrics_address_in_use_is_a_clear_error(cluster: Cluster) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with port_in_use() as port:
         # The queue server is up ("serving on") before the metrics port is refused.
         master = cluster.serve("--metrics", f"127.0.0.1:{port}")
         assert master.wait() == 2

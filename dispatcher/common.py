@@ -111,8 +111,9 @@ def add_engine_argument(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=ENGINES,
         default="auto",
-        help="search engine for literal-word error patterns: hyperscan (the [fast] extra) is "
-        "several times faster than python; auto takes it when installed (default: auto)",
+        help="what searches literal-word error patterns and counts newlines: auto takes the "
+        "[fast] extra (hyperscan, stringzilla) when installed, python the standard library "
+        "only, hyperscan requires the extra (default: auto)",
     )
 
 

@@ -25,6 +25,7 @@ from conftest import as_unprivileged
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from workers import counting
 from workers.counting import (
     CHUNK_SIZE,
     DEFAULT_ERROR_PATTERN,
@@ -101,6 +102,9 @@ def test_literal_patterns_take_the_fast_path() -> None:
     assert (DEFAULT.engine, HYPERSCAN.engine, GENERAL.engine) == ("literal", "hyperscan", "regex")
     assert ErrorMatcher().engine == "hyperscan"  # "auto" takes it when it is installed
     assert ErrorMatcher(FORCED_GENERAL, engine="hyperscan").engine == "regex"
+    # stringzilla counts the newlines unless the engine is the standard library's alone.
+    assert DEFAULT.newline_counter == "bytes.count"
+    assert HYPERSCAN.newline_counter == GENERAL.newline_counter == "stringzilla"
     assert ErrorMatcher(rb"\b(WARN|ERROR)\b").literal_words == (b"WARN", b"ERROR")
     assert ErrorMatcher(rb"\bE42\b").literal_words == (b"E42",)
     plain = ErrorMatcher(rb"ERROR|FATAL|ERROR")
@@ -134,17 +138,20 @@ def test_bad_regex_and_bad_limit_are_refused() -> None:
         ErrorMatcher(engine="grep")
 
 
-def test_default_install_counts_without_hyperscan(tmp_path: Path) -> None:
-    """Without the optional extra, "auto" falls back to bytes.find and "hyperscan" is refused."""
+def test_default_install_counts_without_the_accelerators(tmp_path: Path) -> None:
+    """Without the optional extra, "auto" falls back to bytes.find and bytes.count, and
+    "hyperscan" is refused."""
     path = tmp_path / "app.log"
     path.write_bytes(LOG)
     script = f"""
 import sys
-sys.modules["hyperscan"] = None  # what an install without the extra sees: ImportError
+# What an install without the extra sees: ImportError.
+sys.modules["hyperscan"] = sys.modules["stringzilla"] = None
 from dispatcher.common import ConfigError
 from workers.counting import ErrorMatcher, count_path
 matcher = ErrorMatcher()
-print(matcher.engine, count_path({str(path)!r}, matcher).error_lines)
+counts = count_path({str(path)!r}, matcher)
+print(matcher.engine, matcher.newline_counter, counts.lines, counts.error_lines)
 try:
     ErrorMatcher(engine="hyperscan")
 except ConfigError as e:
@@ -152,9 +159,9 @@ except ConfigError as e:
 """
     command = [sys.executable, "-c", script]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
-    expected = count_path(str(path), HYPERSCAN).error_lines
+    expected = count_path(str(path), HYPERSCAN)
     assert done.stdout.splitlines() == [
-        f"literal {expected}",
+        f"literal bytes.count {expected.lines} {expected.error_lines}",
         "the hyperscan engine is not installed: pip install 'logdispatch[fast]'",
     ]
 
@@ -546,6 +553,18 @@ def chunked(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
 
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(
+    st.binary(max_size=5000)
+    | st.lists(st.sampled_from([b"\n", b"\r\n", b"x" * 31, b"\n" * 65])).map(b"".join)
+)
+def test_newline_counters_agree(data: bytes) -> None:
+    """stringzilla's SIMD count against bytes.count, on lengths across its block sizes."""
+    for start in (0, 1, 15, 33):
+        piece = data[start:]
+        assert counting._count_newlines_simd(piece) == counting._count_newlines(piece)
 
 
 @PROPERTY

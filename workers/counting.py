@@ -22,10 +22,15 @@ from typing import BinaryIO, Protocol
 
 from dispatcher.common import ENGINES, ConfigError, LogDispatchError
 
-try:  # the optional accelerator: `pip install 'logdispatch[fast]'`
+# The optional accelerators: `pip install 'logdispatch[fast]'`.
+try:
     import hyperscan
 except ImportError:  # pragma: no cover - the default install
     hyperscan = None  # type: ignore[assignment]
+try:
+    import stringzilla
+except ImportError:  # pragma: no cover - the default install
+    stringzilla = None
 
 # The error pattern every component uses unless the operator sets --error-pattern.
 DEFAULT_ERROR_PATTERN: bytes = rb"\b(?:ERROR|FATAL|CRITICAL)\b"
@@ -99,12 +104,14 @@ class ErrorMatcher:
     ``long_line_limit`` bytes of each line. Appending ``(?#general)`` to a literal pattern
     forces the general path without changing what it matches.
 
-    ``engine``: "auto" (hyperscan when installed), "python" (never hyperscan) or "hyperscan"
-    (required: a ConfigError when it is not installed). It only decides how literal patterns
-    are searched: no engine changes what any pattern counts.
+    ``engine``: "auto" (the accelerators that are installed), "python" (the standard library
+    only) or "hyperscan" (required: a ConfigError when it is not installed). It decides how
+    literal patterns are searched, and whether newlines are counted by stringzilla (with
+    "auto" or "hyperscan", when installed) or by ``bytes.count``: no engine changes what any
+    pattern counts.
     """
 
-    __slots__ = ("_block", "_bounded", "_database", "_limit", "_regex", "_words")
+    __slots__ = ("_block", "_bounded", "_database", "_limit", "_newlines", "_regex", "_words")
 
     def __init__(
         self,
@@ -131,6 +138,9 @@ class ErrorMatcher:
         if self._words is not None and engine != "python" and hyperscan is not None:
             self._database = _compile_hyperscan(self._words, self._bounded, stream=True)
             self._block = _compile_hyperscan(self._words, self._bounded, stream=False)
+        self._newlines = _count_newlines
+        if engine != "python" and stringzilla is not None:
+            self._newlines = _count_newlines_simd
 
     @property
     def pattern(self) -> bytes:
@@ -157,8 +167,16 @@ class ErrorMatcher:
             return "hyperscan"
         return "literal" if self._words is not None else "regex"
 
+    @property
+    def newline_counter(self) -> str:
+        """What counts the lines: "stringzilla" or "bytes.count"."""
+        return "stringzilla" if self._newlines is _count_newlines_simd else "bytes.count"
+
     def __repr__(self) -> str:
-        return f"ErrorMatcher({self.pattern!r}, long_line_limit={self._limit}, {self.engine})"
+        return (
+            f"ErrorMatcher({self.pattern!r}, long_line_limit={self._limit}, {self.engine}, "
+            f"{self.newline_counter})"
+        )
 
     def _count_whole(self, content: bytes) -> Counts:
         """Count content known to be complete (a small file read in one piece)."""
@@ -174,16 +192,24 @@ class ErrorMatcher:
                 ends.append(end)
 
         self._block.scan(content, match_event_handler=on_line)
-        lines = content.count(b"\n") + (bool(content) and content[-1] != 0x0A)
+        lines = self._newlines(content) + (bool(content) and content[-1] != 0x0A)
         samples = tuple(_sample_ending_at(content, end, b"") for end in ends)
         return Counts(lines, error_lines, len(content), samples=samples)
 
     def _scan(self) -> _Scan:
         if self._database is not None:
-            return _HyperscanScan(self._database)
+            return _HyperscanScan(self._database, self._newlines)
         if self._words is not None:
-            return _LiteralScan(self._words, self._bounded)
-        return _RegexScan(self._regex, self._limit)
+            return _LiteralScan(self._words, self._bounded, self._newlines)
+        return _RegexScan(self._regex, self._limit, self._newlines)
+
+
+def _count_newlines(buf: bytes) -> int:
+    return buf.count(b"\n")  # a byte at a time: about 2 GB/s
+
+
+def _count_newlines_simd(buf: bytes) -> int:
+    return int(stringzilla.count(buf, b"\n"))
 
 
 def check_engine(engine: str) -> None:
@@ -228,8 +254,11 @@ class _LiteralScan:
     which is enough to find a word split across chunks and the byte before it.
     """
 
-    def __init__(self, words: tuple[bytes, ...], bounded: bool) -> None:
+    def __init__(
+        self, words: tuple[bytes, ...], bounded: bool, newlines: Callable[[bytes], int]
+    ) -> None:
         self._words = words
+        self._newlines = newlines
         self._bounded = bounded
         self._keep = max(map(len, words)) + 1
         self._lines = 0
@@ -272,7 +301,7 @@ class _LiteralScan:
         if not size:
             return
         self._bytes_read += size
-        self._lines += chunk.count(b"\n")
+        self._lines += self._newlines(chunk)
         self._ends_open = chunk[-1] != 0x0A
         first_newline = chunk.find(b"\n")
         last_newline = chunk.rfind(b"\n") if first_newline != -1 else -1
@@ -377,8 +406,11 @@ class _LiteralScan:
 class _RegexScan:
     """Streaming state of the general regex path: complete lines are searched one by one."""
 
-    def __init__(self, regex: re.Pattern[bytes], limit: int) -> None:
+    def __init__(
+        self, regex: re.Pattern[bytes], limit: int, newlines: Callable[[bytes], int]
+    ) -> None:
         self._search = regex.search
+        self._newlines = newlines
         self._limit = limit
         # The open line is kept up to what its search and its sample need, never more.
         self._keep = max(limit, SAMPLE_BYTES) + 1
@@ -418,7 +450,7 @@ class _RegexScan:
         if not chunk:
             return
         self._bytes_read += len(chunk)
-        newlines = chunk.count(b"\n")
+        newlines = self._newlines(chunk)
         if not newlines:
             self._extend(chunk)
             return
@@ -491,7 +523,8 @@ class _HyperscanScan:
     content is hyperscan's business. The first SAMPLE_LINES reports are noted for samples.
     """
 
-    def __init__(self, database: hyperscan.Database) -> None:
+    def __init__(self, database: hyperscan.Database, newlines: Callable[[bytes], int]) -> None:
+        self._newlines = newlines
         self._lines = 0
         self._error_lines = 0
         self._bytes_read = 0
@@ -522,7 +555,7 @@ class _HyperscanScan:
         self._base += len(self._chunk)
         self._chunk = chunk
         self._bytes_read += len(chunk)
-        self._lines += chunk.count(b"\n")
+        self._lines += self._newlines(chunk)
         self._ends_open = chunk[-1] != 0x0A
         self._stream.scan(chunk)
         if self._marks:

@@ -210,7 +210,12 @@ class Worker:
         if matcher is None:
             matcher = ErrorMatcher(pattern, engine=self.config.engine)
             self._matchers[pattern] = matcher
-            log.info("error pattern %s: %s engine", display_path(pattern), matcher.engine)
+            log.info(
+                "error pattern %s: %s engine, lines counted by %s",
+                display_path(pattern),
+                matcher.engine,
+                matcher.newline_counter,
+            )
         return matcher
 
     # --- talking to the master -------------------------------------------------------------

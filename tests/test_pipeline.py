@@ -130,8 +130,9 @@ def test_work_processes_and_sigterm_stop_everything_cleanly(cluster: Cluster) ->
         (cluster.root / f"f{i:03}.log").write_bytes(b"ERROR x\n" * (i % 5))
     wait_for(lambda: cluster.summary()["totals"].get("done") == 300)
     assert cluster.summary()["totals"]["error_lines"] == sum(i % 5 for i in range(300))
-    # Each counting process compiles the pattern once and says what searches and counts.
-    assert worker.output.count("hyperscan engine, lines counted by stringzilla") == 2
+    # A counting process compiles the pattern once, not per file, and says what searches and
+    # counts; one of the two may have been handed every file.
+    assert 1 <= worker.output.count("hyperscan engine, lines counted by stringzilla") <= 2
 
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0

@@ -287,6 +287,14 @@ def _add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
         help="bytes regex for error lines (default: \\b(?:ERROR|FATAL|CRITICAL)\\b)",
     )
     parser.add_argument("--lease", type=float, default=defaults.LEASE_SECONDS, metavar="SECONDS")
+    parser.add_argument(
+        "--max-lease-age",
+        type=float,
+        default=defaults.MAX_LEASE_AGE_SECONDS,
+        metavar="SECONDS",
+        help="a lease ends this long after it was taken, however often its worker heartbeats "
+        "(default: %(default)g)",
+    )
     parser.add_argument("--max-attempts", type=int, default=defaults.MAX_ATTEMPTS, metavar="N")
     parser.add_argument(
         "--on-done",
@@ -314,6 +322,7 @@ def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -
         "exclude": args.exclude,
         "error_pattern": _pattern(args.error_pattern),
         "lease": args.lease,
+        "max_lease_age": args.max_lease_age,
         "max_attempts": args.max_attempts,
         "on_done": OnDone.parse(args.on_done),
     }

@@ -10,6 +10,11 @@ SETTLE_SECONDS = 2.0
 # files go to another worker after at most this delay.
 LEASE_SECONDS = 30.0
 
+# However often its worker heartbeats, a lease on the file being counted ends this long after
+# it was taken: a worker stuck on one file, or a client that holds a task without counting it,
+# gives it back. Long enough for a file of hundreds of GB at disk speed.
+MAX_LEASE_AGE_SECONDS = 3600.0
+
 # Attempts per file version before it is recorded as failed with its last error.
 MAX_ATTEMPTS = 3
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -103,6 +104,9 @@ _MAX_PARAMETERS = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 # UPDATE ... FROM (SQLite 3.33): many rows' updates in one statement; before it, one per row.
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 
+# Version ids reserved by one commit: a restart skips what is left of the block.
+ID_BLOCK = 1 << 20
+
 _DONE_ONE = (
     "UPDATE versions SET status = 'done', attempts = max(attempts, ?), worker = ?, lines = ?, "
     "error_lines = ?, bytes_read = ?, long_lines = ?, seconds = ?, error = NULL, samples = ?, "
@@ -182,8 +186,13 @@ class Ledger:
             self._lock.close()
             raise ConfigError(f"cannot open the ledger in {state_dir}: {e}") from None
         self._check_root(root)
+        self.lease_secret = self._lease_secret()
+        # Ids are handed to workers before the commit that writes their rows, so the next
+        # master must not start from the largest id committed: it starts past every id this one
+        # may have handed out, a bound committed before any of them is (see add_version).
         (last_id,) = self._db.execute("SELECT coalesce(max(id), 0) FROM versions").fetchone()
-        self._next_id = int(last_id) + 1
+        self._next_id = max(int(last_id) + 1, self._meta_int("ids_reserved_to"))
+        self._reserve_ids()
         self._new_rows: list[tuple[int, bytes, int, int, float]] = []
         self._done_rows: list[tuple[object, ...]] = []
         self._disposed_rows: list[tuple[str, str, int]] = []
@@ -200,6 +209,28 @@ class Ledger:
                 f"the state directory belongs to root {row[0]}, not {root}: "
                 "use another --state for this root"
             )
+
+    def _meta_int(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _reserve_ids(self) -> None:
+        """Commit that ids below ``_next_id + ID_BLOCK`` are taken (outside any transaction, or
+        by committing the one open)."""
+        self._ids_reserved_to = self._next_id + ID_BLOCK
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('ids_reserved_to', ?)", (self._ids_reserved_to,)
+        )
+
+    def _lease_secret(self) -> bytes:
+        """The key that signs leases, made once per ledger: results and heartbeats are checked
+        against it after a restart too."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'lease_secret'").fetchone()
+        if row is not None:
+            return bytes.fromhex(row[0])
+        secret = secrets.token_bytes(32)
+        self._db.execute("INSERT INTO meta VALUES ('lease_secret', ?)", (secret.hex(),))
+        return secret
 
     def _migrate(self) -> None:
         """Bring a ledger written by an earlier version up to SCHEMA."""
@@ -291,7 +322,13 @@ class Ledger:
         return [OpenVersion(i, p, s, m, VersionStatus(st), a) for i, p, s, m, st, a in rows]
 
     def add_version(self, path: bytes, size: int, mtime_ns: int, seen_at: float) -> int:
-        """A new queued version; its id is given here (the only writer), its row buffered."""
+        """A new queued version; its id is given here (the only writer), its row buffered.
+
+        Its id is never given again, even if the master dies before the row is committed.
+        """
+        if self._next_id >= self._ids_reserved_to:
+            self._reserve_ids()
+            self.commit()
         version_id = self._next_id
         self._next_id += 1
         self._new_rows.append((version_id, path, size, mtime_ns, seen_at))

@@ -6,6 +6,7 @@ and manager-server threads talk to it through ``inbox`` only.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import queue
@@ -49,6 +50,7 @@ class MasterConfig:
     exclude: Sequence[str] = ()
     error_pattern: bytes = DEFAULT_ERROR_PATTERN
     lease: float = defaults.LEASE_SECONDS
+    max_lease_age: float = defaults.MAX_LEASE_AGE_SECONDS
     max_attempts: int = defaults.MAX_ATTEMPTS
     rescan: float = defaults.RESCAN_SECONDS
     events: bool = True  # False: no watcher at all, only the rescans find files
@@ -71,6 +73,8 @@ class MasterConfig:
             raise ConfigError("--max-attempts must be at least 1")
         if self.lease <= 0 or self.settle < 0:
             raise ConfigError("--lease must be positive and --settle not negative")
+        if self.max_lease_age < self.lease:
+            raise ConfigError("--max-lease-age must be at least --lease")
 
 
 @dataclass(slots=True)
@@ -107,7 +111,13 @@ class Master:
         self._committed_at = clock()
         self.activity = Activity(clock, wall)
         self.tasks = TaskQueue(
-            self._root, config.error_pattern, config.lease, clock, self.activity.contact
+            self._root,
+            config.error_pattern,
+            config.lease,
+            clock,
+            self.activity.contact,
+            secret=self._ledger.lease_secret,
+            max_lease_age=config.max_lease_age,
         )
         self._server: ManagerServer | None = None
         self._eligibility = Eligibility(config.include, config.exclude)
@@ -393,6 +403,8 @@ class Master:
         now = self._wall()
         for result in results:
             version = self._open.get(result.task_id)
+            if version is not None and not self._issued(result, version):
+                continue
             if version is None or result.status is not Status.DONE:
                 self._record(result, version)
                 continue
@@ -418,11 +430,33 @@ class Master:
             self.tasks.discard(done_ids)
             self.activity.counted(counted)
 
+    def _issued(self, result: Result, version: _OpenVersion) -> bool:
+        """Whether ``result`` answers a lease this master (or one before it on this ledger)
+        handed out for exactly this version: its path, size and mtime are in the signature."""
+        expected = self.tasks.sign(
+            result.task_id, result.attempt, version.path, version.size, version.mtime_ns
+        )
+        if hmac.compare_digest(expected, result.lease):
+            return True
+        ledger_log.warning(
+            "result from %s for task %d attempt %d refused: it was not handed out for %s "
+            "as it is now (size %d, mtime %d)",
+            result.worker,
+            result.task_id,
+            result.attempt,
+            display_path(version.path),
+            version.size,
+            version.mtime_ns,
+        )
+        return False
+
     def _record(self, result: Result, version: _OpenVersion | None) -> None:
         """A result that is not a count: a failure, a file gone or changed, or a late one."""
         if version is None:
+            # Counted already (a late duplicate), or handed out by a master that stopped before
+            # it recorded the version: ids are never given twice, so it cannot land elsewhere.
             ledger_log.info(
-                "result for task %d attempt %d from %s ignored: that version is closed",
+                "result for task %d attempt %d from %s refused: no open version has that id",
                 result.task_id,
                 result.attempt,
                 result.worker,

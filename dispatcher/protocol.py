@@ -17,7 +17,7 @@ from multiprocessing.managers import (  # type: ignore[attr-defined]
     BaseProxy,
     listener_client,
 )
-from typing import Any
+from typing import Any, TypeGuard
 
 # A master that does not accept within this is unreachable for now.
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -57,6 +57,10 @@ class Task:
     mtime_ns: int
     attempt: int
     error_pattern: bytes
+    # The master's signature of this lease (version, attempt, path, size, mtime): a result,
+    # heartbeat or hand-back for the task must bring it back, so that nobody but the holder of
+    # this very lease can report on it, and a result can never land on another version.
+    lease: bytes = b""
 
     def __reduce__(self) -> tuple[type[Task], tuple[object, ...]]:
         # Pickled as its constructor's arguments: several times faster both ways than the
@@ -68,6 +72,7 @@ class Task:
             self.mtime_ns,
             self.attempt,
             self.error_pattern,
+            self.lease,
         )
 
 
@@ -86,6 +91,7 @@ class Result:
     seconds: float = 0.0
     error: str | None = None
     samples: tuple[bytes, ...] = ()
+    lease: bytes = b""  # the task's lease signature, returned as it came
 
     def __reduce__(self) -> tuple[type[Result], tuple[object, ...]]:
         # As Task.__reduce__; the status travels as its plain value.
@@ -101,12 +107,122 @@ class Result:
             self.seconds,
             self.error,
             self.samples,
+            self.lease,
         )
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, Status):
             # A dict first: 0.1 us, where Status() takes 0.6; it still refuses an unknown value.
             self.status = _STATUSES.get(self.status) or Status(self.status)
+
+
+# What the master accepts from a worker, checked on the server thread before anything reaches
+# the master loop or the ledger: a key holder must not be able to crash the master, poison the
+# ledger (an integer SQLite cannot hold, a string where a count belongs) or fill its memory.
+MAX_WORKER_ID = 255  # characters; ids are host:pid
+MAX_TASK_IDS = 10_000  # ids in one heartbeat or hand-back; a worker holds at most a batch
+MAX_RESULTS = 10_000  # results in one put; a worker sends at most a batch
+MAX_COUNT = 1 << 53  # lines or bytes of one file: 8 PiB, and exact in a float
+MAX_ATTEMPT = 1 << 20
+MAX_ERROR_CHARS = 4096
+MAX_SAMPLES = 16
+MAX_SAMPLE_BYTES = 4096
+MAX_LEASE_BYTES = 64
+MAX_SECONDS = 1e9
+
+
+class BadRequest(ValueError):
+    """A request a correct worker never sends: refused, logged, and its connection dropped."""
+
+
+def _is_int(value: object, low: int, high: int) -> TypeGuard[int]:
+    # bool is an int subclass, and True is no count.
+    return type(value) is int and low <= value <= high
+
+
+def check_worker_id(worker_id: object) -> str:
+    """``worker_id`` if it is a short printable string, else BadRequest."""
+    if type(worker_id) is not str or not 0 < len(worker_id) <= MAX_WORKER_ID:
+        raise BadRequest(f"worker id must be a string of 1 to {MAX_WORKER_ID} characters")
+    if not worker_id.isprintable():
+        raise BadRequest("worker id has control characters")
+    return worker_id
+
+
+def check_int(value: object, name: str, low: int = 0, high: int = MAX_COUNT) -> int:
+    if not _is_int(value, low, high):
+        raise BadRequest(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def check_seconds(value: object, name: str) -> float:
+    if not _is_seconds(value):
+        raise BadRequest(f"{name} must be a number of seconds from 0 to {MAX_SECONDS:g}")
+    return float(value)
+
+
+def _is_seconds(value: object) -> TypeGuard[float]:
+    # NaN fails the range test too.
+    return type(value) in (int, float) and 0 <= value <= MAX_SECONDS  # type: ignore[operator]
+
+
+def check_leases(leases: object) -> list[tuple[int, bytes]]:
+    """A heartbeat's or hand-back's ``[(task id, lease), ...]``."""
+    if type(leases) is not list or len(leases) > MAX_TASK_IDS:
+        raise BadRequest(f"leases must be a list of at most {MAX_TASK_IDS} (id, lease) pairs")
+    for pair in leases:
+        if (
+            type(pair) is not tuple
+            or len(pair) != 2
+            or not _is_int(pair[0], 0, MAX_COUNT)
+            or type(pair[1]) is not bytes
+            or len(pair[1]) > MAX_LEASE_BYTES
+        ):
+            raise BadRequest("leases must be (task id, lease bytes) pairs")
+    return leases
+
+
+def check_results(results: object) -> list[Result]:
+    """A put's batch, every field checked for type, range and size; BadRequest names the first
+    field that is wrong."""
+    if type(results) is not list or len(results) > MAX_RESULTS:
+        raise BadRequest(f"put() takes a list of at most {MAX_RESULTS} results")
+    for result in results:
+        if type(result) is not Result:
+            raise BadRequest("put() takes Result objects only")
+        problem = _result_problem(result)
+        if problem is not None:
+            raise BadRequest(f"result for task {result.task_id!r}: {problem}")
+    return results
+
+
+def _result_problem(r: Result) -> str | None:
+    """What is wrong with one result, or None. Straight-line checks: a batch of thousands is
+    checked on every put."""
+    if not _is_int(r.task_id, 0, MAX_COUNT) or not _is_int(r.attempt, 1, MAX_ATTEMPT):
+        return "task id or attempt out of range"
+    if type(r.worker) is not str or not 0 < len(r.worker) <= MAX_WORKER_ID:
+        return "bad worker id"
+    if type(r.lease) is not bytes or len(r.lease) > MAX_LEASE_BYTES:
+        return "bad lease"
+    lines = r.lines
+    if not _is_int(r.bytes_read, 0, MAX_COUNT) or not _is_int(lines, 0, r.bytes_read):
+        return "lines must be an integer from 0 to bytes_read"
+    if not _is_int(r.error_lines, 0, lines) or not _is_int(r.long_lines, 0, lines):
+        return "error_lines and long_lines must be integers from 0 to lines"
+    if not _is_seconds(r.seconds):
+        return "seconds out of range"
+    if r.error is not None and (type(r.error) is not str or len(r.error) > MAX_ERROR_CHARS):
+        return f"error must be text of at most {MAX_ERROR_CHARS} characters"
+    samples = r.samples
+    if type(samples) is not tuple or len(samples) > MAX_SAMPLES:
+        return f"samples must be a tuple of at most {MAX_SAMPLES}"
+    for sample in samples:
+        if type(sample) is not bytes or len(sample) > MAX_SAMPLE_BYTES:
+            return f"each sample must be at most {MAX_SAMPLE_BYTES} bytes"
+    if r.status is not Status.DONE and (lines or r.error_lines or samples):
+        return "only a done result has counts"
+    return None
 
 
 def _connect(address: tuple[str, int], family: object = None, authkey: bytes | None = None) -> Any:
@@ -157,8 +273,10 @@ class DispatchManager(BaseManager):
     """Client side of the master's manager server.
 
     ``get_task_queue`` serves ``take(worker_id, max_items, max_bytes, timeout) -> list[Task]``,
-    ``heartbeat(worker_id, task_ids) -> list[int]`` (ids no longer leased to that worker),
-    ``release(worker_id, task_ids)`` (hand back untouched tasks) and ``describe() -> dict``
+    ``heartbeat(worker_id, leases, counting) -> list[int]`` (``leases`` are ``(task id,
+    Task.lease)`` pairs; returns the ids no longer leased to the caller; ``counting`` is the id
+    of the task being counted), ``release(worker_id, leases)`` (hand back untouched tasks) and
+    ``describe() -> dict``
     (``root``: the master's root path as bytes, ``lease``: lease seconds);
     ``get_result_queue`` serves ``put(results: list[Result])``; ``get_status`` serves
     ``status() -> dict`` (the document of ``logdispatch status``).

@@ -20,11 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, Listener
 from multiprocessing.managers import BaseManager, Server
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from dispatcher import defaults
 from dispatcher.common import format_address
-from dispatcher.protocol import SERIALIZER, Result
+from dispatcher.protocol import SERIALIZER, BadRequest, Result, check_results
 from dispatcher.status import StatusService
 from dispatcher.taskqueue import TaskQueue
 
@@ -33,6 +34,8 @@ log = logging.getLogger("logdispatch.server")
 # Each connection gets a thread before it logs in; past this many waiting at once, new ones are
 # refused at the door, so a flood cannot exhaust threads while real workers keep theirs.
 MAX_WAITING_LOGINS = 256
+# The largest request accepted: a full batch of results with their samples is a few MB.
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +52,9 @@ class ResultSink:
         self._inbox = inbox
 
     def put(self, results: list[Result]) -> None:
-        if not isinstance(results, list) or not all(isinstance(r, Result) for r in results):
-            raise TypeError("put() takes a list of Result")
-        self._inbox.put(ResultsIn(results))
+        # Checked here, on the sender's own thread: a bad batch costs its sender the connection
+        # (BadRequest, see _LoginGuard.send), and nothing of it reaches the master loop.
+        self._inbox.put(ResultsIn(check_results(results)))
 
 
 class ManagerServer:
@@ -169,6 +172,7 @@ class _GuardedServer(Server):
 
     def accept_connection(self, c: Any, name: str) -> None:
         """Serve one client connection on this thread until it ends."""
+        c.serving = True
         try:
             super().accept_connection(c, name)
         finally:
@@ -202,6 +206,7 @@ class _LoginGuard:
         self._peer = peer
         self._login_timeout = login_timeout
         self.logged_in = False
+        self.serving = False  # a proxy's connection, past its accept_connection request
         self.closed = False
         self._timed_out = False
         self._hung_up = False  # by the server: a refusal is then no news
@@ -218,13 +223,22 @@ class _LoginGuard:
         return self._conn.recv_bytes(maxlength)
 
     def recv(self) -> Any:
-        request = self._conn.recv()
+        # Bounded before anything is read into memory: the stdlib reads whatever length a
+        # message announces. Past the bound, recv_bytes raises and the connection is dropped.
+        request = ForkingPickler.loads(self._conn.recv_bytes(MAX_REQUEST_BYTES))
         # The handshake is done in bytes messages; the first pickled message is a request.
         self.logged_in = True
         self._timer.cancel()
         return request
 
     def send(self, obj: Any) -> None:
+        if self.serving and _is_refusal(obj):
+            # A request no worker of ours sends (malformed, or out of range): whoever sent it
+            # holds the key but is not to be trusted with this connection any longer.
+            reason = obj[1] if obj[0] == "#ERROR" else str(obj[1]).strip().splitlines()[-1]
+            log.warning("dropped connection from %s: %s", self._peer, reason)
+            self.hang_up()
+            return
         if not self.logged_in and isinstance(obj, tuple) and obj[:1] == ("#TRACEBACK",):
             reason = str(obj[1]).strip().splitlines()[-1]
             if self._timed_out:
@@ -260,6 +274,13 @@ class _LoginGuard:
                 sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # already closed
+
+
+def _is_refusal(reply: object) -> bool:
+    """Whether a reply of the stdlib server answers a malformed request or a BadRequest."""
+    if not isinstance(reply, tuple) or len(reply) != 2:
+        return False
+    return reply[0] == "#TRACEBACK" or (reply[0] == "#ERROR" and isinstance(reply[1], BadRequest))
 
 
 def _peer_text(address: object) -> str:

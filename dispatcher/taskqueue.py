@@ -8,16 +8,30 @@ leases expire and the master puts the tasks back. Everything else is called by t
 from __future__ import annotations
 
 import heapq
+import hmac
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from dispatcher import defaults
-from dispatcher.protocol import Task
+from dispatcher.protocol import (
+    Task,
+    check_int,
+    check_leases,
+    check_seconds,
+    check_worker_id,
+)
 
 MAX_BATCH_ITEMS = 1000
+# What one worker id may hold at once: a client that takes without counting cannot empty the
+# queue into its own hands.
+MAX_HELD_PER_WORKER = MAX_BATCH_ITEMS
+# A lease its worker is not counting (the rest of a batch) is kept alive by heartbeats for at
+# most this many lease terms from when it was taken; then it goes to another worker. A batch is
+# sized to be counted well within that, and a client that only heartbeats holds nothing for long.
+WAITING_LEASE_TERMS = 4
 # A host that failed a task gets it again only when no other host has asked for work this
 # recently: a host with a broken mount must not burn every attempt of the files it cannot see.
 OTHER_HOSTS_ACTIVE_SECONDS = 10.0
@@ -40,6 +54,19 @@ class Pending:
     avoid: frozenset[str] = frozenset()  # hosts whose attempts failed: others go first
 
 
+def sign_lease(
+    secret: bytes, version_id: int, attempt: int, path: bytes, size: int, mtime_ns: int
+) -> bytes:
+    """The lease signature of one attempt at one version.
+
+    Version ids are never reused and the secret stays in the ledger, so a signature names one
+    version (its path, size and mtime included) across restarts of the master: a result that
+    brings it back was counted for exactly that version, by a worker that was handed it.
+    """
+    message = b"%d %d %d %d %s" % (version_id, attempt, size, mtime_ns, path)
+    return hmac.digest(secret, message, "sha256")[:16]
+
+
 @dataclass(slots=True)
 class Lease:
     task: Task
@@ -48,6 +75,9 @@ class Lease:
     channel: int  # the server thread (one per connection) that handed it out
     taken_at: float
     avoid: frozenset[str] = frozenset()  # carried over from the Pending, for a hand-back
+    # Once its worker has moved on to another file, a lease is no longer kept alive as the one
+    # being counted.
+    passed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +99,12 @@ class TaskQueue:
         lease_seconds: float = defaults.LEASE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         on_contact: Callable[[str, int], None] | None = None,
+        secret: bytes = b"",
+        max_lease_age: float = defaults.MAX_LEASE_AGE_SECONDS,
     ) -> None:
         self._root = root
+        self._secret = secret
+        self._max_lease_age = max_lease_age
         self._on_contact = on_contact  # (worker id, channel) of every take and heartbeat
         self._error_pattern = error_pattern
         self._lease_seconds = lease_seconds
@@ -79,6 +113,8 @@ class TaskQueue:
         self._delayed: list[tuple[float, int, Pending]] = []  # heap by due time
         self._cancelled: set[int] = set()  # ids to drop when they reach the front
         self._leases: dict[int, Lease] = {}
+        self._held_by: Counter[str] = Counter()  # worker id -> leases it holds
+        self._counting: dict[str, int] = {}  # worker id -> the task its heartbeats say it counts
         self._taken: list[tuple[int, int, str]] = []  # (id, attempt, worker) since last drain
         self._last_take: dict[str, float] = {}  # host -> when it last asked for work
         self._cond = threading.Condition()
@@ -91,13 +127,20 @@ class TaskQueue:
 
     def take(self, worker_id: str, max_items: int, max_bytes: int, timeout: float) -> list[Task]:
         """Hand out up to ``max_items`` tasks (at least one, then up to ``max_bytes`` in all)."""
-        max_items = max(1, min(int(max_items), MAX_BATCH_ITEMS))
-        wait_until = self._clock() + max(0.0, min(float(timeout), defaults.TAKE_WAIT_CAP_SECONDS))
+        check_worker_id(worker_id)
+        max_items = max(1, min(check_int(max_items, "max_items"), MAX_BATCH_ITEMS))
+        check_int(max_bytes, "max_bytes")
+        wait = min(check_seconds(timeout, "timeout"), defaults.TAKE_WAIT_CAP_SECONDS)
+        wait_until = self._clock() + wait
         host = host_of(worker_id)
         channel = threading.get_ident()
         if self._on_contact is not None:
             self._on_contact(worker_id, channel)
         with self._cond:
+            max_items = min(max_items, MAX_HELD_PER_WORKER - self._held_by[worker_id])
+            if max_items <= 0:
+                self._cond.wait(wait)  # holds all it may: no work until it reports some
+                return []
             self._last_take[host] = self._clock()
             while True:
                 self._promote_due()
@@ -128,48 +171,76 @@ class TaskQueue:
                     if len(withheld) >= MAX_BATCH_ITEMS:
                         break  # a host that failed much of the queue must not scan all of it
                     continue
+                attempt = pending.attempts + 1
                 task = Task(
                     pending.id,
                     pending.path,
                     pending.size,
                     pending.mtime_ns,
-                    pending.attempts + 1,
+                    attempt,
                     self._error_pattern,
+                    self.sign(pending.id, attempt, pending.path, pending.size, pending.mtime_ns),
                 )
                 deadline = now + self._lease_seconds
                 self._leases[task.id] = Lease(
                     task, worker_id, deadline, channel, now, pending.avoid
                 )
+                self._held_by[worker_id] += 1
                 self._taken.append((task.id, task.attempt, worker_id))
                 batch.append(task)
                 total += pending.size
             self._ready.extendleft(reversed(withheld))  # still first in line for other hosts
             return batch
 
-    def heartbeat(self, worker_id: str, task_ids: list[int]) -> list[int]:
-        """Extend the worker's leases; returns the ids it no longer holds (it skips those)."""
+    def sign(self, version_id: int, attempt: int, path: bytes, size: int, mtime_ns: int) -> bytes:
+        return sign_lease(self._secret, version_id, attempt, path, size, mtime_ns)
+
+    def heartbeat(
+        self, worker_id: str, leases: list[tuple[int, bytes]], counting: int | None = None
+    ) -> list[int]:
+        """Extend the leases the caller holds (``(task id, lease)`` pairs, as taken); returns
+        the ids it no longer holds (it skips those).
+
+        ``counting`` is the task being counted now: its lease lives up to --max-lease-age, the
+        others up to WAITING_LEASE_TERMS terms from when they were taken.
+        """
+        check_worker_id(worker_id)
+        check_leases(leases)
+        if counting is not None:
+            check_int(counting, "counting")
         lost = []
         if self._on_contact is not None:
             self._on_contact(worker_id, threading.get_ident())
         with self._cond:
-            deadline = self._clock() + self._lease_seconds
-            for task_id in task_ids:
-                lease = self._leases.get(task_id)
-                if lease is None or lease.worker != worker_id:
+            now = self._clock()
+            waiting_age = WAITING_LEASE_TERMS * self._lease_seconds
+            for task_id, token in leases:
+                lease = self._held(task_id, token)
+                if lease is None:
                     lost.append(task_id)
+                    continue
+                if task_id == counting and not lease.passed:
+                    before = self._counting.get(lease.worker)
+                    if before is not None and before != task_id and before in self._leases:
+                        self._leases[before].passed = True  # done with, or left: no longer
+                    self._counting[lease.worker] = task_id
+                    limit = lease.taken_at + max(self._max_lease_age, waiting_age)
                 else:
-                    lease.deadline = deadline
+                    limit = lease.taken_at + waiting_age
+                lease.deadline = max(lease.deadline, min(now + self._lease_seconds, limit))
         return lost
 
-    def release(self, worker_id: str, task_ids: list[int]) -> None:
+    def release(self, worker_id: str, leases: list[tuple[int, bytes]]) -> None:
         """Take back tasks a stopping worker did not start; the attempt does not count."""
+        check_worker_id(worker_id)
+        check_leases(leases)
         with self._cond:
             returned = []
-            for task_id in task_ids:
-                lease = self._leases.get(task_id)
-                if lease is None or lease.worker != worker_id:
+            for task_id, token in leases:
+                if self._held(task_id, token) is None:
                     continue
-                del self._leases[task_id]
+                lease = self._drop_lease(task_id)
+                assert lease is not None
                 task = lease.task
                 returned.append(
                     Pending(
@@ -222,7 +293,7 @@ class TaskQueue:
         """
         with self._cond:
             for task_id in task_ids:
-                if self._leases.pop(task_id, None) is None:
+                if self._drop_lease(task_id) is None:
                     self._cancelled.add(task_id)
 
     def channel_closed(self, channel: int) -> None:
@@ -238,7 +309,7 @@ class TaskQueue:
         with self._cond:
             expired = [lease for lease in self._leases.values() if lease.deadline <= now]
             for lease in expired:
-                del self._leases[lease.task.id]
+                self._drop_lease(lease.task.id)
             return expired
 
     def drain_taken(self) -> list[tuple[int, int, str]]:
@@ -255,6 +326,24 @@ class TaskQueue:
             self._cond.notify_all()
 
     # --- internals (lock held) ------------------------------------------------------------
+
+    def _held(self, task_id: int, token: bytes) -> Lease | None:
+        """The live lease on ``task_id`` if ``token`` is its signature: only its holder has it."""
+        lease = self._leases.get(task_id)
+        if lease is None or not hmac.compare_digest(lease.task.lease, token):
+            return None
+        return lease
+
+    def _drop_lease(self, task_id: int) -> Lease | None:
+        lease = self._leases.pop(task_id, None)
+        if lease is not None:
+            worker = lease.worker
+            self._held_by[worker] -= 1
+            if self._held_by[worker] <= 0:
+                del self._held_by[worker]
+            if self._counting.get(worker) == task_id:
+                del self._counting[worker]
+        return lease
 
     def _promote_due(self) -> None:
         now = self._clock()

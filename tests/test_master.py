@@ -76,6 +76,8 @@ class Harness:
 
     def report(self, task: Task, worker: str, status: Status, **fields: Any) -> None:
         assert self.master is not None
+        fields.setdefault("lease", task.lease)
+        fields.setdefault("bytes_read", 10 * fields.get("lines", 0))  # as a real count has
         self.results.put([Result(task.id, task.attempt, worker, status, **fields)])
         self.master.step(timeout=0.5)
 
@@ -111,8 +113,9 @@ def test_take_leases_and_expired_lease_goes_to_another_worker(harness: Harness) 
     master.step(timeout=0)
     [second] = harness.take("w2")
     assert (second.id, second.attempt) == (first.id, 2)
-    assert harness.tasks.heartbeat("w1", [first.id]) == [first.id]  # w1 lost it
-    assert harness.tasks.heartbeat("w2", [first.id]) == []
+    # w1's lease is over; w2's, on the same version, is another one.
+    assert harness.tasks.heartbeat("w1", [(first.id, first.lease)], first.id) == [first.id]
+    assert harness.tasks.heartbeat("w2", [(second.id, second.lease)], second.id) == []
 
 
 def test_heartbeat_keeps_a_lease(harness: Harness) -> None:
@@ -122,7 +125,7 @@ def test_heartbeat_keeps_a_lease(harness: Harness) -> None:
     [task] = harness.take("w1")
     for _ in range(5):
         harness.clock.now += 6
-        assert harness.tasks.heartbeat("w1", [task.id]) == []
+        assert harness.tasks.heartbeat("w1", [(task.id, task.lease)], task.id) == []
         master.step(timeout=0)
     assert harness.take("w2") == []
 
@@ -140,7 +143,7 @@ def test_first_result_wins_and_late_duplicates_change_nothing(harness: Harness) 
     harness.report(second, "w2", Status.DONE, lines=99, error_lines=99)
     entry = harness.files()["a.log"]
     assert (entry["status"], entry["lines"], entry["worker"]) == ("done", 1, "w1")
-    assert harness.tasks.heartbeat("w2", [second.id]) == [second.id]
+    assert harness.tasks.heartbeat("w2", [(second.id, second.lease)], second.id) == [second.id]
     assert master.finished
 
 
@@ -254,7 +257,8 @@ def test_errors_from_another_worker_or_attempt_are_ignored(harness: Harness) -> 
     [task] = harness.take("w1")
     harness.report(task, "w2", Status.ERROR, error="not mine")  # same id and attempt
     assert harness.files()["a.log"]["status"] == "leased"
-    assert harness.tasks.heartbeat("w1", [task.id]) == []  # w1 still holds it
+    # w1 still holds it
+    assert harness.tasks.heartbeat("w1", [(task.id, task.lease)], task.id) == []
 
 
 def test_a_change_the_master_cannot_see_is_retried_not_looped(harness: Harness) -> None:

@@ -109,7 +109,7 @@ def test_take_batches_by_count_and_bytes_and_release_returns_work() -> None:
     assert [t.id for t in batch] == [4]  # the big one alone would pass too: next batch
     [big] = queue.take("w", 10, 25, 0)
     assert big.id == 5  # a batch always holds at least one task
-    queue.release("w", [big.id])
+    queue.release("w", [(big.id, big.lease)])
     [again] = queue.take("w2", 10, 25, 0)
     assert (again.id, again.attempt) == (5, 1)  # a hand-back is not an attempt
 

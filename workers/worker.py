@@ -26,7 +26,14 @@ from dispatcher.common import (
     error_text,
     format_address,
 )
-from dispatcher.protocol import DispatchManager, Result, Status, Task, forget_connection
+from dispatcher.protocol import (
+    MAX_ERROR_CHARS,
+    DispatchManager,
+    Result,
+    Status,
+    Task,
+    forget_connection,
+)
 from workers.counting import CountError, ErrorMatcher, count_fd
 
 log = logging.getLogger("logdispatch.worker")
@@ -78,7 +85,8 @@ class Worker:
         self._lease = 0.0  # the master's lease term, learnt when connecting
         self._finished = threading.Event()  # set after the last result is sent: heartbeats end
         self._unsent: list[Result] = []
-        self._held: set[int] = set()
+        self._held: dict[int, bytes] = {}  # task id -> lease, of the batch being counted
+        self._counting: int | None = None  # the task being counted now
         self._lost: set[int] = set()
         self._held_lock = threading.Lock()
         self._matchers: dict[bytes, ErrorMatcher] = {}
@@ -134,7 +142,7 @@ class Worker:
             self._disconnected(e)
             return
         with self._held_lock:
-            self._held = {t.id for t in tasks}
+            self._held = {t.id: t.lease for t in tasks}
             self._lost.clear()
         last_flush = time.monotonic()
         for index, task in enumerate(tasks):
@@ -143,6 +151,7 @@ class Worker:
                 break
             with self._held_lock:
                 lost = task.id in self._lost
+                self._counting = None if lost else task.id
             if not lost:
                 self._unsent.append(self.count(task))
                 self.handled += 1
@@ -150,7 +159,8 @@ class Worker:
                 self._flush()
                 last_flush = time.monotonic()
         with self._held_lock:
-            self._held = set()
+            self._held = {}
+            self._counting = None
         self._flush()
 
     # --- counting ------------------------------------------------------------------------
@@ -162,7 +172,11 @@ class Worker:
         def failed(status: Status, error: str) -> Result:
             log.warning("%s: %s", display_path(task.path), error)
             seconds = time.perf_counter() - started
-            return Result(task.id, task.attempt, self.id, status, seconds=seconds, error=error)
+            error = error[: MAX_ERROR_CHARS - 1] + "…" if len(error) > MAX_ERROR_CHARS else error
+            return Result(
+                task.id, task.attempt, self.id, status, seconds=seconds, error=error,
+                lease=task.lease,
+            )  # fmt: skip
 
         assert self._root is not None
         try:
@@ -203,6 +217,7 @@ class Worker:
             long_lines=counts.long_lines,
             seconds=time.perf_counter() - started,
             samples=counts.samples,
+            lease=task.lease,
         )
 
     def _matcher(self, pattern: bytes) -> ErrorMatcher:
@@ -289,7 +304,7 @@ class Worker:
         if self._tasks is None:
             return  # disconnected: the leases end with the connection
         try:
-            self._tasks.release(self.id, [t.id for t in tasks])
+            self._tasks.release(self.id, [(t.id, t.lease) for t in tasks])
         except CONNECTION_ERRORS as e:
             self._disconnected(e)  # the leases will expire instead
 
@@ -316,7 +331,8 @@ class Worker:
         tasks: Any = None
         while not self._finished.wait(max(self._lease / 3, 0.1)):
             with self._held_lock:
-                held = sorted(self._held)
+                held = sorted(self._held.items())
+                counting = self._counting
             if not held:
                 continue
             try:
@@ -324,7 +340,7 @@ class Worker:
                     manager = DispatchManager(self.config.address, self.config.authkey)
                     manager.connect()
                     tasks = manager.get_task_queue()  # type: ignore[attr-defined]
-                lost = tasks.heartbeat(self.id, held)
+                lost = tasks.heartbeat(self.id, held, counting)
             except Exception as e:  # try again next beat, on a new connection
                 log.warning("heartbeat failed: %s", error_text(e))
                 tasks = None

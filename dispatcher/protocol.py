@@ -86,6 +86,10 @@ class Result:
     seconds: float = 0.0
     error: str | None = None
     samples: tuple[bytes, ...] = ()
+    # st_dev and st_ino of the file counted, from the worker's fstat of it (0: not known): the
+    # master moves or deletes only that file (see dispatcher.ondone).
+    device: int = 0
+    inode: int = 0
 
     def __reduce__(self) -> tuple[type[Result], tuple[object, ...]]:
         # As Task.__reduce__; the status travels as its plain value.
@@ -101,6 +105,8 @@ class Result:
             self.seconds,
             self.error,
             self.samples,
+            self.device,
+            self.inode,
         )
 
     def __post_init__(self) -> None:

@@ -203,6 +203,8 @@ class Worker:
             long_lines=counts.long_lines,
             seconds=time.perf_counter() - started,
             samples=counts.samples,
+            device=before.st_dev,
+            inode=before.st_ino,
         )
 
     def _matcher(self, pattern: bytes) -> ErrorMatcher:

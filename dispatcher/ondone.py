@@ -190,9 +190,16 @@ class Disposer:
         except FileNotFoundError:
             source = None  # a folder on the way is gone, and the file with it
         except SymlinkOnPath as e:
-            where = decode_path(os.fsencode(e.filename))
-            log.warning("%s: %s is a symbolic link now: left alone", display_path(d.path), where)
-            return DisposalState.SKIPPED, f"left in place: {where} is a symbolic link now"
+            where = os.fsencode(e.filename)
+            log.warning(
+                "%s: %s is a symbolic link now: left alone",
+                display_path(d.path),
+                display_path(where),
+            )
+            return (
+                DisposalState.SKIPPED,
+                f"left in place: {decode_path(where)} is a symbolic link now",
+            )
         try:
             return self._act_in(d, source, folders, name)
         except _Replaced:

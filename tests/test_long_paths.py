@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from test_on_done import _run_once, _summary
 
+from dispatcher.walk import lstat_under
+
 FOLDERS = [b"%02d-" % i + b"d" * 197 for i in range(30)]  # 30 names of 200 bytes
 DEEP = b"/".join([*FOLDERS, b"deep.log"])
 DATA = b"ERROR one\nfine\nFATAL two\nno newline at the end"
@@ -95,3 +97,17 @@ def test_a_path_longer_than_path_max_is_counted_and_disposed_of(
     again = _run_once(deep_root, state)  # known now (or gone): nothing new is recorded
     assert again.returncode == 0, again.stderr
     assert _summary(state) == files
+
+
+def test_the_master_stats_a_path_longer_than_path_max(deep_root: Path) -> None:
+    """What the master uses to look at a file an event or a worker named."""
+    with _folder(deep_root, FOLDERS) as fd:
+        expected = os.lstat(b"deep.log", dir_fd=fd)
+    with pytest.raises(OSError, match="File name too long"):
+        os.lstat(os.path.join(os.fsencode(deep_root), DEEP))
+    found = lstat_under(os.fsencode(deep_root), DEEP)
+    assert (found.st_ino, found.st_size, found.st_mtime_ns) == (
+        expected.st_ino,
+        len(DATA),
+        MTIME_NS,
+    )

@@ -46,7 +46,12 @@ CREATE TABLE IF NOT EXISTS versions (
     on_done TEXT,                 -- move or delete, recorded with the counts; NULL: keep
     on_done_dir BLOB,             -- the archive folder of a move
     on_done_state TEXT,           -- pending, done, failed or skipped (dispatcher/ondone.py)
-    on_done_note TEXT             -- what became of the file: "deleted", "moved to ..."
+    on_done_note TEXT,            -- what became of the file: "deleted" or "moved to ..."
+    -- The st_dev and st_ino of the file counted as its worker found them: --on-done acts on
+    -- that inode only (dispatcher/ondone.py). NULL: not known. The comments from here up to
+    -- on_done_note hold no comma: DROP COLUMN (tests use it) cuts back to the last it finds.
+    device INTEGER,
+    inode INTEGER
 );
 CREATE INDEX IF NOT EXISTS versions_path ON versions (path, id);
 -- Every status change paid for this index; the one query it served runs once, at start-up.
@@ -110,14 +115,16 @@ ID_BLOCK = 1 << 20
 _DONE_ONE = (
     "UPDATE versions SET status = 'done', attempts = max(attempts, ?), worker = ?, lines = ?, "
     "error_lines = ?, bytes_read = ?, long_lines = ?, seconds = ?, error = NULL, samples = ?, "
-    "finished_at = ?, on_done = ?, on_done_dir = ?, on_done_state = ? WHERE id = ?"
+    "finished_at = ?, on_done = ?, on_done_dir = ?, on_done_state = ?, device = ?, inode = ? "
+    "WHERE id = ?"
 )
 _DONE_MANY = (
     "UPDATE versions SET status = 'done', attempts = max(versions.attempts, d.column1), "
     "worker = d.column2, lines = d.column3, error_lines = d.column4, bytes_read = d.column5, "
     "long_lines = d.column6, seconds = d.column7, error = NULL, samples = d.column8, "
     "finished_at = d.column9, on_done = d.column10, on_done_dir = d.column11, "
-    "on_done_state = d.column12 FROM (VALUES {}) AS d WHERE versions.id = d.column13"
+    "on_done_state = d.column12, device = d.column13, inode = d.column14 "
+    "FROM (VALUES {}) AS d WHERE versions.id = d.column15"
 )
 # Only forward: a result (say a quick failure) may have been recorded for that very attempt
 # before its lease is, and must not be overwritten by it.
@@ -153,6 +160,18 @@ def _update_rows(
         _execute_rows(db, many, len(rows[0]), rows)
     else:
         db.executemany(one, rows)
+
+
+def _signed64(number: int) -> int | None:
+    """A device or inode number (unsigned 64 bits) as SQLite's signed INTEGER holds it; 0 (not
+    known) as NULL."""
+    if not number:
+        return None
+    return number - (1 << 64) if number >= 1 << 63 else number
+
+
+def _unsigned64(number: int | None) -> int | None:
+    return None if number is None else number & ((1 << 64) - 1)
 
 
 def ledger_path(state_dir: Path) -> Path:
@@ -245,6 +264,9 @@ class Ledger:
             for column in ("on_done", "on_done_dir", "on_done_state", "on_done_note"):
                 kind = "BLOB" if column == "on_done_dir" else "TEXT"
                 self._db.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
+        if "inode" not in columns:
+            for column in ("device", "inode"):
+                self._db.execute(f"ALTER TABLE versions ADD COLUMN {column} INTEGER")
 
     def commit(self) -> None:
         self._flush()
@@ -375,6 +397,8 @@ class Ledger:
                 on_done.action.value if pending else None,
                 on_done.archive,
                 DisposalState.PENDING.value if pending else None,
+                _signed64(result.device),
+                _signed64(result.inode),
                 result.task_id,
             )
         )
@@ -387,10 +411,13 @@ class Ledger:
         """Moves and deletions pending, or failed, when the master last stopped."""
         # No index: this runs once, at start-up, and an index would cost every result a write.
         rows = self._db.execute(
-            "SELECT id, path, size, mtime_ns, on_done, on_done_dir FROM versions "
+            "SELECT id, path, size, mtime_ns, on_done, on_done_dir, device, inode FROM versions "
             "WHERE on_done_state IN ('pending', 'failed') ORDER BY id"
         )
-        return [Disposal(i, p, s, m, Action(a), d) for i, p, s, m, a, d in rows]
+        return [
+            Disposal(i, p, s, m, Action(a), d, _unsigned64(dev), _unsigned64(ino))
+            for i, p, s, m, a, d, dev, ino in rows
+        ]
 
     def record_end(
         self,

@@ -28,6 +28,7 @@ from dispatcher.protocol import Result, Status
 from dispatcher.server import ManagerServer, ResultsIn, ResultSink
 from dispatcher.status import MasterInfo, StatusService, status_document
 from dispatcher.taskqueue import Lease, Pending, TaskQueue, host_of
+from dispatcher.walk import lstat_under
 from dispatcher.watcher import Eligibility, Scanned, Scanner, Seen
 from workers.counting import DEFAULT_ERROR_PATTERN
 
@@ -329,7 +330,7 @@ class Master:
     def _stat(self, path: bytes) -> tuple[int, int] | None:
         """Size and mtime of a regular file under the root; None if it is anything else."""
         try:
-            st = os.lstat(os.path.join(self._root, path))
+            st = lstat_under(self._root, path)  # a path longer than PATH_MAX as well
         except OSError:
             return None
         return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
@@ -423,6 +424,8 @@ class Master:
                         version.mtime_ns,
                         on_done.action,
                         on_done.archive,
+                        result.device or None,
+                        result.inode or None,
                     )
                 )
             self._forget(result.task_id)

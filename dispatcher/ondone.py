@@ -6,14 +6,17 @@ and its outcome is recorded by a later commit. A master that stops in between fi
 still pending at its next start and finishes it. Every action may therefore run twice, so each
 is idempotent: a file already gone was deleted, and a move already made is recognised at its
 destination. Only the version that was counted is touched: a file whose size or mtime changed
-since is left alone, and its new version is counted as usual.
+since is left alone, and its new version is counted as usual; one of the same size and mtime
+but another inode than the worker counted is another file, left alone too. Its path is walked
+from the root one folder at a time without following symlinks, and the file is checked and
+acted on relative to its folder's descriptor (see dispatcher.walk), as are the folders made
+in the archive.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import filecmp
 import logging
 import os
 import queue
@@ -24,9 +27,11 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from dispatcher import defaults
 from dispatcher.common import ConfigError, decode_path, display_path, error_text
+from dispatcher.walk import SymlinkOnPath, open_folder
 
 log = logging.getLogger("logdispatch.ondone")
 
@@ -37,6 +42,8 @@ _COPY_INSTEAD = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTS
 MOVED_TO = "moved to "  # how a move's outcome begins, before the file's new path
 # Names tried in the archive for one file before the move is recorded as failed.
 _MAX_NAMES = 1000
+# Bytes read at a time when comparing a file in the archive with the one to move.
+_COMPARE_CHUNK = 1024 * 1024
 
 
 class Action(StrEnum):
@@ -100,6 +107,11 @@ class Disposal:
     mtime_ns: int
     action: Action
     archive: bytes | None
+    # The counted file's st_dev and st_ino as the worker's fstat saw them; None when unknown (a
+    # ledger or a worker from before they were recorded). Only the inode is compared, see
+    # _is_counted.
+    device: int | None = None
+    inode: int | None = None
 
 
 # (version id, state, note): the note is what the summary shows ("deleted", "moved to ...").
@@ -125,7 +137,6 @@ class Disposer:
         self._root = root
         self._report = report
         self._batches: queue.SimpleQueue[list[Disposal] | None] = queue.SimpleQueue()
-        self._folders: set[bytes] = set()  # archive folders made or found already
         self._holds_root: dict[bytes, bool] = {}  # archive -> whether ROOT lies inside it
         self._threads = [
             threading.Thread(target=self._run, name=f"disposer-{i}", daemon=True)
@@ -168,22 +179,62 @@ class Disposer:
         return disposal.version_id, DisposalState.FAILED, note
 
     def _act(self, d: Disposal) -> tuple[DisposalState, str]:
-        source = os.path.join(self._root, d.path)
+        *folders, name = d.path.split(b"/")
+        if any(part in (b"", b".", b"..") for part in (*folders, name)):
+            raise _Refused(f"{decode_path(d.path)} does not name a file under the root")
+        # The folders are opened one by one without following a symlink, and the file is
+        # looked at and acted on relative to its folder's descriptor: a folder swapped for a
+        # symlink after the file was counted cannot lead the action elsewhere.
         try:
-            found: os.stat_result | None = os.lstat(source)
+            source: int | None = open_folder(self._root, folders)
         except FileNotFoundError:
-            found = None
+            source = None  # a folder on the way is gone, and the file with it
+        except SymlinkOnPath as e:
+            where = os.fsencode(e.filename)
+            log.warning(
+                "%s: %s is a symbolic link now: left alone",
+                display_path(d.path),
+                display_path(where),
+            )
+            return (
+                DisposalState.SKIPPED,
+                f"left in place: {decode_path(where)} is a symbolic link now",
+            )
+        try:
+            return self._act_in(d, source, folders, name)
+        except _Replaced:
+            log.warning("%s was replaced while it was moved: left alone", display_path(d.path))
+            return DisposalState.SKIPPED, "left in place: replaced while it was moved"
+        finally:
+            if source is not None:
+                os.close(source)
+
+    def _act_in(
+        self, d: Disposal, source: int | None, folders: list[bytes], name: bytes
+    ) -> tuple[DisposalState, str]:
+        found: os.stat_result | None = None
+        if source is not None:
+            with contextlib.suppress(FileNotFoundError):
+                found = os.lstat(name, dir_fd=source)
         if found is not None and not _is_version(found, d):
             log.info(
                 "%s changed since it was counted: left in place, its new version is counted",
                 display_path(d.path),
             )
             return DisposalState.SKIPPED, "left in place: changed since it was counted"
+        if found is not None and not _is_counted(found, d):
+            log.warning(
+                "%s is another file than the one counted (same size and mtime, another inode): "
+                "left alone",
+                display_path(d.path),
+            )
+            return DisposalState.SKIPPED, "left in place: another file than the one counted"
         # The check and the action are separate calls (there is no conditional unlink): a write
         # landing between the two, microseconds apart, is not seen.
         if d.action is Action.DELETE:
             if found is not None:
-                _unlink_if_there(source)
+                assert source is not None
+                _unlink_if_there(source, name)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("deleted %s", display_path(d.path))
             return DisposalState.DONE, "deleted"
@@ -198,110 +249,194 @@ class Disposer:
         if holds_root and _within(os.path.join(os.path.realpath(d.archive), d.path), self._root):
             raise _Refused(f"{decode_path(target)} would be inside the watched root")
         if found is None:
-            moved = _moved_earlier(target, d)
+            moved = _moved_earlier(d.archive, folders, name, d)
             if moved is None:
                 log.info("%s was gone before it could be moved", display_path(d.path))
                 return DisposalState.SKIPPED, "gone before it could be moved"
         else:
-            moved = self._move(source, target, found, d.version_id)
+            assert source is not None
+            moved = self._move(_Source(source, name, found), d.archive, folders, d.version_id)
+        moved = os.path.join(os.path.dirname(target), moved)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("moved %s to %s", display_path(d.path), display_path(moved))
         return DisposalState.DONE, MOVED_TO + decode_path(moved)
 
-    def _move(self, source: bytes, target: bytes, counted: os.stat_result, vid: int) -> bytes:
-        folder = os.path.dirname(target)
-        self._make_folder(folder)
+    def _move(self, source: _Source, archive: bytes, folders: list[bytes], vid: int) -> bytes:
+        """Place the counted file in the archive, then unlink it; returns its name there."""
+        folder = _archive_folder(archive, folders)
         try:
-            moved = _place(source, target, counted, vid)
+            moved = _place(source, folder, vid)
         except FileNotFoundError:
-            if os.path.isdir(folder):
+            if os.fstat(folder).st_nlink:  # the folder is still there: the file is not
                 raise
-            self._folders.discard(folder)  # removed since it was made: make it again
-            self._make_folder(folder)
-            moved = _place(source, target, counted, vid)
-        _unlink_if_there(source)
+            moved = b""  # the folder was removed since it was opened: made again below
+        finally:
+            os.close(folder)
+        if not moved:
+            folder = _archive_folder(archive, folders)
+            try:
+                moved = _place(source, folder, vid)
+            finally:
+                os.close(folder)
+        _unlink_if_same(source)
         return moved
 
-    def _make_folder(self, folder: bytes) -> None:
-        if folder in self._folders:
-            return
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as e:
-            raise _Refused(f"cannot create {decode_path(folder)}: {error_text(e)}") from None
-        self._folders.add(folder)
+
+class _Replaced(Exception):
+    """The name no longer holds the counted file: another was put there during the move."""
 
 
-def _place(source: bytes, target: bytes, counted: os.stat_result, vid: int) -> bytes:
-    """Give ``source`` a free name at ``target`` (or a numbered one) without replacing anything."""
+class _Source(NamedTuple):
+    """The counted file: its folder's descriptor, its name there, and its lstat."""
+
+    folder: int
+    name: bytes
+    counted: os.stat_result
+
+
+def _archive_folder(archive: bytes, folders: list[bytes]) -> int:
+    """A descriptor of ARCHIVE/<folders>, made as needed, none of them followed if a symlink
+    (the archive itself is the operator's, made again if it was removed)."""
     try:
-        return _link_free_name(source, target, source, counted)
+        try:
+            return open_folder(archive, folders, create=True)
+        except FileNotFoundError as e:
+            if os.fsencode(e.filename) != archive:
+                raise
+        os.makedirs(archive, exist_ok=True)
+        return open_folder(archive, folders, create=True)
+    except OSError as e:
+        where = decode_path(os.fsencode(e.filename)) if e.filename else decode_path(archive)
+        raise _Refused(f"cannot create {where}: {error_text(e)}") from None
+
+
+def _place(source: _Source, folder: int, vid: int) -> bytes:
+    """Give the counted file a free name in ``folder`` (its own, or a numbered one) without
+    replacing anything; returns that name."""
+    try:
+        return _link_free_name(source.folder, source.name, source.counted, folder, source)
     except OSError as e:
         if e.errno not in _COPY_INSTEAD:
             raise
     # A complete, synced copy under a temporary name, then linked to its final name like the
     # file itself would be: the archive never shows a partial file, and nothing is replaced.
     # The version id in the name makes a copy left by a crash this file's, overwritten here.
-    staged = os.path.join(os.path.dirname(target), b".logdispatch-%d.tmp" % vid)
-    shutil.copyfile(source, staged)
-    shutil.copystat(source, staged)  # mtime (to the ns) and mode
-    fd = os.open(staged, os.O_RDONLY)
+    staged = b".logdispatch-%d.tmp" % vid
+    copied = _copy(source, folder, staged)
     try:
-        os.fsync(fd)  # on disk before the source is unlinked
+        return _link_free_name(folder, staged, copied, folder, source)
+    finally:
+        os.unlink(staged, dir_fd=folder)
+
+
+def _copy(source: _Source, folder: int, staged: bytes) -> os.stat_result:
+    """Copy the counted file (checked to be it once opened) to ``staged`` in ``folder``, with
+    its mode and mtime, synced; returns the copy's fstat."""
+    fd = os.open(source.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=source.folder)
+    try:
+        if not os.path.samestat(os.fstat(fd), source.counted):
+            raise _Replaced
+        _unlink_if_there(folder, staged)  # a crash's leftover: never written through
+        out = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=folder)
+        try:
+            with open(fd, "rb", closefd=False) as reader, open(out, "wb", closefd=False) as writer:
+                shutil.copyfileobj(reader, writer)
+            os.fchmod(out, stat.S_IMODE(source.counted.st_mode))
+            os.utime(out, ns=(source.counted.st_atime_ns, source.counted.st_mtime_ns))
+            os.fsync(out)  # on disk before the source is unlinked
+            return os.fstat(out)
+        finally:
+            os.close(out)
     finally:
         os.close(fd)
-    try:
-        return _link_free_name(staged, target, source, counted)
-    finally:
-        os.unlink(staged)
 
 
-def _link_free_name(file: bytes, target: bytes, source: bytes, counted: os.stat_result) -> bytes:
-    for name in _names(target):
+def _link_free_name(
+    from_folder: int, name: bytes, linked: os.stat_result, folder: int, source: _Source
+) -> bytes:
+    """Link ``name`` (in ``from_folder``, whose lstat is ``linked``) into ``folder`` under the
+    source's name or a numbered one; returns the name used."""
+    for candidate in _names(source.name):
         try:
-            os.link(file, name)
+            os.link(
+                name,
+                candidate,
+                src_dir_fd=from_folder,
+                dst_dir_fd=folder,
+                follow_symlinks=False,
+            )
         except FileExistsError:
-            if _holds(name, source, counted):
-                return name  # linked or copied there before a crash, or an identical copy
+            if _holds(folder, candidate, source):
+                return candidate  # linked or copied there before a crash, or an identical copy
             continue
-        return name
-    raise _Refused(f"no free name for {decode_path(target)} after {_MAX_NAMES} tries")
+        # linkat(2) links whatever the name holds at that moment, which is checked here.
+        if not os.path.samestat(os.lstat(candidate, dir_fd=folder), linked):
+            os.unlink(candidate, dir_fd=folder)
+            raise _Replaced
+        return candidate
+    raise _Refused(f"no free name for {display_path(source.name)} after {_MAX_NAMES} tries")
 
 
-def _names(target: bytes) -> Iterator[bytes]:
-    """``DIR/a/app.log``, then ``DIR/a/app.1.log``, ``app.2.log``...: the number goes before the
-    last suffix, so ``x.log.gz`` becomes ``x.log.1.gz`` and stays a .gz."""
-    yield target
-    stem, suffix = os.path.splitext(target)
+def _names(name: bytes) -> Iterator[bytes]:
+    """``app.log``, then ``app.1.log``, ``app.2.log``...: the number goes before the last
+    suffix, so ``x.log.gz`` becomes ``x.log.1.gz`` and stays a .gz."""
+    yield name
+    stem, suffix = os.path.splitext(name)
     for number in range(1, _MAX_NAMES):
         yield b"%s.%d%s" % (stem, number, suffix)
 
 
-def _holds(name: bytes, source: bytes, counted: os.stat_result) -> bool:
-    """Whether ``name`` already is the counted file: the same inode, or the same bytes and mtime."""
+def _holds(folder: int, name: bytes, source: _Source) -> bool:
+    """Whether ``name`` in ``folder`` already is the counted file: the same inode, or the same
+    bytes and mtime."""
     try:
-        there = os.lstat(name)
+        there = os.lstat(name, dir_fd=folder)
     except FileNotFoundError:
         return False
+    counted = source.counted
     if os.path.samestat(there, counted):
         return True
     return (
         stat.S_ISREG(there.st_mode)
         and (there.st_size, there.st_mtime_ns) == (counted.st_size, counted.st_mtime_ns)
-        and filecmp.cmp(name, source, shallow=False)
+        and _same_bytes((folder, name), (source.folder, source.name))
     )
 
 
-def _moved_earlier(target: bytes, d: Disposal) -> bytes | None:
-    """Where a move already made put the counted version (its source is gone), if anywhere."""
-    for name in _names(target):
-        try:
-            there = os.lstat(name)
-        except FileNotFoundError:
-            return None  # names are taken in order: no later one was used
-        if _is_version(there, d):
-            return name
-    return None
+def _same_bytes(*files: tuple[int, bytes]) -> bool:
+    """Whether two files, each a (folder descriptor, name), hold the same bytes."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    with contextlib.ExitStack() as stack:
+        readers = [
+            stack.enter_context(open(os.open(name, flags, dir_fd=folder), "rb"))
+            for folder, name in files
+        ]
+        while True:
+            chunks = [reader.read(_COMPARE_CHUNK) for reader in readers]
+            if chunks[0] != chunks[1]:
+                return False
+            if not chunks[0]:
+                return True
+
+
+def _moved_earlier(archive: bytes, folders: list[bytes], name: bytes, d: Disposal) -> bytes | None:
+    """The name a move already made gave the counted version (its source is gone), if any."""
+    try:
+        folder = open_folder(archive, folders)
+    except FileNotFoundError:
+        return None
+    try:
+        for candidate in _names(name):
+            try:
+                there = os.lstat(candidate, dir_fd=folder)
+            except FileNotFoundError:
+                return None  # names are taken in order: no later one was used
+            # Size and mtime only: a copy to another filesystem has an inode of its own.
+            if _is_version(there, d):
+                return candidate
+        return None
+    finally:
+        os.close(folder)
 
 
 def _is_version(found: os.stat_result, d: Disposal) -> bool:
@@ -311,9 +446,38 @@ def _is_version(found: os.stat_result, d: Disposal) -> bool:
     )
 
 
-def _unlink_if_there(path: bytes) -> None:
+def _is_counted(found: os.stat_result, d: Disposal) -> bool:
+    """Whether ``found`` (the master's lstat, of the same size and mtime) is the file the
+    worker counted.
+
+    The inode number is compared, not the device: st_dev numbers a mount on one host (an NFS
+    client gives each mount an anonymous one), so the worker's and the master's differ for the
+    same file, even on one host when the worker reads another mount of the share; the inode
+    number is the file's own on the server, the same from every client. Two files of two
+    filesystems under the root could share an inode number, but not also the size, the mtime
+    to the nanosecond and the path the master walked to without a symlink.
+
+    A disposal recorded without an inode (by an earlier version, or from a worker that does
+    not report it) is checked as before: a regular file of the counted size and mtime, found
+    by that symlink-free walk; a file forged to match them can then only be one the forger
+    could put under the root, not one elsewhere.
+    """
+    return d.inode is None or found.st_ino == d.inode
+
+
+def _unlink_if_there(folder: int, name: bytes) -> None:
     with contextlib.suppress(FileNotFoundError):  # gone meanwhile: what was asked for
-        os.unlink(path)
+        os.unlink(name, dir_fd=folder)
+
+
+def _unlink_if_same(source: _Source) -> None:
+    """Unlink the source once placed in the archive, unless another file took its name."""
+    try:
+        there = os.lstat(source.name, dir_fd=source.folder)
+    except FileNotFoundError:
+        return
+    if os.path.samestat(there, source.counted):
+        _unlink_if_there(source.folder, source.name)
 
 
 def _within(path: bytes, folder: bytes) -> bool:

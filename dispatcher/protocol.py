@@ -92,6 +92,10 @@ class Result:
     error: str | None = None
     samples: tuple[bytes, ...] = ()
     lease: bytes = b""  # the task's lease signature, returned as it came
+    # st_dev and st_ino of the file counted, from the worker's fstat of it (0: not known): the
+    # master moves or deletes only that file (see dispatcher.ondone).
+    device: int = 0
+    inode: int = 0
 
     def __reduce__(self) -> tuple[type[Result], tuple[object, ...]]:
         # As Task.__reduce__; the status travels as its plain value.
@@ -108,6 +112,8 @@ class Result:
             self.error,
             self.samples,
             self.lease,
+            self.device,
+            self.inode,
         )
 
     def __post_init__(self) -> None:
@@ -129,6 +135,7 @@ MAX_SAMPLES = 16
 MAX_SAMPLE_BYTES = 4096
 MAX_LEASE_BYTES = 64
 MAX_SECONDS = 1e9
+MAX_INODE = (1 << 64) - 1  # st_dev and st_ino are 64-bit; SQLite stores them as written
 
 
 class BadRequest(ValueError):
@@ -205,6 +212,8 @@ def _result_problem(r: Result) -> str | None:
         return "bad worker id"
     if type(r.lease) is not bytes or len(r.lease) > MAX_LEASE_BYTES:
         return "bad lease"
+    if not _is_int(r.device, 0, MAX_INODE) or not _is_int(r.inode, 0, MAX_INODE):
+        return "device and inode must be integers from 0 to 2**64 - 1"
     lines = r.lines
     if not _is_int(r.bytes_read, 0, MAX_COUNT) or not _is_int(lines, 0, r.bytes_read):
         return "lines must be an integer from 0 to bytes_read"

@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dispatcher.common import error_text
+from dispatcher.walk import open_path
+
 log = logging.getLogger("logdispatch.watcher")
 
 # Names that are still being written by common tools (editors, downloaders, atomic writers).
@@ -116,25 +119,42 @@ class Scanner:
         stack = [subdir]
         while stack:
             rel_dir = stack.pop()
-            abs_dir = os.path.join(self._root, rel_dir) if rel_dir else self._root
+            # Listed through a descriptor, and each entry stat'ed relative to it: a folder
+            # whose path is longer than PATH_MAX is opened name by name, and its files counted.
             try:
-                entries = list(os.scandir(abs_dir))
+                dir_fd = open_path(self._root, rel_dir)
             except OSError as e:
                 # A folder deleted or made unreadable mid-scan costs only that folder.
-                log.warning("cannot scan %s: %s", os.fsdecode(abs_dir), e.strerror)
+                shown = os.path.join(self._root, rel_dir) if rel_dir else self._root
+                log.warning("cannot scan %s: %s", os.fsdecode(shown), error_text(e))
                 continue
-            for entry in entries:
-                rel = os.path.join(rel_dir, entry.name) if rel_dir else entry.name
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue  # gone since listed
-                if stat.S_ISDIR(st.st_mode):
-                    if Eligibility.dir_ok(entry.name):
-                        stack.append(rel)
-                elif stat.S_ISREG(st.st_mode) and self._eligibility.accepts(rel):
-                    batch.append(Seen(rel, st.st_size, st.st_mtime_ns))
-                    if len(batch) >= SCAN_BATCH:
-                        self._inbox.put(Scanned(batch))
-                        batch = []
+            try:
+                self._list(dir_fd, rel_dir, stack, batch)
+            finally:
+                os.close(dir_fd)
         self._inbox.put(Scanned(batch, complete=not subdir))
+
+    def _list(self, dir_fd: int, rel_dir: bytes, stack: list[bytes], batch: list[Seen]) -> None:
+        """Add the folder's subfolders to ``stack`` and its eligible files to ``batch``."""
+        try:
+            with os.scandir(dir_fd) as listing:
+                entries = list(listing)
+        except OSError as e:
+            shown = os.path.join(self._root, rel_dir) if rel_dir else self._root
+            log.warning("cannot scan %s: %s", os.fsdecode(shown), error_text(e))
+            return
+        for entry in entries:
+            name = os.fsencode(entry.name)
+            rel = os.path.join(rel_dir, name) if rel_dir else name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # gone since listed
+            if stat.S_ISDIR(st.st_mode):
+                if Eligibility.dir_ok(name):
+                    stack.append(rel)
+            elif stat.S_ISREG(st.st_mode) and self._eligibility.accepts(rel):
+                batch.append(Seen(rel, st.st_size, st.st_mtime_ns))
+                if len(batch) >= SCAN_BATCH:
+                    self._inbox.put(Scanned(batch[:]))
+                    batch.clear()

@@ -79,3 +79,34 @@ def test_bulk_writes_leave_what_one_statement_per_row_leaves(
     assert (by_id[701]["status"], by_id[701]["error"]) == ("queued", "unreadable")
     assert sum(row["status"] == "done" for row in rows) == 501
     assert by_id[500]["lines"] == 500 and by_id[500]["error_lines"] == 500 % 3
+
+
+def test_device_and_inode_numbers_keep_all_64_bits(tmp_path: Path) -> None:
+    """st_ino and st_dev are unsigned 64-bit; SQLite's INTEGER is signed."""
+    from dispatcher.ondone import Action, OnDone
+
+    ledger = Ledger(tmp_path / "state", tmp_path)
+    huge = (1 << 64) - 5
+    version = ledger.add_version(b"a.log", 10, 1, 1.0)
+    result = Result(version, 1, "w:1", Status.DONE, 1, 0, 10, device=huge - 1, inode=huge)
+    ledger.record_result(result, 2.0, OnDone(Action.DELETE))
+    ledger.close()
+    ledger = Ledger(tmp_path / "state", tmp_path)
+    try:
+        [pending] = ledger.unfinished_disposals()
+        assert (pending.device, pending.inode) == (huge - 1, huge)
+    finally:
+        ledger.close()
+
+
+def test_version_ids_are_never_given_twice_even_uncommitted(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "state", tmp_path)
+    handed = ledger.add_version(b"a.log", 10, 1, 1.0)
+    # The master dies before any commit: the row is lost, its id must not come back.
+    ledger._db.close()
+    ledger._lock.close()
+    ledger = Ledger(tmp_path / "state", tmp_path)
+    try:
+        assert ledger.add_version(b"b.log", 1, 1, 1.0) > handed
+    finally:
+        ledger.close()

@@ -218,6 +218,8 @@ class Worker:
             seconds=time.perf_counter() - started,
             samples=counts.samples,
             lease=task.lease,
+            device=before.st_dev,
+            inode=before.st_ino,
         )
 
     def _matcher(self, pattern: bytes) -> ErrorMatcher:

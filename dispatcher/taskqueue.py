@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from dispatcher import defaults
 from dispatcher.protocol import Task
+from dispatcher.weight import work_weight
 
 MAX_BATCH_ITEMS = 1000
 # A host that failed a task gets it again only when no other host has asked for work this
@@ -90,7 +91,8 @@ class TaskQueue:
         return {"root": self._root, "lease": self._lease_seconds}
 
     def take(self, worker_id: str, max_items: int, max_bytes: int, timeout: float) -> list[Task]:
-        """Hand out up to ``max_items`` tasks (at least one, then up to ``max_bytes`` in all)."""
+        """Hand out up to ``max_items`` tasks (at least one, then up to ``max_bytes`` in all,
+        each file weighed by ``work_weight``: a compressed file weighs more than its size)."""
         max_items = max(1, min(int(max_items), MAX_BATCH_ITEMS))
         wait_until = self._clock() + max(0.0, min(float(timeout), defaults.TAKE_WAIT_CAP_SECONDS))
         host = host_of(worker_id)
@@ -117,7 +119,8 @@ class TaskQueue:
             withheld: list[Pending] = []
             while self._ready and len(batch) < max_items:
                 pending = self._ready[0]
-                if batch and total + pending.size > max_bytes:
+                weight = work_weight(pending.path, pending.size)
+                if batch and total + weight > max_bytes:
                     break
                 self._ready.popleft()
                 if pending.id in self._cancelled:
@@ -142,7 +145,7 @@ class TaskQueue:
                 )
                 self._taken.append((task.id, task.attempt, worker_id))
                 batch.append(task)
-                total += pending.size
+                total += weight
             self._ready.extendleft(reversed(withheld))  # still first in line for other hosts
             return batch
 

@@ -17,6 +17,7 @@ from conftest import LOGDISPATCH, Cluster, logdispatch, wait_for, write_bomb
 from dispatcher.cli import all_commands
 from dispatcher.common import ConfigError
 from dispatcher.config import resolve
+from dispatcher.taskqueue import Pending, TaskQueue
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -139,3 +140,15 @@ def test_max_expanded_comes_from_flags_variables_and_files_like_its_siblings(
     config.write_text("max-expanded = 'lots'\n")
     with pytest.raises(ConfigError, match=r"max-expanded: invalid size value: 'lots'"):
         resolve("work", commands["work"], ["--config", str(config)], lambda: commands, {})
+
+
+def test_a_compressed_file_weighs_more_than_its_size_in_a_batch() -> None:
+    queue = TaskQueue(b"/r", b"ERROR")
+    for i in range(10):
+        queue.put(Pending(i, f"{i}.log".encode(), size=100_000, mtime_ns=1))
+    for i in range(10, 20):
+        queue.put(Pending(i, f"{i}.log.GZ".encode(), size=100_000, mtime_ns=1))
+    queue.put(Pending(20, b"last.log.bz2", size=100, mtime_ns=1))
+    assert len(queue.take("w", 100, 2 * MiB, 0)) == 10  # the plain files: 1 MB in all
+    assert [t.id for t in queue.take("w", 100, 2 * MiB, 0)] == [10]  # 3.2 MB of work alone
+    assert [t.id for t in queue.take("w", 100, 2 * MiB, 0)] == [11]

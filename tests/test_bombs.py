@@ -8,16 +8,18 @@ import json
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import LOGDISPATCH, Cluster, logdispatch, wait_for, write_bomb
+from conftest import AUTHKEY, LOGDISPATCH, Cluster, logdispatch, wait_for, write_bomb, write_log
 
 from dispatcher.cli import all_commands
 from dispatcher.common import ConfigError
 from dispatcher.config import resolve
 from dispatcher.taskqueue import Pending, TaskQueue
+from workers.worker import Worker, WorkerConfig
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -104,6 +106,37 @@ def test_a_bomb_among_small_files_holds_back_none_of_their_results(tmp_path: Pat
             run.wait()
     status, error, attempts = _ledger(state)["z/bomb"]
     assert (status, error, attempts) == ("failed", "bzip2 " + REFUSED.format("1 GiB"), 1)
+
+
+def test_results_go_before_a_big_plain_file_of_the_same_batch(cluster: Cluster) -> None:
+    """A batch budget large enough for a big file after small ones (a worker of this library
+    with its own budget): their results do not wait for it either."""
+    small = [cluster.root / f"app-{i}.log" for i in range(5)]
+    for path in small:
+        path.write_bytes(b"ERROR 1 one\nfine\n")
+        _old(path)
+    (cluster.root / "z").mkdir()
+    write_log(cluster.root / "z" / "big.log", 40)
+    _old(cluster.root / "z" / "big.log")
+    cluster.serve("--error-pattern", r".*ERROR\s+\d+")  # a general regex: slow on purpose
+    root = os.fsencode(cluster.root)
+    config = WorkerConfig(("127.0.0.1", cluster.port), AUTHKEY.encode(), root, batch_bytes=GiB)
+    worker = Worker(config)
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
+    thread.start()
+    try:
+
+        def small_done() -> dict[str, tuple[str, str | None, int]] | None:
+            versions = _ledger(cluster.state)
+            done = [versions.get(p.name, ("",))[0] == "done" for p in small]
+            return versions if all(done) else None
+
+        versions = wait_for(small_done, timeout=30, interval=0.02)
+        assert versions["z/big.log"][0] == "leased"
+        wait_for(lambda: _ledger(cluster.state)["z/big.log"][0] == "done", timeout=60)
+    finally:
+        worker.stop()
+        thread.join(30)
 
 
 def test_workers_retry_a_bomb_then_fail_it_and_count_the_rest_exactly(cluster: Cluster) -> None:

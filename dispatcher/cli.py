@@ -21,6 +21,7 @@ from dispatcher.common import (
     StopSignals,
     add_connection_arguments,
     add_engine_argument,
+    add_max_expanded_argument,
     decode_path,
     error_text,
     format_address,
@@ -41,6 +42,7 @@ from workers.counting import (
     DEFAULT_ERROR_PATTERN,
     CountError,
     ErrorMatcher,
+    Expansion,
     check_engine,
     count_path,
 )
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_master_options(run, listen=False)
     add_engine_argument(run)
+    add_max_expanded_argument(run)
     run.set_defaults(func=cmd_run)
 
     stat = commands.add_parser("status", help="what the running master is doing now")
@@ -179,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--error-pattern", default=None, metavar="RE")
     count.add_argument("--json", action="store_true", help="print JSON")
     add_engine_argument(count)
+    add_max_expanded_argument(count)
     _add_verbosity(count)
     count.set_defaults(func=cmd_count)
 
@@ -411,6 +415,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 root=master.root,
                 parent_pid=os.getpid(),
                 engine=args.engine,
+                max_expanded=args.max_expanded,
             )
         )
         crashed = master.run(until=workers_gone)
@@ -494,12 +499,13 @@ def cmd_count(args: argparse.Namespace) -> int:
         matcher = ErrorMatcher(_pattern(args.error_pattern), engine=args.engine)
     except re.error as e:
         raise ConfigError(f"--error-pattern is not a valid regex: {e}") from None
+    expansion = Expansion(args.max_expanded)
     entries: list[dict[str, Any]] = []
     for name in args.files:
         shown = decode_path(os.fsencode(name))
         entry: dict[str, Any] = {"path": shown}
         try:
-            counts = count_path(name, matcher)
+            counts = count_path(name, matcher, expansion=expansion)
         except (CountError, OSError) as e:
             entry["error"] = error_text(e)
             if not args.json:

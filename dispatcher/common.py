@@ -11,6 +11,7 @@ import argparse
 import errno
 import logging
 import os
+import re
 import signal
 import stat
 import sys
@@ -114,6 +115,52 @@ def add_engine_argument(parser: argparse.ArgumentParser) -> None:
         help="what searches literal-word error patterns and counts newlines: auto takes the "
         "[fast] extra (hyperscan, stringzilla) when installed, python the standard library "
         "only, hyperscan requires the extra (default: auto)",
+    )
+
+
+# The most bytes one compressed file may expand to. Real logs compress 10 to 50 times, so this
+# lets through any log up to a compressed size of a gigabyte or more, while a decompression bomb
+# (a few kilobytes that expand without end) is refused once it has cost that much work.
+MAX_EXPANDED_BYTES = 64 * 1024**3
+_SIZE_UNITS = ("", "K", "M", "G", "T")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``10G``, ``500M``, ``1.5GiB``, ``64k`` or plain ``4096`` (units of 1024)."""
+    found = _SIZE.fullmatch(text.strip())
+    if found is None:
+        raise ValueError(f"not a size: {text!r}")
+    number, unit = found.groups()
+    size = int(float(number) * 1024 ** _SIZE_UNITS.index(unit.upper()))
+    if size < 1:
+        raise ValueError(f"a size must be at least 1 byte: {text!r}")
+    return size
+
+
+parse_size.__name__ = "size"  # argparse and the configuration name the type in their errors
+
+
+def format_size(size: int) -> str:
+    """``64 GiB``, ``1.5 GiB``, ``500 MiB``, ``100 bytes``: as a person would write it."""
+    for power in range(len(_SIZE_UNITS) - 1, 0, -1):
+        unit = 1024**power
+        if size >= unit:
+            whole, part = divmod(size, unit)
+            shown = str(whole) if not part else f"{size / unit:.1f}"
+            return f"{shown} {_SIZE_UNITS[power]}iB"
+    return f"{size} byte{'' if size == 1 else 's'}"
+
+
+def add_max_expanded_argument(parser: argparse.ArgumentParser) -> None:
+    """``--max-expanded``, the same for ``count``, ``run`` and ``work``."""
+    parser.add_argument(
+        "--max-expanded",
+        type=parse_size,
+        default=MAX_EXPANDED_BYTES,
+        metavar="SIZE",
+        help="refuse a compressed file that expands to more than SIZE (10G, 500M...): a "
+        f"decompression bomb (default: {format_size(MAX_EXPANDED_BYTES)})",
     )
 
 

@@ -23,6 +23,7 @@ from dispatcher.protocol import (
     check_seconds,
     check_worker_id,
 )
+from dispatcher.weight import work_weight
 
 MAX_BATCH_ITEMS = 1000
 # What one worker id may hold at once: a client that takes without counting cannot empty the
@@ -126,7 +127,8 @@ class TaskQueue:
         return {"root": self._root, "lease": self._lease_seconds}
 
     def take(self, worker_id: str, max_items: int, max_bytes: int, timeout: float) -> list[Task]:
-        """Hand out up to ``max_items`` tasks (at least one, then up to ``max_bytes`` in all)."""
+        """Hand out up to ``max_items`` tasks (at least one, then up to ``max_bytes`` in all,
+        each file weighed by ``work_weight``: a compressed file weighs more than its size)."""
         check_worker_id(worker_id)
         max_items = max(1, min(check_int(max_items, "max_items"), MAX_BATCH_ITEMS))
         check_int(max_bytes, "max_bytes")
@@ -160,7 +162,8 @@ class TaskQueue:
             withheld: list[Pending] = []
             while self._ready and len(batch) < max_items:
                 pending = self._ready[0]
-                if batch and total + pending.size > max_bytes:
+                weight = work_weight(pending.path, pending.size)
+                if batch and total + weight > max_bytes:
                     break
                 self._ready.popleft()
                 if pending.id in self._cancelled:
@@ -188,7 +191,7 @@ class TaskQueue:
                 self._held_by[worker_id] += 1
                 self._taken.append((task.id, task.attempt, worker_id))
                 batch.append(task)
-                total += pending.size
+                total += weight
             self._ready.extendleft(reversed(withheld))  # still first in line for other hosts
             return batch
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
+import lzma
 import os
 import pickle
 import secrets
@@ -58,6 +61,24 @@ def write_log(path: Path, megabytes: int, lines_per_error: int = 1000) -> tuple[
         for _ in range(repeats):
             f.write(block)
     return repeats * lines_per_error, repeats
+
+
+BOMB_PIECE = 8 * 1024 * 1024
+_COMPRESS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.compress,
+    "bzip2": bz2.compress,
+    "xz": lzma.compress,
+}
+
+
+def write_bomb(path: Path, compression: str, expands_to: int) -> int:
+    """A decompression bomb: ``expands_to`` bytes of zeros (a multiple of 8 MiB) as concatenated
+    ``compression`` streams, which every decompressor reads on as one; returns its size."""
+    piece = _COMPRESS[compression](bytes(BOMB_PIECE))
+    with open(path, "wb") as f:
+        for _ in range(expands_to // BOMB_PIECE):
+            f.write(piece)
+    return path.stat().st_size
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:

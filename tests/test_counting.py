@@ -21,10 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import as_unprivileged
+from conftest import as_unprivileged, write_bomb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dispatcher.common import MAX_EXPANDED_BYTES, format_size, parse_size
 from workers import counting
 from workers.counting import (
     CHUNK_SIZE,
@@ -34,6 +35,7 @@ from workers.counting import (
     CountError,
     Counts,
     ErrorMatcher,
+    Expansion,
     count_chunks,
     count_fd,
     count_fileobj,
@@ -370,6 +372,82 @@ def test_archives_count_like_their_content(
     assert general == dataclasses.replace(
         count_path(str(plain), GENERAL, chunk_size=777), compression=compression
     )
+
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "xz"])
+def test_a_decompression_bomb_is_refused_once_past_the_limit(
+    tmp_path: Path, compression: str
+) -> None:
+    bomb = tmp_path / "bomb.log"
+    assert write_bomb(bomb, compression, 1024 * MiB) < 2 * MiB
+    started: list[bool] = []
+    expansion = Expansion(64 * MiB, on_start=lambda: started.append(True))
+    with pytest.raises(CountError) as caught:
+        count_path(str(bomb), DEFAULT, expansion=expansion)
+    assert str(caught.value) == (
+        f"{compression} data expands past 64 MiB (--max-expanded): refused as a decompression bomb"
+    )
+    assert started == [True]  # the caller heard before the decompression began
+
+
+def test_a_single_stream_bomb_is_refused_too(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.gz"
+    with gzip.open(bomb, "wb") as f:
+        for _ in range(32):
+            f.write(bytes(4 * MiB))
+    with pytest.raises(CountError, match=r"^gzip data expands past 100 MiB \(--max-expanded\)"):
+        count_path(str(bomb), GENERAL, expansion=Expansion(100 * MiB))
+
+
+@EVERY_PATH
+@pytest.mark.parametrize("chunk_size", [777, CHUNK_SIZE])
+def test_content_of_exactly_the_limit_counts_as_before(
+    tmp_path: Path, matcher: ErrorMatcher, chunk_size: int
+) -> None:
+    archive = tmp_path / "app.log.bz2"
+    archive.write_bytes(bz2.compress(LOG[:1000]) + bz2.compress(LOG[1000:]))
+    expected = count_path(str(archive), matcher, chunk_size)
+    assert expected.compression == "bzip2" and expected.bytes_read == len(LOG)
+    exact = count_path(str(archive), matcher, chunk_size, expansion=Expansion(len(LOG)))
+    assert exact == expected
+    with pytest.raises(CountError, match="expands past"):
+        count_path(str(archive), matcher, chunk_size, expansion=Expansion(len(LOG) - 1))
+
+
+def test_plain_files_have_no_expansion_limit_nor_call_it_a_start(tmp_path: Path) -> None:
+    plain = tmp_path / "app.log"
+    plain.write_bytes(LOG)
+    started: list[bool] = []
+    expansion = Expansion(10, on_start=lambda: started.append(True))
+    assert count_path(str(plain), DEFAULT, expansion=expansion) == count_path(str(plain), DEFAULT)
+    assert started == []
+    assert Expansion().limit == MAX_EXPANDED_BYTES == 64 * 1024 * MiB
+
+
+@pytest.mark.parametrize(
+    ("text", "size", "shown"),
+    [
+        ("10G", 10 * 1024 * MiB, "10 GiB"),
+        ("500M", 500 * MiB, "500 MiB"),
+        ("1.5GiB", 1536 * MiB, "1.5 GiB"),
+        ("64k", 65536, "64 KiB"),
+        (" 2 tb ", 2 * 1024**4, "2 TiB"),
+        ("4096", 4096, "4 KiB"),
+        ("100", 100, "100 bytes"),
+    ],
+)
+def test_sizes_are_read_and_shown_in_units_of_1024(text: str, size: int, shown: str) -> None:
+    assert parse_size(text) == size
+    assert format_size(size) == shown
+
+
+@pytest.mark.parametrize("text", ["", "G", "10Q", "-1G", "0", "1..5G", "ten"])
+def test_a_bad_size_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
 
 
 def test_magic_bytes_decide_not_the_name(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from dispatcher.common import (
     LogDispatchError,
     add_connection_arguments,
     add_engine_argument,
+    add_max_expanded_argument,
     load_authkey,
     parse_address,
     setup_logging,
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes", type=int, default=1, metavar="N", help="counting processes (default 1)"
     )
     add_engine_argument(parser)
+    add_max_expanded_argument(parser)
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
@@ -68,6 +70,7 @@ def main(argv: Sequence[str], commands: Commands) -> int:
             root=root,
             parent_pid=args.parent_pid,
             engine=args.engine,
+            max_expanded=args.max_expanded,
         )
         check_engine(args.engine)  # a missing engine is an error now, not per file
     except LogDispatchError as e:

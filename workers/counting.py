@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Protocol
 
-from dispatcher.common import ENGINES, ConfigError, LogDispatchError
+from dispatcher.common import (
+    ENGINES,
+    MAX_EXPANDED_BYTES,
+    ConfigError,
+    LogDispatchError,
+    format_size,
+)
 
 # The optional accelerators: `pip install 'logdispatch[fast]'`.
 try:
@@ -605,8 +611,28 @@ def _detect_compression(magic: bytes) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """How far compressed content may expand, and who hears when it is about to.
+
+    ``limit``: the most decompressed bytes of one file; more is refused as a decompression bomb.
+    ``on_start``: called once content is found compressed, before it is decompressed: its
+    counting may take long, so a caller holding results of other files sends them first.
+    """
+
+    limit: int = MAX_EXPANDED_BYTES
+    on_start: Callable[[], None] | None = None
+
+
+_EXPANSION = Expansion()
+
+
 def count_fileobj(
-    f: BinaryIO, matcher: ErrorMatcher, chunk_size: int = CHUNK_SIZE, size: int | None = None
+    f: BinaryIO,
+    matcher: ErrorMatcher,
+    chunk_size: int = CHUNK_SIZE,
+    size: int | None = None,
+    expansion: Expansion = _EXPANSION,
 ) -> Counts:
     """Count a seekable binary file from its current position, decompressing by magic bytes.
 
@@ -618,11 +644,15 @@ def count_fileobj(
         f.seek(-consumed, io.SEEK_CUR)
         return f
 
-    return _count(f.read, rewind, matcher, chunk_size, size)
+    return _count(f.read, rewind, matcher, chunk_size, size, expansion)
 
 
 def count_fd(
-    fd: int, matcher: ErrorMatcher, chunk_size: int = CHUNK_SIZE, size: int | None = None
+    fd: int,
+    matcher: ErrorMatcher,
+    chunk_size: int = CHUNK_SIZE,
+    size: int | None = None,
+    expansion: Expansion = _EXPANSION,
 ) -> Counts:
     """``count_fileobj`` on an open file descriptor, read with os.read: no file object."""
 
@@ -631,7 +661,7 @@ def count_fd(
         # closefd=False: the caller's descriptor stays open, and nothing is left to close.
         return open(fd, "rb", buffering=0, closefd=False)
 
-    return _count(functools.partial(os.read, fd), rewind, matcher, chunk_size, size)
+    return _count(functools.partial(os.read, fd), rewind, matcher, chunk_size, size, expansion)
 
 
 _MAGIC_BYTES = max(len(magic) for magic, _ in _COMPRESSION_MAGIC)
@@ -643,6 +673,7 @@ def _count(
     matcher: ErrorMatcher,
     chunk_size: int,
     size: int | None,
+    expansion: Expansion,
 ) -> Counts:
     """The counting of a file: ``read(n)`` gives its next bytes, ``rewind(n)`` a file object
     at its start once n bytes were read (for a decompressor)."""
@@ -659,17 +690,38 @@ def _count(
         if size is not None and len(first) >= size:
             return matcher._count_whole(first)
         return count_chunks(_plain_chunks(first, read, chunk_size, size), matcher)
+    if expansion.on_start is not None:
+        expansion.on_start()
     f = rewind(len(first))
     try:
         with _DECOMPRESSORS[compression](f) as stream:
-            # read(n) returns at most n decompressed bytes: a bomb cannot exhaust memory.
-            counts = count_chunks(iter(lambda: stream.read(chunk_size), b""), matcher)
+            chunks = _expanded_chunks(stream, chunk_size, expansion.limit, compression)
+            counts = count_chunks(chunks, matcher)
     except _CORRUPT_ERRORS as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise  # a real I/O error of the underlying file, not bad data
         reason = " ".join(str(e).split()) or type(e).__name__
         raise CountError(f"corrupt {compression} data: {reason}") from None
     return replace(counts, compression=compression)
+
+
+def _expanded_chunks(
+    stream: io.BufferedIOBase, chunk_size: int, limit: int, compression: str
+) -> Iterator[bytes]:
+    """The decompressed content, refused (CountError) once it passes ``limit`` bytes.
+
+    read(n) returns at most n decompressed bytes: a bomb exhausts neither memory nor, past the
+    limit, time; reading stops one byte past it, so content of exactly ``limit`` bytes passes.
+    """
+    done = 0
+    while chunk := stream.read(min(chunk_size, limit + 1 - done)):
+        done += len(chunk)
+        if done > limit:
+            raise CountError(
+                f"{compression} data expands past {format_size(limit)} (--max-expanded): "
+                "refused as a decompression bomb"
+            )
+        yield chunk
 
 
 def _plain_chunks(
@@ -685,7 +737,12 @@ def _plain_chunks(
         yield chunk
 
 
-def count_path(path: str | bytes, matcher: ErrorMatcher, chunk_size: int = CHUNK_SIZE) -> Counts:
+def count_path(
+    path: str | bytes,
+    matcher: ErrorMatcher,
+    chunk_size: int = CHUNK_SIZE,
+    expansion: Expansion = _EXPANSION,
+) -> Counts:
     """Count one regular file; never follows a final symlink nor blocks on a FIFO.
 
     FileNotFoundError, PermissionError and other OSErrors of opening propagate.
@@ -695,6 +752,6 @@ def count_path(path: str | bytes, matcher: ErrorMatcher, chunk_size: int = CHUNK
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise CountError("not a regular file")
-        return count_fd(fd, matcher, chunk_size)
+        return count_fd(fd, matcher, chunk_size, expansion=expansion)
     finally:
         os.close(fd)

@@ -20,6 +20,7 @@ from multiprocessing import AuthenticationError
 from typing import Any
 
 from dispatcher.common import (
+    MAX_EXPANDED_BYTES,
     LogDispatchError,
     StopSignals,
     display_path,
@@ -34,7 +35,7 @@ from dispatcher.protocol import (
     Task,
     forget_connection,
 )
-from workers.counting import CountError, ErrorMatcher, count_fd
+from workers.counting import CountError, ErrorMatcher, Expansion, count_fd
 
 log = logging.getLogger("logdispatch.worker")
 
@@ -46,6 +47,9 @@ BATCH_BYTES = 8 * 1024 * 1024
 TAKE_TIMEOUT_SECONDS = 1.0
 # Results of a long batch are sent at least this often, so the ledger keeps up.
 FLUSH_SECONDS = 1.0
+# Results already counted are sent before a file this big, or any compressed file, is started:
+# its counting may take long, and they must not wait for it.
+LONG_FILE_BYTES = 16 * 1024 * 1024
 # Reconnect delays: doubling from the first to the cap.
 RECONNECT_FIRST_SECONDS = 0.5
 RECONNECT_CAP_SECONDS = 30.0
@@ -72,6 +76,7 @@ class WorkerConfig:
     batch_bytes: int = BATCH_BYTES
     parent_pid: int | None = None  # stop when this process is gone (workers started by `run`)
     engine: str = "auto"  # see ErrorMatcher
+    max_expanded: int = MAX_EXPANDED_BYTES  # decompressed bytes of one file, at most
 
 
 class Worker:
@@ -90,6 +95,7 @@ class Worker:
         self._lost: set[int] = set()
         self._held_lock = threading.Lock()
         self._matchers: dict[bytes, ErrorMatcher] = {}
+        self._expansion = Expansion(config.max_expanded, on_start=self._flush)
         self.handled = 0  # tasks reported on, whatever their outcome
 
     # --- life cycle ------------------------------------------------------------------------
@@ -153,7 +159,9 @@ class Worker:
                 lost = task.id in self._lost
                 self._counting = None if lost else task.id
             if not lost:
-                self._unsent.append(self.count(task))
+                # Two statements: counting may flush, which replaces self._unsent.
+                result = self.count(task)
+                self._unsent.append(result)
                 self.handled += 1
             if time.monotonic() - last_flush >= FLUSH_SECONDS:
                 self._flush()
@@ -194,9 +202,11 @@ class Worker:
                 return failed(Status.ERROR, "not a regular file")
             if (before.st_size, before.st_mtime_ns) != (task.size, task.mtime_ns):
                 return failed(Status.CHANGED, "changed since it was queued")
+            if before.st_size >= LONG_FILE_BYTES:
+                self._flush()
             # Reading stops at the queued size (one read for a small file): growth past it
-            # shows in the fstat below.
-            counts = count_fd(fd, matcher, size=before.st_size)
+            # shows in the fstat below. A compressed file flushes too, once it is recognised.
+            counts = count_fd(fd, matcher, size=before.st_size, expansion=self._expansion)
             after = os.fstat(fd)
         except CountError as e:
             return failed(Status.ERROR, str(e))

@@ -193,6 +193,26 @@ def _zero_page(ledger: Path) -> None:
         f.write(bytes(size))
 
 
+def _zero_leaf(ledger: Path) -> None:
+    """Zero a leaf page in the middle of the versions table (not the one max(id) reads)."""
+    size, _ = _versions_page(ledger)
+    with contextlib.closing(sqlite3.connect(ledger)) as db:
+        try:
+            leaves = [
+                page
+                for (page,) in db.execute(
+                    "SELECT pageno FROM dbstat WHERE name = 'versions' AND pagetype = 'leaf' "
+                    "ORDER BY path"
+                )
+            ]
+        except sqlite3.OperationalError:
+            pytest.skip("this SQLite has no dbstat table to find a leaf page with")
+    assert len(leaves) >= 3
+    with open(ledger, "r+b") as f:
+        f.seek((leaves[len(leaves) // 2] - 1) * size)
+        f.write(bytes(size))
+
+
 def _truncate(ledger: Path) -> None:
     with open(ledger, "r+b") as f:
         f.truncate(ledger.stat().st_size // 2)
@@ -215,6 +235,7 @@ DAMAGE = {
     "garbage": _garbage,
     "header-only": _header_only,
     "zeroed-page": _zero_page,
+    "zeroed-leaf": _zero_leaf,
     "empty": _empty,
 }
 
@@ -246,7 +267,7 @@ def test_readers_of_a_damaged_ledger_say_so_in_one_line(
     assert not (tmp_path / "report.html").exists()
 
 
-@pytest.mark.parametrize("damage", ["zeroed-page", "garbage", "truncated"])
+@pytest.mark.parametrize("damage", ["zeroed-page", "zeroed-leaf", "garbage", "truncated"])
 def test_serve_on_a_damaged_ledger_exits_2_in_one_line(
     pristine: tuple[Path, Path], tmp_path: Path, damage: str
 ) -> None:
@@ -259,6 +280,64 @@ def test_serve_on_a_damaged_ledger_exits_2_in_one_line(
     line = one_error_line(served.stderr, "serve")
     assert str(state / "ledger.sqlite3") in line
     assert "is damaged" in line
+
+
+def test_a_ledger_another_user_cannot_open_is_one_line(
+    pristine: tuple[Path, Path], public_dir: Path
+) -> None:
+    state = public_dir / "state"
+    shutil.copytree(pristine[1], state)
+    state.chmod(0o755)
+    (state / "ledger.sqlite3").chmod(0o600)
+    shown = as_nobody("summary", "--state", str(state))
+    assert shown.returncode == 2
+    line = one_error_line(shown.stderr, "summary")
+    assert f"cannot open the ledger {state / 'ledger.sqlite3'}: Permission denied" in line
+
+
+def test_a_ledger_left_in_wal_mode_says_how_another_user_can_read_it(
+    pristine: tuple[Path, Path], public_dir: Path
+) -> None:
+    """As a master of an earlier version left it: WAL mode, no -shm file beside it."""
+    state = public_dir / "state"
+    shutil.copytree(pristine[1], state)
+    with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3")) as db:
+        assert db.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    assert not (state / "ledger.sqlite3-shm").exists()
+    readable_by_all(state)
+    shown = as_nobody("summary", "--state", str(state))
+    assert shown.returncode == 2
+    line = one_error_line(shown.stderr, "summary")
+    assert str(state / "ledger.sqlite3") in line and "WAL mode" in line
+    # A clean stop of a master leaves it readable.
+    served = Proc(
+        ["dispatcher", str(pristine[0]), "--state", str(state),
+         "--address", f"127.0.0.1:{free_port()}"],
+        public_dir / "master.log",
+        env={"LOGDISPATCH_AUTHKEY": AUTHKEY},
+    )  # fmt: skip
+    try:
+        wait_for(lambda: "serving on" in served.output)
+        served.signal(signal.SIGTERM)
+        assert served.wait() == 0
+    finally:
+        served.stop()
+    readable_by_all(state)
+    assert len(done_files(state, as_nobody)) == 300
+
+
+def test_a_state_directory_of_another_root_is_one_line(
+    pristine: tuple[Path, Path], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    shutil.copytree(pristine[1], state)
+    other = tmp_path / "other"
+    other.mkdir()
+    run = logdispatch("run", str(other), "--once", "--state", str(state))
+    assert run.returncode == 2
+    line = one_error_line(run.stderr, "run")
+    assert f"the state directory belongs to root {pristine[0]}" in line
+    assert len(done_files(state)) == 300
 
 
 # --- a full disk ------------------------------------------------------------------------------

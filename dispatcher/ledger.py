@@ -106,11 +106,16 @@ def ledger_error(path: Path, error: sqlite3.Error, doing: str = "read") -> Ledge
     if doing == "read":
         if name.startswith("SQLITE_CANTOPEN"):
             return LedgerError(f"cannot open the ledger {path}: {_cannot_open(path)}")
-        if name.startswith("SQLITE_READONLY"):
+        if name.startswith("SQLITE_READONLY") and _in_wal_mode(path):
             return LedgerError(
                 f"cannot read the ledger {path} ({error}): it was left in WAL mode and its "
                 "-shm file cannot be created here; read it as its owner, or stop its master "
                 "cleanly once (that leaves it readable with read access alone)"
+            )
+        if name.startswith("SQLITE_READONLY"):
+            return LedgerError(
+                f"cannot read the ledger {path} ({error}): a transaction its master left "
+                "unfinished must be rolled back first; its next start does that"
             )
         return LedgerError(f"cannot read the ledger {path}: {error}", code)
     if doing == "open":
@@ -127,6 +132,16 @@ def ledger_error(path: Path, error: sqlite3.Error, doing: str = "read") -> Ledge
         "files not yet recorded are counted again at the next start",
         code,
     )
+
+
+def _in_wal_mode(path: Path) -> bool:
+    """Whether the ledger's header says WAL (its read and write versions, bytes 18 and 19)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return header[18:20] == b"\x02\x02"
 
 
 def _cannot_open(path: Path) -> str:
@@ -432,7 +447,9 @@ class Ledger:
         try:
             self._db.execute("PRAGMA journal_mode=DELETE")
         except sqlite3.OperationalError as e:
-            log.info("the ledger stays in WAL mode (%s): a reader has it open", e)
+            # Still readable by anyone who can open or create its -shm file.
+            busy = e.sqlite_errorname.startswith("SQLITE_BUSY")
+            log.info("the ledger stays in WAL mode: %s", "a reader has it open" if busy else e)
 
     @_guarded
     def known_versions(self) -> dict[bytes, tuple[int, int]]:

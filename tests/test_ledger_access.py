@@ -123,6 +123,25 @@ def test_another_user_reads_the_ledger_while_the_master_runs_and_after_it_stoppe
     assert again.wait() == 0
 
 
+def test_a_reader_still_reading_when_the_master_stops_leaves_it_readable_to_others(
+    public_cluster: Cluster,
+) -> None:
+    c = public_cluster
+    write_files(c.root, 3)
+    master = c.serve()
+    c.work()
+    wait_for(lambda: len(done_files(c.state)) == 3)
+    uri = f"{(c.state / 'ledger.sqlite3').as_uri()}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as reader:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM versions").fetchone() == (3,)
+        master.signal(signal.SIGTERM)
+        assert master.wait() == 0
+    assert "the ledger stays in WAL mode: a reader has it open" in master.output
+    readable_by_all(c.state)
+    assert len(done_files(c.state, as_nobody)) == 3
+
+
 @contextlib.contextmanager
 def read_only_view(folder: Path, where: Path) -> Iterator[Path]:
     """``folder`` seen through a read-only bind mount at ``where``."""

@@ -262,8 +262,12 @@ def _update_rows(
         db.executemany(one, rows)
 
 
-# How long close() waits for a reader's read to end before it leaves the ledger in WAL mode.
+# How long close() waits for a reader's read to end before it leaves the ledger in WAL mode,
+# how long a starting master waits for them to switch it to WAL, and how long any other
+# statement waits for a lock (sqlite3's default).
 CLOSE_WAIT_MS = 2000
+OPEN_WAIT_MS = 60_000
+BUSY_WAIT_MS = 5000
 
 
 def ledger_path(state_dir: Path) -> Path:
@@ -279,8 +283,8 @@ class Ledger:
         self._lock_state_dir(state_dir)
         try:
             self._db = sqlite3.connect(self._path, isolation_level=None)
-            # WAL lets summaries read while the master writes; FULL makes each commit durable.
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._enter_wal()
+            # FULL makes each commit durable.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
             self._migrate()
@@ -295,6 +299,24 @@ class Ledger:
         self._disposed_rows: list[tuple[str, str, int]] = []
         self._db.execute("BEGIN")
         self._committed_changes = self._db.total_changes
+
+    def _enter_wal(self) -> None:
+        """WAL lets summaries read while the master writes.
+
+        A ledger a master left (see _leave_readable) is in rollback-journal mode, and the
+        switch waits until no reader is reading it: a long summary delays the start, it does
+        not fail it.
+        """
+        self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as e:
+            if not e.sqlite_errorname.startswith("SQLITE_BUSY"):
+                raise
+            log.info("waiting for the readers of the ledger %s to finish", self._path)
+            self._db.execute(f"PRAGMA busy_timeout = {OPEN_WAIT_MS}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_MS}")
 
     def _lock_state_dir(self, state_dir: Path) -> None:
         """Take the state directory for this master, or raise LedgerBusy.

@@ -142,6 +142,31 @@ def test_a_reader_still_reading_when_the_master_stops_leaves_it_readable_to_othe
     assert len(done_files(c.state, as_nobody)) == 3
 
 
+def test_a_master_starting_waits_for_a_reader_of_the_stopped_ledger(cluster: Cluster) -> None:
+    write_files(cluster.root, 2)
+    first = cluster.serve()
+    cluster.work()
+    wait_for(lambda: len(done_files(cluster.state)) == 2)
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    uri = f"{(cluster.state / 'ledger.sqlite3').as_uri()}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as reader:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM versions").fetchone() == (2,)
+        second = cluster._start(
+            ["dispatcher", str(cluster.root), "--address", cluster.address,
+             "--authkey-file", str(cluster.key_file), "--state", str(cluster.state)],
+            "second",
+        )  # fmt: skip
+        wait_for(lambda: "waiting for the readers of the ledger" in second.output)
+        assert second.popen.poll() is None
+    wait_for(lambda: "serving on" in second.output)
+    write_files(cluster.root, 1, start=2)
+    wait_for(lambda: len(done_files(cluster.state)) == 3)
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+
+
 @contextlib.contextmanager
 def read_only_view(folder: Path, where: Path) -> Iterator[Path]:
     """``folder`` seen through a read-only bind mount at ``where``."""

@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except LogDispatchError as e:  # configuration, a busy ledger: one line, no traceback
         print(f"logdispatch {command}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -29,6 +29,10 @@ DEFAULT_ADDRESS = ("127.0.0.1", DEFAULT_PORT)
 class LogDispatchError(Exception):
     """Base of the project's own errors."""
 
+    # The command's exit status: 2 says starting again would only fail again (systemd units
+    # do not restart on it), 1 that it may work later.
+    exit_code = 2
+
 
 class ConfigError(LogDispatchError):
     """Bad command-line or configuration input; the message is meant for the operator."""

@@ -7,7 +7,10 @@ read-only connection, so summaries work while the master runs and after it stopp
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import functools
+import logging
 import os
 import secrets
 import sqlite3
@@ -16,12 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from dispatcher import defaults
 from dispatcher.common import ConfigError, LogDispatchError
 from dispatcher.ondone import KEEP, Action, Disposal, DisposalState, OnDone, Outcome
 from dispatcher.protocol import Result
+
+log = logging.getLogger("logdispatch.ledger")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,6 +75,112 @@ class VersionStatus(StrEnum):
 
 class LedgerBusy(LogDispatchError):
     """Another master holds this state directory."""
+
+
+class LedgerError(LogDispatchError):
+    """The ledger cannot be read or written: damaged, not a ledger, unreadable, disk full.
+
+    ``exit_code`` 2 when starting again cannot help (a damaged ledger), 1 when it may (a full
+    disk, once space is freed).
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# What sqlite3 errors mean for the operator, and whether a restart may help.
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+_TRANSIENT = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_NOMEM")
+
+
+def ledger_error(path: Path, error: sqlite3.Error, doing: str = "read") -> LedgerError:
+    """One line for the operator: which ledger, what is wrong with it, what to do.
+
+    ``doing`` is "read" (a summary), "open" (the master starting) or "write" (the master
+    recording).
+    """
+    name = getattr(error, "sqlite_errorname", "")
+    code = 1 if name.startswith(_TRANSIENT) else 2
+    if name.startswith(_DAMAGED):
+        return LedgerError(
+            f"the ledger {path} is damaged ({error}): restore it from a copy, or move it and "
+            "its -wal file aside to start a new ledger (everything is then counted again)"
+        )
+    if "no such table" in str(error) or "no such column" in str(error):
+        return LedgerError(f"{path} is not a logdispatch ledger ({error})")
+    if doing == "read":
+        if name.startswith("SQLITE_CANTOPEN"):
+            return LedgerError(f"cannot open the ledger {path}: {_cannot_open(path)}")
+        if name.startswith("SQLITE_READONLY") and _in_wal_mode(path):
+            return LedgerError(
+                f"cannot read the ledger {path} ({error}): it was left in WAL mode and its "
+                "-shm file cannot be created here; read it as its owner, or stop its master "
+                "cleanly once (that leaves it readable with read access alone)"
+            )
+        if name.startswith("SQLITE_READONLY"):
+            return LedgerError(
+                f"cannot read the ledger {path} ({error}): a transaction its master left "
+                "unfinished must be rolled back first; its next start does that"
+            )
+        return LedgerError(f"cannot read the ledger {path}: {error}", code)
+    if doing == "open":
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return LedgerError(
+                f"the ledger {path} is locked by another process ({error}): a reader that "
+                "holds it long, or a master of another host or version",
+                code,
+            )
+        return LedgerError(f"cannot open the ledger {path}: {error}", code)
+    what = "the disk is full" if name.startswith("SQLITE_FULL") else str(error)
+    return LedgerError(
+        f"cannot write the ledger {path}: {what}; what was committed before is kept, and "
+        "files not yet recorded are counted again at the next start",
+        code,
+    )
+
+
+def _in_wal_mode(path: Path) -> bool:
+    """Whether the ledger's header says WAL (its read and write versions, bytes 18 and 19)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return header[18:20] == b"\x02\x02"
+
+
+def _cannot_open(path: Path) -> str:
+    """Why SQLite could not open ``path``, as the file system says."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return "unable to open database file"
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _guarded(
+    method: Callable[Concatenate[Ledger, _P], _R],
+) -> Callable[Concatenate[Ledger, _P], _R]:
+    """A Ledger method whose SQLite errors become one LedgerError. After one, the transaction
+    is rolled back and every such method raises it again: nothing is written, and nothing
+    (a move or delete of a counted file) follows a commit that did not happen."""
+
+    @functools.wraps(method)
+    def guarded(self: Ledger, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise self._fail(e) from None
+
+    return guarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +285,14 @@ def _unsigned64(number: int | None) -> int | None:
     return None if number is None else number & ((1 << 64) - 1)
 
 
+# How long close() waits for a reader's read to end before it leaves the ledger in WAL mode,
+# how long a starting master waits for them to switch it to WAL, and how long any other
+# statement waits for a lock (sqlite3's default).
+CLOSE_WAIT_MS = 2000
+OPEN_WAIT_MS = 60_000
+BUSY_WAIT_MS = 5000
+
+
 def ledger_path(state_dir: Path) -> Path:
     return state_dir / defaults.LEDGER_FILE
 
@@ -182,48 +301,111 @@ class Ledger:
     """Writer side; every method runs on the master loop's thread."""
 
     def __init__(self, state_dir: Path, root: Path) -> None:
+        self._path = ledger_path(state_dir)
+        self._failure: LedgerError | None = None
+        self._lock_state_dir(state_dir)
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            self._lock = open(state_dir / defaults.LOCK_FILE, "a+b")  # noqa: SIM115 - held until close
-        except OSError as e:
-            raise ConfigError(
-                f"cannot use {state_dir} as the state directory: {e.strerror}"
-            ) from None
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise LedgerBusy(f"another master is using the state directory {state_dir}") from None
-        try:
-            self._db = sqlite3.connect(ledger_path(state_dir), isolation_level=None)
-            # WAL lets summaries read while the master writes; FULL makes each commit durable.
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite3.connect(self._path, isolation_level=None)
+            self._enter_wal()
+            # FULL makes each commit durable.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
             self._migrate()
+            self._check_root(root)
+            self.lease_secret = self._lease_secret()
+            # Ids are handed to workers before the commit that writes their rows, so the next
+            # master must not start from the largest id committed: it starts past every id this
+            # one may have handed out, a bound committed before any of them is (add_version).
+            (last_id,) = self._db.execute("SELECT coalesce(max(id), 0) FROM versions").fetchone()
+            self._next_id = max(int(last_id) + 1, self._meta_int("ids_reserved_to"))
+            self._reserve_ids()
         except sqlite3.Error as e:
-            self._lock.close()
-            raise ConfigError(f"cannot open the ledger in {state_dir}: {e}") from None
-        self._check_root(root)
-        self.lease_secret = self._lease_secret()
-        # Ids are handed to workers before the commit that writes their rows, so the next
-        # master must not start from the largest id committed: it starts past every id this one
-        # may have handed out, a bound committed before any of them is (see add_version).
-        (last_id,) = self._db.execute("SELECT coalesce(max(id), 0) FROM versions").fetchone()
-        self._next_id = max(int(last_id) + 1, self._meta_int("ids_reserved_to"))
-        self._reserve_ids()
+            self._release()
+            raise ledger_error(self._path, e, "open") from None
         self._new_rows: list[tuple[int, bytes, int, int, float]] = []
         self._done_rows: list[tuple[object, ...]] = []
         self._disposed_rows: list[tuple[str, str, int]] = []
         self._db.execute("BEGIN")
         self._committed_changes = self._db.total_changes
 
+    def _enter_wal(self) -> None:
+        """WAL lets summaries read while the master writes.
+
+        A ledger a master left (see _leave_readable) is in rollback-journal mode, and the
+        switch waits until no reader is reading it: a long summary delays the start, it does
+        not fail it.
+        """
+        self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as e:
+            if not e.sqlite_errorname.startswith("SQLITE_BUSY"):
+                raise
+            log.info("waiting for the readers of the ledger %s to finish", self._path)
+            self._db.execute(f"PRAGMA busy_timeout = {OPEN_WAIT_MS}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_MS}")
+
+    def _lock_state_dir(self, state_dir: Path) -> None:
+        """Take the state directory for this master, or raise LedgerBusy.
+
+        The lock file alone can be deleted under a running master, and a second master would
+        then take a new one; the directory itself cannot go while the ledger is in it. The lock
+        file stays for masters of earlier versions.
+        """
+        self._dir_fd: int | None = None
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = open(state_dir / defaults.LOCK_FILE, "a+b")  # noqa: SIM115 - held until close
+            self._dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            with contextlib.suppress(AttributeError):
+                self._lock.close()
+            raise ConfigError(
+                f"cannot use {state_dir} as the state directory: {e.strerror}"
+            ) from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    # Some network file systems lock no directory: the lock file still holds.
+                    log.debug("cannot lock the folder %s: %s", state_dir, e.strerror)
+                    os.close(self._dir_fd)
+                    self._dir_fd = None
+                else:
+                    raise
+        except BlockingIOError:
+            self._release_locks()
+            raise LedgerBusy(f"another master is using the state directory {state_dir}") from None
+
+    def _release_locks(self) -> None:
+        self._lock.close()
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+
+    def _release(self) -> None:
+        """Close the connection and give the state directory up, writing nothing."""
+        with contextlib.suppress(AttributeError):
+            self._db.close()
+        self._release_locks()
+
+    def _fail(self, error: sqlite3.Error) -> LedgerError:
+        """Remember a failed write (see _guarded) and undo what the transaction held."""
+        self._failure = ledger_error(self._path, error, "write")
+        with contextlib.suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        return self._failure
+
     def _check_root(self, root: Path) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('root', ?)", (os.fsdecode(root),))
         elif row[0] != os.fsdecode(root):
-            self.close()
+            self._release()
             raise ConfigError(
                 f"the state directory belongs to root {row[0]}, not {root}: "
                 "use another --state for this root"
@@ -268,6 +450,7 @@ class Ledger:
             for column in ("device", "inode"):
                 self._db.execute(f"ALTER TABLE versions ADD COLUMN {column} INTEGER")
 
+    @_guarded
     def commit(self) -> None:
         self._flush()
         self._db.execute("COMMIT")
@@ -313,12 +496,37 @@ class Ledger:
             self._disposed_rows = []
 
     def close(self) -> None:
-        self._flush()
-        if self._db.in_transaction:
-            self._db.execute("COMMIT")
-        self._db.close()
-        self._lock.close()
+        """Commit what is buffered and give the ledger up; after a failed write, only the
+        latter."""
+        try:
+            if self._failure is None:
+                self._flush()
+                if self._db.in_transaction:
+                    self._db.execute("COMMIT")
+                self._leave_readable()
+        except sqlite3.Error as e:
+            raise self._fail(e) from None
+        finally:
+            self._release()
 
+    def _leave_readable(self) -> None:
+        """Leave the ledger as one file that anyone with read access can read.
+
+        In WAL mode a reader needs the -shm file beside the ledger, and the last writer to
+        close removes it: a reader that cannot create it (another user, a read-only mount)
+        could then not read at all. A rollback journal needs nothing beside the ledger; the
+        next master switches back to WAL. A reader still reading keeps it in WAL, with its
+        -shm file left in place for the next readers.
+        """
+        self._db.execute(f"PRAGMA busy_timeout = {CLOSE_WAIT_MS}")
+        try:
+            self._db.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.OperationalError as e:
+            # Still readable by anyone who can open or create its -shm file.
+            busy = e.sqlite_errorname.startswith("SQLITE_BUSY")
+            log.info("the ledger stays in WAL mode: %s", "a reader has it open" if busy else e)
+
+    @_guarded
     def known_versions(self) -> dict[bytes, tuple[int, int]]:
         """Size and mtime of the latest live version of every path still in the root."""
         # A version that --on-done moved or deleted has left the root: a file found at its path
@@ -336,6 +544,7 @@ class Ledger:
         )
         return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
 
+    @_guarded
     def open_versions(self) -> list[OpenVersion]:
         rows = self._db.execute(
             "SELECT id, path, size, mtime_ns, status, attempts FROM versions "
@@ -343,6 +552,7 @@ class Ledger:
         )
         return [OpenVersion(i, p, s, m, VersionStatus(st), a) for i, p, s, m, st, a in rows]
 
+    @_guarded
     def add_version(self, path: bytes, size: int, mtime_ns: int, seen_at: float) -> int:
         """A new queued version; its id is given here (the only writer), its row buffered.
 
@@ -356,6 +566,7 @@ class Ledger:
         self._new_rows.append((version_id, path, size, mtime_ns, seen_at))
         return version_id
 
+    @_guarded
     def mark_leased(self, leases: Iterable[tuple[int, int, str]]) -> None:
         """Record (version id, attempt, worker) for tasks handed out; only forward, see
         _LEASED_ONE."""
@@ -368,6 +579,7 @@ class Ledger:
             rows = [(a, w, vid, a) for vid, (a, w) in latest.items()]
             _update_rows(self._db, _LEASED_ONE, _LEASED_MANY, rows)
 
+    @_guarded
     def mark_queued(self, version_id: int, attempts: int, error: str | None) -> None:
         """Back in the queue after a failed or expired attempt."""
         self._flush()
@@ -407,6 +619,7 @@ class Ledger:
         """What became of counted files (moved, deleted...); buffered like results."""
         self._disposed_rows.extend((state.value, note, vid) for vid, state, note in outcomes)
 
+    @_guarded
     def unfinished_disposals(self) -> list[Disposal]:
         """Moves and deletions pending, or failed, when the master last stopped."""
         # No index: this runs once, at start-up, and an index would cost every result a write.
@@ -419,6 +632,7 @@ class Ledger:
             for i, p, s, m, a, d, dev, ino in rows
         ]
 
+    @_guarded
     def record_end(
         self,
         version_id: int,
@@ -511,7 +725,10 @@ def read_latest(state_dir: Path, select: Select) -> tuple[dict[str, int], Iterat
 
     def rows() -> Iterator[Any]:
         with closing:
-            yield from cursor
+            try:
+                yield from cursor
+            except sqlite3.Error as e:  # a damaged page met halfway through
+                raise ledger_error(ledger_path(state_dir), e) from None
 
     return totals, rows()
 
@@ -545,19 +762,29 @@ def _totals(db: sqlite3.Connection) -> dict[str, int]:
 
 @contextmanager
 def _read_only(state_dir: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection with a ``latest`` view of the latest version of every path."""
+    """A read-only connection with a ``latest`` view of the latest version of every path.
+
+    SQLite's errors in the block, the caller's queries too, become a LedgerError.
+    """
     path = ledger_path(state_dir)
     if not path.exists():
         raise ConfigError(f"no ledger in {state_dir} (is --state right?)")
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise ledger_error(path, e) from None
     try:
         # Room for sorting a million rows by path in memory: 3.6 s instead of 5.4 with the
         # default 2 MB. Only used as needed.
         db.execute("PRAGMA cache_size = -131072")
         columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
+        if not columns:
+            raise LedgerError(f"{path} is not a logdispatch ledger (it has no versions table)")
         latest = _LATEST if "replaced" in columns else _LATEST_BEFORE_REPLACED
         on_done = _ON_DONE_TEXT if "on_done" in columns else "NULL"
         db.execute(f"CREATE TEMP VIEW latest AS {latest.format(on_done=on_done)}")
         yield db
+    except sqlite3.Error as e:
+        raise ledger_error(path, e) from None
     finally:
         db.close()

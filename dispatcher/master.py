@@ -231,14 +231,19 @@ class Master:
         if self._watcher is not None:
             self._watcher.stop()
         self._scanner.stop()
-        self._drain(timeout=0)
-        self._commit()
-        # The moves and deletions decided so far are finished and recorded before the ledger
-        # closes. (After a second signal they are left pending, and finished at the next start.)
-        self._disposer.stop()
-        self._drain(timeout=0)
-        self._ledger.commit()
-        self._ledger.close()
+        try:
+            self._drain(timeout=0)
+            self._commit()
+        finally:
+            # The moves and deletions decided so far are finished and recorded before the
+            # ledger closes. (After a second signal they are left pending, and finished at the
+            # next start.) A commit that failed (a full disk) decided none.
+            self._disposer.stop()
+            try:
+                self._drain(timeout=0)
+                self._ledger.commit()
+            finally:
+                self._ledger.close()
 
     @property
     def watch_mode(self) -> str:

@@ -103,8 +103,7 @@ def test_version_ids_are_never_given_twice_even_uncommitted(tmp_path: Path) -> N
     ledger = Ledger(tmp_path / "state", tmp_path)
     handed = ledger.add_version(b"a.log", 10, 1, 1.0)
     # The master dies before any commit: the row is lost, its id must not come back.
-    ledger._db.close()
-    ledger._lock.close()
+    ledger._release()
     ledger = Ledger(tmp_path / "state", tmp_path)
     try:
         assert ledger.add_version(b"b.log", 1, 1, 1.0) > handed

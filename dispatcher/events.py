@@ -157,11 +157,13 @@ class Watcher:
         if not stat.S_ISDIR(st.st_mode):
             self._root_missing(shown, "not a directory")
             return
-        if (st.st_dev, st.st_ino) == self._identity and self._watching():
+        # A folder made again may get the inode number of the one deleted: gone is gone.
+        same_folder = (st.st_dev, st.st_ino) == self._identity and self.root_state == WATCHED
+        if same_folder and self._watching():
             return
-        if self.root_state == GONE:
+        if self.root_state != WATCHED:
             why = f"root {shown} is back"
-        elif (st.st_dev, st.st_ino) != self._identity:
+        elif not same_folder:
             why = f"root {shown} was replaced by another folder"
         else:
             why = f"the watch on root {shown} ended"
@@ -173,9 +175,14 @@ class Watcher:
             self._log_once(f"{why} but cannot be watched: {e.strerror}; trying again")
             return
         self.root_state = WATCHED
-        self.rewatched += 1
-        self._trouble = ""
-        log.warning("%s: watching it again, and rescanning it", why)
+        message = f"{why}: watching it again, and rescanning it"
+        if same_folder:
+            # A watch that keeps ending on the same folder is said once, not every second.
+            self._log_once(message)
+        else:
+            self.rewatched += 1
+            self._trouble = ""
+            log.warning("%s", message)
         self._scanner.request()  # what landed before the new watch was set
 
     def _root_missing(self, shown: str, reason: str) -> None:

@@ -157,7 +157,7 @@ class Scanner:
     def _schedule_retry(self) -> None:
         if self._failed and self._retry_at is None:
             self._retry_at = time.monotonic() + self._retry_delay
-            log.info("scanning %d folders again in %g s", len(self._failed), self._retry_delay)
+            log.debug("scanning %d folder(s) again in %g s", len(self._failed), self._retry_delay)
 
     def scan(self, subdir: bytes = b"") -> None:
         batch: list[Seen] = []

@@ -336,7 +336,9 @@ def raise_descriptor_limit() -> None:
 
     A master holds one descriptor per connection (workers, status, the HTTP endpoints) and some
     for each scan; the usual soft limit of 1,024 is soon reached, while the hard limit is
-    usually far higher. Nothing here uses select(), which cannot wait on descriptors past 1,023.
+    usually far higher. (That soft limit is kept for programs that wait with select(), which
+    takes descriptors below 1,024 only; here only watchdog does, on its inotify descriptor,
+    which is among the first opened.)
     """
     import resource
 

@@ -39,12 +39,10 @@ class _Refusals:
         self._lock = threading.Lock()
         self._unreported = 0
         self._logged_at: float | None = None
-        self._latest = ""
 
     def note(self, peer: str, reason: str) -> None:
         with self._lock:
             self._unreported += 1
-            self._latest = reason
             now = time.monotonic()
             if self._logged_at is not None and now - self._logged_at < REFUSALS_LOG_SECONDS:
                 return
@@ -128,16 +126,12 @@ class GuardedServerMixIn(ThreadingMixIn, TCPServer):
         now = time.monotonic()
         with self._open_lock:
             late = [s for s, due in self._open.items() if due is not None and now >= due]
+            peers = [_peer_of(sock) for sock in late]
             for sock in late:
                 self._open[sock] = None  # hung up once
                 _hang_up(sock)
-        for sock in late:
-            with contextlib.suppress(OSError):
-                self.log.debug(
-                    "hung up on %s: no request within %g s",
-                    _peer(sock.getpeername()),
-                    self.request_timeout,
-                )
+        for peer in peers:
+            self.log.debug("hung up on %s: no request within %g s", peer, self.request_timeout)
 
     def shutdown_request(self, request: Any) -> None:
         # Forgotten before it is closed: a hang-up never reaches a descriptor number reused.
@@ -187,6 +181,13 @@ class GuardedHandlerMixIn(BaseHTTPRequestHandler):
 def _hang_up(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
+
+
+def _peer_of(sock: socket.socket) -> str:
+    try:
+        return _peer(sock.getpeername())
+    except OSError:
+        return "?"
 
 
 def _peer(address: Any) -> str:

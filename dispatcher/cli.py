@@ -340,9 +340,38 @@ def _pattern(text: str | None) -> bytes:
     return DEFAULT_ERROR_PATTERN if text is None else os.fsencode(text)
 
 
+# The soft limit on open descriptors is raised up to this (or the hard limit, if lower).
+DESCRIPTOR_LIMIT = 65536
+
+
+def raise_descriptor_limit() -> None:
+    """Raise the soft limit on open descriptors towards the hard one.
+
+    A master holds one descriptor per connection (workers, status, the HTTP endpoints) and some
+    for each scan; the usual soft limit of 1,024 is soon reached, while the hard limit is
+    usually far higher. (That soft limit is kept for programs that wait with select(), which
+    takes descriptors below 1,024 only; here only watchdog does, on its inotify descriptor,
+    which is among the first opened.)
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = DESCRIPTOR_LIMIT if hard == resource.RLIM_INFINITY else min(hard, DESCRIPTOR_LIMIT)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError) as e:
+            log.debug("cannot raise the open file limit from %d to %d: %s", soft, wanted, e)
+            return
+        log.debug("open file limit raised from %d to %d", soft, wanted)
+    else:
+        log.debug("open file limit: %d", soft)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from dispatcher.master import Master
 
+    raise_descriptor_limit()
     metrics_address = None if args.metrics is None else parse_address(args.metrics)
     http_address = None if args.http is None else parse_address(args.http)
     master = Master(_master_config(args, load_authkey(args.authkey_file)))
@@ -379,6 +408,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from workers.worker import WorkerConfig
 
     check_engine(args.engine)  # a missing engine is an error before anything starts
+    raise_descriptor_limit()
     authkey = secrets.token_hex(32).encode()  # private to this process tree
     config = _master_config(args, authkey, address=("127.0.0.1", 0), once=args.once)
     # Before the master: forked while nothing is open and no thread runs, waiting to be told

@@ -80,6 +80,13 @@ REPORT_BARS = 400
 # the ledger (8 s over a million files), and until it is that old every request gets the same
 # page: it is built in the master's process, and viewers, however many, must not keep that busy.
 REPORT_REFRESH_SECONDS = 5
+# serve --http and --metrics: a connection must send its request within this time of being
+# accepted, however it spends it (silent, or dripping a byte at a time), and a reply that the
+# client does not read is given up after as long; at most this many connections are served at
+# once by each (over it, a new one is closed at once). Together they bound the descriptors and
+# threads the two can take from the master, whose workers, status and scans need them too.
+HTTP_REQUEST_TIMEOUT_SECONDS = 5.0
+HTTP_MAX_CONNECTIONS = 64
 
 
 # status --watch: fresh enough to watch a queue drain, one small request to the master each time.

@@ -26,7 +26,7 @@ from dispatcher.ledger import Ledger, VersionStatus
 from dispatcher.ondone import KEEP, Action, Disposal, Disposed, Disposer, OnDone
 from dispatcher.protocol import Result, Status
 from dispatcher.server import ManagerServer, ResultsIn, ResultSink
-from dispatcher.status import MasterInfo, StatusService, status_document
+from dispatcher.status import MasterInfo, RootWatch, StatusService, status_document
 from dispatcher.taskqueue import Lease, Pending, TaskQueue, host_of
 from dispatcher.walk import lstat_under
 from dispatcher.watcher import Eligibility, Scanned, Scanner, Seen
@@ -264,7 +264,14 @@ class Master:
         now = self.activity.now()
         # len() of the loop's dict from another thread: a moment's count, which is all it is.
         settling = len(self._settling)
-        return status_document(info, self.tasks.state(), self.activity.snapshot(), settling, now)
+        return status_document(
+            info, self.tasks.state(), self.activity.snapshot(), settling, now, self._root_watch()
+        )
+
+    def _root_watch(self) -> RootWatch:
+        if self._watcher is not None:
+            return RootWatch(self._watcher.root_state, self._watcher.rewatched)
+        return RootWatch("ok" if os.path.isdir(self._root) else "gone")
 
     @property
     def finished(self) -> bool:

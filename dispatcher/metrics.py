@@ -5,16 +5,31 @@ Nothing is counted twice: each scrape reads the same counters ``logdispatch stat
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from dispatcher.activity import SECONDS_BUCKETS, ActivitySnapshot
 from dispatcher.common import ConfigError, format_address
+from dispatcher.httpguard import GuardedHandlerMixIn, GuardedServerMixIn
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
 WORKER_STATES = ("counting", "idle", "lost", "gone")
+
+log = logging.getLogger("logdispatch.metrics")
+
+
+class _MetricsServer(GuardedServerMixIn, WSGIServer):
+    # prometheus_client's own server waits on every connection forever, with no cap.
+    pass
+
+
+class _MetricsHandler(GuardedHandlerMixIn, WSGIRequestHandler):
+    pass
 
 
 def serve_metrics(
@@ -24,7 +39,7 @@ def serve_metrics(
 ) -> Callable[[], None]:
     """Serve /metrics on ``address`` in a thread; returns the function that stops it."""
     try:
-        from prometheus_client import start_http_server
+        from prometheus_client import make_wsgi_app
         from prometheus_client.registry import CollectorRegistry
     except ImportError:
         raise ConfigError(
@@ -35,13 +50,15 @@ def serve_metrics(
     registry = CollectorRegistry()
     registry.register(_MasterCollector(status, activity))
     ProcessCollector(registry=registry)  # CPU, memory, open files of the master
-    host, port = address
     try:
-        httpd, thread = start_http_server(port, host, registry)
+        httpd = _MetricsServer(address, _MetricsHandler, log, "the metrics server")
     except OSError as e:
         raise ConfigError(
             f"cannot serve metrics on {format_address(address)}: {e.strerror}"
         ) from None
+    httpd.set_app(make_wsgi_app(registry))
+    thread = threading.Thread(target=httpd.serve_forever, name="logdispatch-metrics", daemon=True)
+    thread.start()
 
     def stop() -> None:
         httpd.shutdown()

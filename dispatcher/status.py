@@ -22,6 +22,7 @@ from dispatcher.taskqueue import QueueState, host_of
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
+    from rich.text import Text
 
 # The document lists at most this many leases (oldest first); "files.in_flight" counts them all.
 IN_FLIGHT_LISTED = 100
@@ -45,8 +46,23 @@ class MasterInfo:
     lease: float  # a worker silent this long is lost
 
 
+@dataclass(frozen=True, slots=True)
+class RootWatch:
+    """The root now: "ok", "gone" (deleted; its files wait until it is back) or "unwatched"
+    (there, but its watch could not be set again); and how often its watch was set again on a
+    new folder (the root deleted and made again, or replaced)."""
+
+    state: str = "ok"
+    rewatched: int = 0
+
+
 def status_document(
-    info: MasterInfo, queue: QueueState, activity: ActivitySnapshot, settling: int, now: float
+    info: MasterInfo,
+    queue: QueueState,
+    activity: ActivitySnapshot,
+    settling: int,
+    now: float,
+    root: RootWatch = RootWatch(),
 ) -> dict[str, Any]:
     """The status document; its keys are documented in the README and only ever added to.
 
@@ -91,6 +107,8 @@ def status_document(
             "watch": info.watch,
             "started_at": round(activity.started, 3),
             "uptime_seconds": round(activity.uptime, 3),
+            "root_state": root.state,
+            "root_rewatched": root.rewatched,
         },
         "files": {
             "settling": settling,
@@ -183,7 +201,7 @@ def render(doc: dict[str, Any]) -> RenderableType:
             f"up {_duration(master['uptime_seconds'])}"
         ),
     )
-    header.add_row("root", Text(f"{master['root']}  ({master['watch']})"))
+    header.add_row("root", _root_text(master))
     header.add_row(
         "files now",
         Text(
@@ -272,6 +290,29 @@ def render(doc: dict[str, Any]) -> RenderableType:
 
 
 _STATE_STYLES = {"counting": "green", "idle": "", "lost": "bold red", "gone": "dim"}
+
+_ROOT_STATES = {
+    "gone": "GONE: its new files wait until it is back",
+    "unwatched": "NOT WATCHED: it came back but cannot be watched; rescans only",
+}
+
+
+def _root_text(master: dict[str, Any]) -> Text:
+    from rich.text import Text
+
+    text = Text(f"{master['root']}  ({master['watch']})")
+    # .get(): a master from before these keys answers without them.
+    state = master.get("root_state", "ok")
+    if state != "ok":
+        text.append(f"  {_ROOT_STATES.get(state, state)}", style="bold red")
+    rewatched = master.get("root_rewatched", 0)
+    if rewatched:
+        text.append(
+            f"  watched again {rewatched} time{'s' if rewatched != 1 else ''} "
+            "after being deleted or replaced",
+            style="yellow",
+        )
+    return text
 
 
 def show(doc: dict[str, Any], out: TextIO) -> None:

@@ -7,12 +7,14 @@ settled and recording it is the master loop's job. Events are hints, the directo
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import logging
 import os
 import queue
 import stat
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,15 @@ UNFINISHED_SUFFIXES = (b".tmp", b".part", b".swp", b"~")
 
 # Candidates from a scan are sent to the master in batches of this many: fewer queue handoffs.
 SCAN_BATCH = 1000
+
+# A folder that could not be scanned (permissions, out of descriptors, a network filesystem's
+# error) is scanned again after this delay, doubled after each failure up to the cap: what it
+# holds is found soon after the cause is gone, not at the next full rescan.
+SCAN_RETRY_SECONDS = 2.0
+SCAN_RETRY_CAP_SECONDS = 60.0
+
+# A folder that is gone is not retried: it is missed by nothing.
+_GONE = (errno.ENOENT, errno.ENOTDIR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,10 @@ class Scanner:
         self._lock = threading.Lock()
         self._full_scan_pending = False
         self._thread = threading.Thread(target=self._run, name="scanner", daemon=True)
+        # Folders whose scan failed, to scan again at _retry_at (both only on the thread).
+        self._failed: set[bytes] = set()
+        self._retry_delay = SCAN_RETRY_SECONDS
+        self._retry_at: float | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -105,14 +120,47 @@ class Scanner:
         self._requests.put(subdir)
 
     def _run(self) -> None:
-        while (subdir := self._requests.get()) is not None:
+        while True:
+            wait = None if self._retry_at is None else max(self._retry_at - time.monotonic(), 0)
+            try:
+                subdir = self._requests.get(timeout=wait)
+            except queue.Empty:
+                self._retry()
+                continue
+            if subdir is None:
+                return
             if not subdir:
                 with self._lock:
                     self._full_scan_pending = False
-            try:
-                self.scan(subdir)
-            except Exception:
-                log.exception("scan of %r failed", subdir)
+            self._scan_logged(subdir)
+            self._schedule_retry()
+
+    def _scan_logged(self, subdir: bytes) -> None:
+        try:
+            self.scan(subdir)
+        except Exception:
+            log.exception("scan of %r failed", subdir)
+            self._failed.add(subdir)
+
+    def _retry(self) -> None:
+        """Scan again the folders whose scan failed; back off further if one fails again."""
+        folders, self._failed = self._failed, set()
+        self._retry_at = None
+        if b"" in folders:
+            folders = {b""}  # the whole root covers every folder in it
+        for subdir in sorted(folders):
+            self._scan_logged(subdir)
+        if self._failed:
+            self._retry_delay = min(2 * self._retry_delay, SCAN_RETRY_CAP_SECONDS)
+        else:
+            self._retry_delay = SCAN_RETRY_SECONDS
+            log.info("scanned again the folders that could not be scanned")
+        self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        if self._failed and self._retry_at is None:
+            self._retry_at = time.monotonic() + self._retry_delay
+            log.debug("scanning %d folder(s) again in %g s", len(self._failed), self._retry_delay)
 
     def scan(self, subdir: bytes = b"") -> None:
         batch: list[Seen] = []
@@ -124,9 +172,7 @@ class Scanner:
             try:
                 dir_fd = open_path(self._root, rel_dir)
             except OSError as e:
-                # A folder deleted or made unreadable mid-scan costs only that folder.
-                shown = os.path.join(self._root, rel_dir) if rel_dir else self._root
-                log.warning("cannot scan %s: %s", os.fsdecode(shown), error_text(e))
+                self._cannot_scan(rel_dir, e)
                 continue
             try:
                 self._list(dir_fd, rel_dir, stack, batch)
@@ -134,14 +180,21 @@ class Scanner:
                 os.close(dir_fd)
         self._inbox.put(Scanned(batch, complete=not subdir))
 
+    def _cannot_scan(self, rel_dir: bytes, error: OSError) -> None:
+        # A folder deleted or made unreadable mid-scan costs only that folder, and one that is
+        # still there is scanned again soon.
+        shown = os.path.join(self._root, rel_dir) if rel_dir else self._root
+        log.warning("cannot scan %s: %s", os.fsdecode(shown), error_text(error))
+        if error.errno not in _GONE:
+            self._failed.add(rel_dir)
+
     def _list(self, dir_fd: int, rel_dir: bytes, stack: list[bytes], batch: list[Seen]) -> None:
         """Add the folder's subfolders to ``stack`` and its eligible files to ``batch``."""
         try:
             with os.scandir(dir_fd) as listing:
                 entries = list(listing)
         except OSError as e:
-            shown = os.path.join(self._root, rel_dir) if rel_dir else self._root
-            log.warning("cannot scan %s: %s", os.fsdecode(shown), error_text(e))
+            self._cannot_scan(rel_dir, e)
             return
         for entry in entries:
             name = os.fsencode(entry.name)

@@ -10,19 +10,18 @@ import json
 import logging
 import math
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from dispatcher import defaults, report
 from dispatcher.common import ConfigError, LogDispatchError, format_address
+from dispatcher.httpguard import GuardedHandlerMixIn, GuardedHTTPServer
 
 log = logging.getLogger("logdispatch.http")
 
@@ -45,9 +44,7 @@ class _Built:
     refresh: int  # seconds the page waits before reloading itself
 
 
-class ReportServer(ThreadingHTTPServer):
-    daemon_threads = True  # a viewer's slow connection never holds up the master's stop
-
+class ReportServer(GuardedHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
@@ -55,7 +52,7 @@ class ReportServer(ThreadingHTTPServer):
         status: Callable[[], dict[str, Any]],
         refresh_floor: int = defaults.REPORT_REFRESH_SECONDS,
     ) -> None:
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, log, "the report server")
         self.state_dir = state_dir
         self.status = status
         self.refresh_floor = refresh_floor
@@ -82,14 +79,6 @@ class ReportServer(ThreadingHTTPServer):
         body = report.render(found, time.time(), refresh).encode()
         return _Built(body, time.monotonic(), refresh)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A viewer that went away is no news; anything else is logged, not printed."""
-        error = sys.exc_info()[1]
-        if isinstance(error, ConnectionError):
-            log.debug("%s went away: %s", client_address[0], error)
-        else:
-            log.warning("request from %s failed", client_address[0], exc_info=True)
-
 
 def serve_http(
     address: tuple[str, int], state_dir: Path, status: Callable[[], dict[str, Any]]
@@ -112,7 +101,7 @@ def serve_http(
     return stop
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(GuardedHandlerMixIn):
     server: ReportServer
     server_version = "logdispatch"
 
@@ -157,6 +146,3 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if send_body:
             self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)

@@ -86,6 +86,13 @@ def test_the_units_stop_warmly_and_restart_on_failure(name: str) -> None:
     assert int(settings["TimeoutStopSec"][0]) >= 30
 
 
+@pytest.mark.parametrize("name", ["logdispatch-master.service", "logdispatch-worker@.service"])
+def test_the_units_allow_enough_open_files(name: str) -> None:
+    """The usual soft limit (1,024) is far too few for a master serving many connections."""
+    (limit,) = unit(name)["LimitNOFILE"]
+    assert int(limit) >= 65536
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_systemd_accepts_the_units(tmp_path: Path) -> None:
     """systemd-analyze verify, with the program path pointed at a real executable (it checks)."""

@@ -91,9 +91,12 @@ def test_worker_killed_while_waiting_for_work_loses_no_task(cluster: Cluster) ->
 def test_master_killed_and_restarted_loses_nothing_and_redoes_nothing(cluster: Cluster) -> None:
     for i in range(100):
         (cluster.root / f"early-{i:03}.log").write_bytes(b"ERROR 7 e\nok\n" * (i + 1))
-    lines, errors = write_log(cluster.root / "big.log", 20)
+    lines, errors = write_log(cluster.root / "big.log", 60)
     master = cluster.serve("--lease", "3", "--error-pattern", SLOW_PATTERN)
     workers = [cluster.work(), cluster.work()]
+    # Both must know the master before it goes: a worker slow to start would only ever meet
+    # the restarted one.
+    wait_for(lambda: all("connected to the master" in w.output for w in workers), timeout=30)
     wait_for(lambda: _entry(cluster, "big.log").get("status") == "leased", timeout=30)
     done_before = {
         path: entry["worker"]

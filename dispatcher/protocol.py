@@ -7,6 +7,9 @@ connection with the timeouts a network needs. With ``dispatcher.common``, the on
 
 from __future__ import annotations
 
+import builtins
+import io
+import pickle
 import socket
 import struct
 from dataclasses import dataclass
@@ -18,6 +21,8 @@ from multiprocessing.managers import (  # type: ignore[attr-defined]
     listener_client,
 )
 from typing import Any
+
+from dispatcher.common import printable
 
 # A master that does not accept within this is unreachable for now.
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -109,6 +114,60 @@ class Result:
             self.status = _STATUSES.get(self.status) or Status(self.status)
 
 
+# What an unpickled message may name. Pickle calls whatever class or function a message
+# names, so a message naming anything else (``os.system``...) is refused before it runs.
+# Requests name results (a result's status travels as its value); replies name tasks and the
+# exceptions a served method may raise.
+REQUEST_TYPES: dict[tuple[str, str], Any] = {
+    (t.__module__, t.__qualname__): t for t in (Result, Status)
+}
+REPLY_TYPES: dict[tuple[str, str], Any] = {
+    **{(t.__module__, t.__qualname__): t for t in (Task, Result, Status)},
+    **{
+        ("builtins", name): value
+        for name, value in vars(builtins).items()
+        if isinstance(value, type) and issubclass(value, Exception)
+    },
+}
+
+
+class MessageRefused(EOFError):
+    """A message that names something outside its allowed types: the connection is dropped.
+
+    An ``EOFError``, so that whoever reads it treats the connection as lost.
+    """
+
+
+class _WireUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, allowed: dict[tuple[str, str], Any]) -> None:
+        super().__init__(io.BytesIO(data))
+        self._allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[module, name]
+        except KeyError:
+            name = printable(f"{module}.{name}")
+            raise MessageRefused(f"the message names {name}, which is not allowed") from None
+
+
+def load_message(data: bytes, allowed: dict[tuple[str, str], Any]) -> Any:
+    """Unpickle ``data``, refusing any class or function not in ``allowed``."""
+    try:
+        return _WireUnpickler(data, allowed).load()
+    except MessageRefused:
+        raise
+    except Exception as e:  # a truncated or malformed pickle, or a type given bad arguments
+        raise MessageRefused(f"malformed message: {printable(str(e))}") from None
+
+
+class _ClientConnection(Connection):
+    """A connection to the master whose replies may name only ``REPLY_TYPES``."""
+
+    def recv(self) -> Any:
+        return load_message(self.recv_bytes(), REPLY_TYPES)
+
+
 def _connect(address: tuple[str, int], family: object = None, authkey: bytes | None = None) -> Any:
     """``multiprocessing.connection.Client`` with the timeouts a real network needs.
 
@@ -131,7 +190,7 @@ def _connect(address: tuple[str, int], family: object = None, authkey: bytes | N
     except OSError:
         sock.close()
         raise
-    conn = Connection(sock.detach())
+    conn = _ClientConnection(sock.detach())
     if authkey is not None:
         answer_challenge(conn, authkey)
         deliver_challenge(conn, authkey)

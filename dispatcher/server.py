@@ -23,12 +23,17 @@ from multiprocessing.managers import BaseManager, Server
 from typing import Any
 
 from dispatcher import defaults
-from dispatcher.common import format_address
-from dispatcher.protocol import SERIALIZER, Result
+from dispatcher.common import format_address, printable
+from dispatcher.protocol import REQUEST_TYPES, SERIALIZER, MessageRefused, Result, load_message
 from dispatcher.status import StatusService
 from dispatcher.taskqueue import TaskQueue
 
 log = logging.getLogger("logdispatch.server")
+
+# What a connection may ask before it is a proxy's (``accept_connection``): the calls the
+# stdlib's clients make, each with the arguments it takes. ``create`` is further limited to
+# the registered names, which take no arguments.
+_ENTRY_POINTS = {"create": 1, "accept_connection": 1, "incref": 1, "decref": 1, "dummy": 0}
 
 # Each connection gets a thread before it logs in; past this many waiting at once, new ones are
 # refused at the door, so a flood cannot exhaust threads while real workers keep theirs.
@@ -119,6 +124,7 @@ class ManagerServer:
 class _GuardedServer(Server):
     # A worker has no business stopping the master: drop the stdlib's remote "shutdown".
     public = [name for name in Server.public if name != "shutdown"]  # noqa: RUF012
+    registry: dict[str, Any]
     stop_event: threading.Event
     listener: Listener
     address: tuple[str, int]
@@ -137,6 +143,30 @@ class _GuardedServer(Server):
         self.stop_event = threading.Event()  # the stdlib makes it in serve_forever(), unused here
         self._login_timeout = login_timeout
         self._clients: weakref.WeakSet[_LoginGuard] = weakref.WeakSet()
+
+    def refusal(self, request: Any, serving: bool) -> str | None:
+        """Why ``request`` is not served (None: it is), before the stdlib looks at it.
+
+        The stdlib would answer a few more calls than the clients make (``debug_info``, the
+        ``__repr__`` of a served object...); only what the clients make is served.
+        """
+        if not (isinstance(request, tuple) and len(request) == 4):
+            return "not a request"
+        ident, method, args, kwds = request
+        if not (isinstance(method, str) and isinstance(args, tuple) and isinstance(kwds, dict)):
+            return "not a request"
+        if serving:
+            entry = self.id_to_obj.get(ident) if isinstance(ident, str) else None
+            if entry is None or method not in entry[1]:
+                return f"{printable(method)!r} is not served"
+            return None
+        if ident is not None or _ENTRY_POINTS.get(method) != len(args) or kwds:
+            return f"{printable(method)!r} is not served"
+        if not all(isinstance(a, str) for a in args):
+            return f"{printable(method)!r} takes a name"
+        if method == "create" and args[0] not in self.registry:
+            return f"{printable(args[0])!r} is not served"
+        return None
 
     def accepter(self) -> None:
         """Accept connections and give each a thread; the handshake happens on that thread."""
@@ -160,7 +190,7 @@ class _GuardedServer(Server):
                 log.warning("refused connection from %s: %d others still logging in", peer, waiting)
                 conn.close()
                 continue
-            guard = _LoginGuard(conn, peer, self._login_timeout)
+            guard = _LoginGuard(conn, peer, self._login_timeout, self.refusal)
             self._clients.add(guard)
             threading.Thread(
                 target=self.handle_request, args=(guard,), name=f"client {peer}", daemon=True
@@ -169,6 +199,7 @@ class _GuardedServer(Server):
 
     def accept_connection(self, c: Any, name: str) -> None:
         """Serve one client connection on this thread until it ends."""
+        c.serving = True
         try:
             super().accept_connection(c, name)
         finally:
@@ -197,10 +228,19 @@ class _LoginGuard:
     the time (silent, or dripping a byte at a time).
     """
 
-    def __init__(self, conn: Connection, peer: str, login_timeout: float) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        peer: str,
+        login_timeout: float,
+        refusal: Callable[[Any, bool], str | None],
+    ) -> None:
         self._conn = conn
         self._peer = peer
         self._login_timeout = login_timeout
+        self._refusal = refusal
+        self.serving = False  # a proxy's connection: its requests are calls on a served object
+        self._refused = False
         self.logged_in = False
         self.closed = False
         self._timed_out = False
@@ -218,13 +258,25 @@ class _LoginGuard:
         return self._conn.recv_bytes(maxlength)
 
     def recv(self) -> Any:
-        request = self._conn.recv()
+        data = self._conn.recv_bytes()
         # The handshake is done in bytes messages; the first pickled message is a request.
         self.logged_in = True
         self._timer.cancel()
+        try:
+            request = load_message(data, REQUEST_TYPES)
+            reason = self._refusal(request, self.serving)
+        except MessageRefused as e:
+            reason = str(e)
+        if reason is not None:
+            # Raised as a lost connection: the stdlib then hangs up without an answer.
+            self._refused = True
+            log.warning("refused request from %s: %s; connection dropped", self._peer, reason)
+            raise MessageRefused(reason)
         return request
 
     def send(self, obj: Any) -> None:
+        if self._refused:
+            return  # logged when refused
         if not self.logged_in and isinstance(obj, tuple) and obj[:1] == ("#TRACEBACK",):
             reason = str(obj[1]).strip().splitlines()[-1]
             if self._timed_out:

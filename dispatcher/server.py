@@ -9,6 +9,8 @@ network needs: a deadline for the authkey handshake, a log line for every refuse
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import os
 import queue
@@ -35,9 +37,18 @@ log = logging.getLogger("logdispatch.server")
 # the registered names, which take no arguments.
 _ENTRY_POINTS = {"create": 1, "accept_connection": 1, "incref": 1, "decref": 1, "dummy": 0}
 
+# The stdlib listens with a backlog of 16: a burst of connections overflowed it, and a client
+# left out waited for its connection attempt to be retried (seconds). The kernel caps this at
+# net.core.somaxconn.
+LISTEN_BACKLOG = 4096
 # Each connection gets a thread before it logs in; past this many waiting at once, new ones are
-# refused at the door, so a flood cannot exhaust threads while real workers keep theirs.
+# refused at the door, so a flood cannot exhaust threads while real workers keep theirs...
 MAX_WAITING_LOGINS = 256
+# ...and past this many from one host, so that one host cannot take all the places. A host
+# whose workers all connect at once may see a few refused: they try again.
+MAX_WAITING_LOGINS_PER_HOST = 32
+# Refusals at the door are logged once per host per this many seconds, with their number.
+REFUSALS_LOGGED_EVERY = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +150,12 @@ class _GuardedServer(Server):
         on_disconnect: Callable[[int], None],
     ) -> None:
         super().__init__(registry, address, authkey, serializer)
+        self._socket: socket.socket = self.listener._listener._socket  # type: ignore[attr-defined]
+        self._socket.listen(LISTEN_BACKLOG)  # listening again only changes the backlog
         self._on_disconnect = on_disconnect
         self.stop_event = threading.Event()  # the stdlib makes it in serve_forever(), unused here
-        self._login_timeout = login_timeout
+        self._logins = _Logins(login_timeout)
+        self._door = _DoorLog()
         self._clients: weakref.WeakSet[_LoginGuard] = weakref.WeakSet()
 
     def refusal(self, request: Any, serving: bool) -> str | None:
@@ -169,33 +183,51 @@ class _GuardedServer(Server):
         return None
 
     def accepter(self) -> None:
-        """Accept connections and give each a thread; the handshake happens on that thread."""
-        while not self.stop_event.is_set():
-            try:
-                conn = self.listener.accept()
-            except OSError as e:
+        """Accept connections and give each a thread; the handshake happens on that thread.
+
+        A connection refused at the door costs an accept and a close, no thread, no object.
+        """
+        self._logins.start()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    # The bare descriptor: a refused connection needs no socket object.
+                    fd, address = self._socket._accept()  # type: ignore[attr-defined]
+                except OSError as e:
+                    if self.stop_event.is_set():
+                        break
+                    log.warning("accept failed: %s", e)
+                    time.sleep(0.1)  # e.g. out of file descriptors: do not spin
+                    continue
                 if self.stop_event.is_set():
+                    os.close(fd)
                     break
-                log.warning("accept failed: %s", e)
-                time.sleep(0.1)  # e.g. out of file descriptors: do not spin
-                continue
-            if self.stop_event.is_set():
-                conn.close()
-                break
-            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as sock:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see protocol._connect
-            peer = _peer_text(self.listener.last_accepted)
-            waiting = sum(not g.logged_in and not g.closed for g in list(self._clients))
-            if waiting >= MAX_WAITING_LOGINS:
-                log.warning("refused connection from %s: %d others still logging in", peer, waiting)
-                conn.close()
-                continue
-            guard = _LoginGuard(conn, peer, self._login_timeout, self.refusal)
-            self._clients.add(guard)
-            threading.Thread(
-                target=self.handle_request, args=(guard,), name=f"client {peer}", daemon=True
-            ).start()
-        self.listener.close()
+                self._admit(fd, address)
+        finally:
+            self._logins.stop()
+            self.listener.close()
+
+    def _admit(self, fd: int, address: Any) -> None:
+        host = address[0]
+        refusal = self._logins.enter(host)
+        if refusal is not None:
+            os.close(fd)
+            self._door.refused(host, address, refusal)
+            return
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.setblocking(True)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see protocol._connect
+        except OSError:
+            pass  # gone already: the handshake will say so
+        peer = _peer_text(address)
+        guard = _LoginGuard(
+            Connection(sock.detach()), peer, host, self._logins, self._door, self.refusal
+        )
+        self._clients.add(guard)
+        threading.Thread(
+            target=self.handle_request, args=(guard,), name=f"client {peer}", daemon=True
+        ).start()
 
     def accept_connection(self, c: Any, name: str) -> None:
         """Serve one client connection on this thread until it ends."""
@@ -221,35 +253,143 @@ class _GuardedServer(Server):
             guard.hang_up()
 
 
+class _Logins:
+    """The connections still logging in: counted per host, and hung up at their deadline.
+
+    One thread keeps all the deadlines, so a connection costs one thread while it logs in.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._waiting = 0
+        self._per_host: dict[str, int] = {}
+        self._deadlines: list[tuple[float, int, _LoginGuard]] = []  # a heap
+        self._order = itertools.count()  # ties in the heap never compare guards
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="login-deadlines", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(timeout=5)
+
+    def enter(self, host: str) -> str | None:
+        """Take a place for a connection from ``host``; why not, if there is none."""
+        with self._lock:
+            if self._waiting >= MAX_WAITING_LOGINS:
+                return f"{self._waiting} connections still logging in"
+            here = self._per_host.get(host, 0)
+            if here >= MAX_WAITING_LOGINS_PER_HOST:
+                return f"{here} connections from there still logging in"
+            self._waiting += 1
+            self._per_host[host] = here + 1
+            return None
+
+    def leave(self, host: str) -> None:
+        with self._lock:
+            self._waiting -= 1
+            here = self._per_host.pop(host) - 1
+            if here:
+                self._per_host[host] = here
+
+    def watch(self, guard: _LoginGuard) -> None:
+        """Hang ``guard`` up if it has not logged in within the timeout."""
+        with self._lock:
+            entry = (time.monotonic() + self.timeout, next(self._order), guard)
+            heapq.heappush(self._deadlines, entry)
+            if self._deadlines[0] is entry:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and (
+                    not self._deadlines or self._deadlines[0][0] > time.monotonic()
+                ):
+                    wait = self._deadlines[0][0] - time.monotonic() if self._deadlines else None
+                    self._wake.wait(wait)
+                if self._stopping:
+                    return
+                _, _, guard = heapq.heappop(self._deadlines)
+            guard.login_deadline()
+
+
+class _DoorLog:
+    """Logs refused connections, one line per host and reason per ``REFUSALS_LOGGED_EVERY``
+    seconds with the number since: a flood of connections would flood the log too."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._unlogged: dict[tuple[str, str], int] = {}
+        self._logged_at: dict[tuple[str, str], float] = {}
+
+    def refused(self, host: str, peer: object, reason: str) -> None:
+        now = time.monotonic()
+        key = (host, reason)
+        with self._lock:
+            if now - self._logged_at.get(key, -REFUSALS_LOGGED_EVERY) < REFUSALS_LOGGED_EVERY:
+                self._unlogged[key] = self._unlogged.get(key, 0) + 1
+                return
+            if len(self._logged_at) > 1000:  # forget what was not refused lately
+                for old in [
+                    k for k, t in self._logged_at.items() if now - t > REFUSALS_LOGGED_EVERY
+                ]:
+                    del self._logged_at[old]
+                    self._unlogged.pop(old, None)
+            self._logged_at[key] = now
+            others = self._unlogged.pop(key, 0)
+        more = f" (and {others} more from {host} since the last such line)" if others else ""
+        log.warning("refused connection from %s: %s%s", _peer_text(peer), reason, more)
+
+
 class _LoginGuard:
     """A new connection until its first request: bounded in time, quiet when refused.
 
-    A timer hangs up a connection that has not logged in by its deadline, however it spends
-    the time (silent, or dripping a byte at a time).
+    Its deadline hangs up a connection that has not logged in by then, however it spends the
+    time (silent, or dripping a byte at a time).
     """
 
     def __init__(
         self,
         conn: Connection,
         peer: str,
-        login_timeout: float,
+        host: str,
+        logins: _Logins,
+        door: _DoorLog,
         refusal: Callable[[Any, bool], str | None],
     ) -> None:
         self._conn = conn
         self._peer = peer
-        self._login_timeout = login_timeout
+        self._host = host
+        self._logins = logins
+        self._door = door
         self._refusal = refusal
         self.serving = False  # a proxy's connection: its requests are calls on a served object
         self._refused = False
         self.logged_in = False
         self.closed = False
+        self._waiting = True  # holds a place among the connections logging in
+        # Closing and hanging up exclude each other: the descriptor of a closed connection may
+        # be another's by the time a late hang-up comes.
+        self._lock = threading.Lock()
         self._timed_out = False
         self._hung_up = False  # by the server: a refusal is then no news
-        self._timer = threading.Timer(login_timeout, self._login_deadline)
-        self._timer.daemon = True
-        self._timer.start()
+        logins.watch(self)
 
-    def _login_deadline(self) -> None:
+    def _stop_waiting(self) -> None:
+        with self._lock:
+            if not self._waiting:
+                return
+            self._waiting = False
+        self._logins.leave(self._host)
+
+    def login_deadline(self) -> None:
         if not self.logged_in:
             self._timed_out = True
             self.hang_up()
@@ -260,8 +400,9 @@ class _LoginGuard:
     def recv(self) -> Any:
         data = self._conn.recv_bytes()
         # The handshake is done in bytes messages; the first pickled message is a request.
-        self.logged_in = True
-        self._timer.cancel()
+        if not self.logged_in:
+            self.logged_in = True
+            self._stop_waiting()
         try:
             request = load_message(data, REQUEST_TYPES)
             reason = self._refusal(request, self.serving)
@@ -280,13 +421,11 @@ class _LoginGuard:
         if not self.logged_in and isinstance(obj, tuple) and obj[:1] == ("#TRACEBACK",):
             reason = str(obj[1]).strip().splitlines()[-1]
             if self._timed_out:
-                reason = f"no login within {self._login_timeout:g} s"
-            log.log(
-                logging.DEBUG if self._hung_up and not self._timed_out else logging.WARNING,
-                "refused connection from %s: %s",
-                self._peer,
-                reason,
-            )
+                reason = f"no login within {self._logins.timeout:g} s"
+            if self._hung_up and not self._timed_out:
+                log.debug("refused connection from %s: %s", self._peer, reason)
+            else:
+                self._door.refused(self._host, self._peer, reason)
             return  # a stranger gets no traceback
         self._conn.send(obj)
 
@@ -300,18 +439,22 @@ class _LoginGuard:
         return self._conn.fileno()
 
     def close(self) -> None:
-        self.closed = True
-        self._timer.cancel()
-        self._conn.close()
+        with self._lock:
+            self.closed = True
+            self._conn.close()
+        self._stop_waiting()
 
     def hang_up(self) -> None:
         """End the connection under a thread blocked reading it (closing the fd would not)."""
-        self._hung_up = True
-        try:
-            with socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed
+        with self._lock:
+            if self.closed:
+                return
+            self._hung_up = True
+            try:
+                with socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # gone meanwhile
 
 
 def _peer_text(address: object) -> str:

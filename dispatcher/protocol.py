@@ -8,13 +8,21 @@ connection with the timeouts a network needs. With ``dispatcher.common``, the on
 from __future__ import annotations
 
 import builtins
+import functools
 import io
 import pickle
 import socket
+import ssl
 import struct
 from dataclasses import dataclass
 from enum import StrEnum
-from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
+from multiprocessing.connection import (
+    Connection,
+    Listener,
+    answer_challenge,
+    deliver_challenge,
+    wait,
+)
 from multiprocessing.managers import (  # type: ignore[attr-defined]
     BaseManager,
     BaseProxy,
@@ -22,7 +30,7 @@ from multiprocessing.managers import (  # type: ignore[attr-defined]
 )
 from typing import Any
 
-from dispatcher.common import printable
+from dispatcher.common import ConfigError, TLSFiles, printable
 
 # A master that does not accept within this is unreachable for now.
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -168,8 +176,100 @@ class _ClientConnection(Connection):
         return load_message(self.recv_bytes(), REPLY_TYPES)
 
 
-def _connect(address: tuple[str, int], family: object = None, authkey: bytes | None = None) -> Any:
-    """``multiprocessing.connection.Client`` with the timeouts a real network needs.
+class TLSConnection(Connection):
+    """A ``Connection`` over TLS: the stdlib's reads and writes its descriptor directly."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        super().__init__(sock.fileno())
+        self.tls_socket = sock
+
+    def _close(self, _close: Any = None) -> None:
+        self.tls_socket.close()
+
+    def _send(self, buf: Any, write: Any = None) -> None:
+        self.tls_socket.sendall(buf)
+
+    def _recv(self, size: int, read: Any = None) -> io.BytesIO:
+        buf = io.BytesIO()
+        remaining = size
+        while remaining > 0:
+            chunk = self.tls_socket.recv(min(remaining, 1 << 20))
+            if not chunk:
+                if remaining == size:
+                    raise EOFError
+                raise OSError("got end of file during message")
+            buf.write(chunk)
+            remaining -= len(chunk)
+        return buf
+
+    def _poll(self, timeout: float) -> bool:
+        # Decrypted bytes waiting in the TLS layer do not show on the descriptor.
+        return self.tls_socket.pending() > 0 or bool(wait([self.tls_socket], timeout))
+
+
+class _TLSClientConnection(TLSConnection, _ClientConnection):
+    pass
+
+
+def server_context(files: TLSFiles) -> ssl.SSLContext:
+    """The master's TLS: its certificate, and clients' certificates required, from the CA."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return _load_tls(context, files)
+
+
+def client_context(files: TLSFiles) -> ssl.SSLContext:
+    """A client's TLS: its certificate, and the master's checked against the CA and against
+    the host name or address the client connects to."""
+    return _load_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), files)
+
+
+def _load_tls(context: ssl.SSLContext, files: TLSFiles) -> ssl.SSLContext:
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(files.cert, files.key)
+    except ssl.SSLError as e:
+        raise ConfigError(
+            f"--tls-cert {files.cert} with --tls-key {files.key}: {tls_error_text(e)}"
+        ) from None
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read --tls-cert {files.cert} or --tls-key {files.key}: {e.strerror}"
+        ) from None
+    try:
+        context.load_verify_locations(cafile=files.ca)
+    except ssl.SSLError as e:
+        raise ConfigError(f"--tls-ca {files.ca}: {tls_error_text(e)}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read --tls-ca {files.ca}: {e.strerror}") from None
+    return context
+
+
+def tls_error_text(error: ssl.SSLError) -> str:
+    """An ``ssl`` error as one line: its verification message or reason, not the C location."""
+    verify = getattr(error, "verify_message", None)
+    if verify:
+        return f"certificate verify failed: {verify}"
+    reason = error.reason or str(error)
+    return str(reason).lower().replace("_", " ")
+
+
+def tls_refused(error: BaseException) -> bool:
+    """Whether ``error`` is the other end refusing this end's TLS (a certificate it does not
+    trust, or none), or this end refusing the other's: a setting to fix, not a lost network."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return True
+    return isinstance(error, ssl.SSLError) and "ALERT" in str(error.reason or "")
+
+
+def _connect(
+    address: tuple[str, int],
+    family: object = None,
+    authkey: bytes | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> Any:
+    """``multiprocessing.connection.Client`` with the timeouts a real network needs, over
+    ``tls`` if given.
 
     The stdlib client connects and waits for replies without limit, so a master that hangs or a
     host that vanishes without a reset would block a worker for good (and past its SIGTERM).
@@ -190,7 +290,12 @@ def _connect(address: tuple[str, int], family: object = None, authkey: bytes | N
     except OSError:
         sock.close()
         raise
-    conn = _ClientConnection(sock.detach())
+    conn: Connection
+    if tls is None:
+        conn = _ClientConnection(sock.detach())
+    else:
+        # The handshake runs under the timeouts above; a failed one closes the socket.
+        conn = _TLSClientConnection(tls.wrap_socket(sock, server_hostname=address[0]))
     if authkey is not None:
         answer_challenge(conn, authkey)
         deliver_challenge(conn, authkey)
@@ -212,6 +317,16 @@ def forget_connection(address: tuple[str, int]) -> None:
         BaseProxy._address_to_local.pop(address, None)
 
 
+@functools.cache
+def _serializer(tls: TLSFiles | None) -> str:
+    """The name under which proxies find the connection factory for ``tls``."""
+    if tls is None:
+        return SERIALIZER
+    name = f"{SERIALIZER}+tls{len(listener_client)}"
+    listener_client[name] = (Listener, functools.partial(_connect, tls=client_context(tls)))
+    return name
+
+
 class DispatchManager(BaseManager):
     """Client side of the master's manager server.
 
@@ -221,10 +336,14 @@ class DispatchManager(BaseManager):
     (``root``: the master's root path as bytes, ``lease``: lease seconds);
     ``get_result_queue`` serves ``put(results: list[Result])``; ``get_status`` serves
     ``status() -> dict`` (the document of ``logdispatch status``).
+
+    With ``tls``, every connection is TLS (the files are read once per process).
     """
 
-    def __init__(self, address: tuple[str, int], authkey: bytes) -> None:
-        super().__init__(address, authkey, serializer=SERIALIZER)
+    def __init__(
+        self, address: tuple[str, int], authkey: bytes, tls: TLSFiles | None = None
+    ) -> None:
+        super().__init__(address, authkey, serializer=_serializer(tls))
 
 
 DispatchManager.register("get_task_queue")

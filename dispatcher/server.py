@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -25,8 +26,17 @@ from multiprocessing.managers import BaseManager, Server
 from typing import Any
 
 from dispatcher import defaults
-from dispatcher.common import format_address, printable
-from dispatcher.protocol import REQUEST_TYPES, SERIALIZER, MessageRefused, Result, load_message
+from dispatcher.common import TLSFiles, format_address, printable
+from dispatcher.protocol import (
+    REQUEST_TYPES,
+    SERIALIZER,
+    MessageRefused,
+    Result,
+    TLSConnection,
+    load_message,
+    server_context,
+    tls_error_text,
+)
 from dispatcher.status import StatusService
 from dispatcher.taskqueue import TaskQueue
 
@@ -82,6 +92,7 @@ class ManagerServer:
         login_timeout: float = defaults.LOGIN_TIMEOUT_SECONDS,
         status: StatusService | None = None,
         on_disconnect: Callable[[int], None] | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         # Registered per server (not on the shared client class) so that several servers can
         # live in one process; the callables are never pickled because the server is not forked.
@@ -112,7 +123,13 @@ class ManagerServer:
                 on_disconnect(channel)
 
         self._server = _GuardedServer(
-            registry, address, authkey, SERIALIZER, login_timeout, disconnected
+            registry,
+            address,
+            authkey,
+            SERIALIZER,
+            login_timeout,
+            disconnected,
+            None if tls is None else server_context(tls),
         )
         self._thread = threading.Thread(
             target=self._server.accepter, name="manager-accept", daemon=True
@@ -148,8 +165,10 @@ class _GuardedServer(Server):
         serializer: str,
         login_timeout: float,
         on_disconnect: Callable[[int], None],
+        tls: ssl.SSLContext | None,
     ) -> None:
         super().__init__(registry, address, authkey, serializer)
+        self._tls = tls
         self._socket: socket.socket = self.listener._listener._socket  # type: ignore[attr-defined]
         self._socket.listen(LISTEN_BACKLOG)  # listening again only changes the backlog
         self._on_disconnect = on_disconnect
@@ -215,19 +234,34 @@ class _GuardedServer(Server):
             self._door.refused(host, address, refusal)
             return
         sock = socket.socket(fileno=fd)
+        conn: Connection
         try:
             sock.setblocking(True)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see protocol._connect
-        except OSError:
-            pass  # gone already: the handshake will say so
+            if self._tls is None:
+                conn = Connection(sock.detach())
+            else:
+                # The TLS handshake runs on the connection's own thread, under its deadline.
+                conn = TLSConnection(
+                    self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                )
+        except OSError:  # gone already
+            sock.close()
+            self._logins.leave(host)
+            return
         peer = _peer_text(address)
-        guard = _LoginGuard(
-            Connection(sock.detach()), peer, host, self._logins, self._door, self.refusal
-        )
+        guard = _LoginGuard(conn, peer, host, self._logins, self._door, self.refusal)
         self._clients.add(guard)
         threading.Thread(
             target=self.handle_request, args=(guard,), name=f"client {peer}", daemon=True
         ).start()
+
+    def handle_request(self, conn: Any) -> None:
+        """Serve one new connection: its TLS handshake if any, its login, its requests."""
+        if conn.handshake():
+            super().handle_request(conn)
+        else:
+            conn.close()
 
     def accept_connection(self, c: Any, name: str) -> None:
         """Serve one client connection on this thread until it ends."""
@@ -389,6 +423,28 @@ class _LoginGuard:
             self._waiting = False
         self._logins.leave(self._host)
 
+    def handshake(self) -> bool:
+        """The TLS handshake, if the connection is TLS; False (logged) if it failed."""
+        if not isinstance(self._conn, TLSConnection):
+            return True
+        try:
+            self._conn.tls_socket.do_handshake()
+        except ssl.SSLError as e:
+            self._refused_login(f"TLS handshake failed: {tls_error_text(e)}")
+            return False
+        except OSError as e:
+            self._refused_login(f"TLS handshake failed: {e.strerror or e}")
+            return False
+        return True
+
+    def _refused_login(self, reason: str) -> None:
+        if self._timed_out:
+            reason = f"no login within {self._logins.timeout:g} s"
+        if self._hung_up and not self._timed_out:
+            log.debug("refused connection from %s: %s", self._peer, reason)
+        else:
+            self._door.refused(self._host, self._peer, reason)
+
     def login_deadline(self) -> None:
         if not self.logged_in:
             self._timed_out = True
@@ -419,13 +475,7 @@ class _LoginGuard:
         if self._refused:
             return  # logged when refused
         if not self.logged_in and isinstance(obj, tuple) and obj[:1] == ("#TRACEBACK",):
-            reason = str(obj[1]).strip().splitlines()[-1]
-            if self._timed_out:
-                reason = f"no login within {self._logins.timeout:g} s"
-            if self._hung_up and not self._timed_out:
-                log.debug("refused connection from %s: %s", self._peer, reason)
-            else:
-                self._door.refused(self._host, self._peer, reason)
+            self._refused_login(str(obj[1]).strip().splitlines()[-1])
             return  # a stranger gets no traceback
         self._conn.send(obj)
 

@@ -7,6 +7,7 @@ JSON, or refreshed in place.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,8 +17,14 @@ from multiprocessing.managers import RemoteError
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.activity import RATE_WINDOW_SECONDS, ActivitySnapshot
-from dispatcher.common import LogDispatchError, display_path, error_text, format_address
-from dispatcher.protocol import DispatchManager, forget_connection
+from dispatcher.common import (
+    LogDispatchError,
+    TLSFiles,
+    display_path,
+    error_text,
+    format_address,
+)
+from dispatcher.protocol import DispatchManager, forget_connection, tls_error_text
 from dispatcher.taskqueue import QueueState, host_of
 
 if TYPE_CHECKING:
@@ -141,16 +148,20 @@ class StatusService:
         return self._build()
 
 
-def fetch(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:
+def fetch(address: tuple[str, int], authkey: bytes, tls: TLSFiles | None = None) -> dict[str, Any]:
     """Ask the master at ``address`` for its status document."""
     where = format_address(address)
-    manager = DispatchManager(address, authkey)
+    manager = DispatchManager(address, authkey, tls)
     try:
         manager.connect()
         service = manager.get_status()  # type: ignore[attr-defined]
         result: dict[str, Any] = service.status()
     except AuthenticationError:
         raise MasterUnreachable(f"the master at {where} refused this authkey") from None
+    except ssl.SSLError as e:
+        raise MasterUnreachable(
+            f"TLS with the master at {where} failed: {tls_error_text(e)}"
+        ) from None
     except (OSError, EOFError) as e:
         raise MasterUnreachable(f"cannot reach the master at {where}: {error_text(e)}") from None
     except RemoteError as e:  # the master raised while building it: its traceback is the text
@@ -280,26 +291,34 @@ def show(doc: dict[str, Any], out: TextIO) -> None:
     Console(file=out, highlight=False).print(render(doc))
 
 
-def watch(address: tuple[str, int], authkey: bytes, interval: float, out: TextIO) -> None:
+def watch(
+    address: tuple[str, int],
+    authkey: bytes,
+    interval: float,
+    out: TextIO,
+    tls: TLSFiles | None = None,
+) -> None:
     """Refresh the view in place every ``interval`` seconds until interrupted."""
     from rich.console import Console
     from rich.live import Live
 
     console = Console(file=out, highlight=False)
     with Live(console=console, auto_refresh=False) as live:
-        for view in _views(address, authkey, interval):
+        for view in _views(address, authkey, interval, tls):
             live.update(view, refresh=True)
             time.sleep(interval)
 
 
-def _views(address: tuple[str, int], authkey: bytes, interval: float) -> Iterator[Any]:
+def _views(
+    address: tuple[str, int], authkey: bytes, interval: float, tls: TLSFiles | None
+) -> Iterator[Any]:
     from rich.console import Group
     from rich.text import Text
 
     while True:
         stamp = datetime.now().strftime("%H:%M:%S")
         try:
-            doc = fetch(address, authkey)
+            doc = fetch(address, authkey, tls)
         except MasterUnreachable as e:
             yield Text(f"{stamp}  {e}; trying again every {interval:g} s", style="yellow")
             continue

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import socket
+import ssl
 import stat
 import threading
 import time
@@ -22,11 +23,20 @@ from typing import Any
 from dispatcher.common import (
     LogDispatchError,
     StopSignals,
+    TLSFiles,
     display_path,
     error_text,
     format_address,
 )
-from dispatcher.protocol import DispatchManager, Result, Status, Task, forget_connection
+from dispatcher.protocol import (
+    DispatchManager,
+    Result,
+    Status,
+    Task,
+    forget_connection,
+    tls_error_text,
+    tls_refused,
+)
 from workers.counting import CountError, ErrorMatcher, count_fd
 
 log = logging.getLogger("logdispatch.worker")
@@ -65,6 +75,7 @@ class WorkerConfig:
     batch_bytes: int = BATCH_BYTES
     parent_pid: int | None = None  # stop when this process is gone (workers started by `run`)
     engine: str = "auto"  # see ErrorMatcher
+    tls: TLSFiles | None = None  # this host's certificate and key, and the master's CA
 
 
 class Worker:
@@ -221,13 +232,20 @@ class Worker:
     # --- talking to the master -------------------------------------------------------------
 
     def _connect(self) -> None:
-        manager = DispatchManager(address=self.config.address, authkey=self.config.authkey)
+        manager = DispatchManager(self.config.address, self.config.authkey, self.config.tls)
         try:
             manager.connect()
         except AuthenticationError:
             raise MasterRefused(
                 f"the master at {format_address(self.config.address)} refused this worker's "
                 "authkey (authentication failed): check --authkey-file / $LOGDISPATCH_AUTHKEY"
+            ) from None
+        except ssl.SSLError as e:
+            if not tls_refused(e):
+                raise
+            raise MasterRefused(
+                f"TLS with the master at {format_address(self.config.address)} failed: "
+                f"{tls_error_text(e)}: check --tls-cert, --tls-key and --tls-ca"
             ) from None
         tasks = manager.get_task_queue()  # type: ignore[attr-defined]
         results = manager.get_result_queue()  # type: ignore[attr-defined]
@@ -321,7 +339,9 @@ class Worker:
                 continue
             try:
                 if tasks is None:
-                    manager = DispatchManager(self.config.address, self.config.authkey)
+                    manager = DispatchManager(
+                        self.config.address, self.config.authkey, self.config.tls
+                    )
                     manager.connect()
                     tasks = manager.get_task_queue()  # type: ignore[attr-defined]
                 lost = tasks.heartbeat(self.id, held)

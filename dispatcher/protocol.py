@@ -8,12 +8,16 @@ connection with the timeouts a network needs. With ``dispatcher.common``, the on
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import io
+import logging
+import os
 import pickle
 import socket
-import ssl
+import stat
 import struct
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from multiprocessing.connection import (
@@ -28,9 +32,15 @@ from multiprocessing.managers import (  # type: ignore[attr-defined]
     BaseProxy,
     listener_client,
 )
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.common import ConfigError, TLSFiles, printable
+
+# ssl loads only where TLS is used: it took 3 ms of every worker's and status' start.
+if TYPE_CHECKING:
+    import ssl
+
+log = logging.getLogger("logdispatch.protocol")
 
 # A master that does not accept within this is unreachable for now.
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -213,6 +223,8 @@ class _TLSClientConnection(TLSConnection, _ClientConnection):
 
 def server_context(files: TLSFiles) -> ssl.SSLContext:
     """The master's TLS: its certificate, and clients' certificates required, from the CA."""
+    import ssl
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.verify_mode = ssl.CERT_REQUIRED
     return _load_tls(context, files)
@@ -221,10 +233,14 @@ def server_context(files: TLSFiles) -> ssl.SSLContext:
 def client_context(files: TLSFiles) -> ssl.SSLContext:
     """A client's TLS: its certificate, and the master's checked against the CA and against
     the host name or address the client connects to."""
+    import ssl
+
     return _load_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), files)
 
 
 def _load_tls(context: ssl.SSLContext, files: TLSFiles) -> ssl.SSLContext:
+    import ssl
+
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(files.cert, files.key)
@@ -236,6 +252,14 @@ def _load_tls(context: ssl.SSLContext, files: TLSFiles) -> ssl.SSLContext:
         raise ConfigError(
             f"cannot read --tls-cert {files.cert} or --tls-key {files.key}: {e.strerror}"
         ) from None
+    with contextlib.suppress(OSError):
+        mode = os.stat(files.key).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning(
+                "TLS key file %s is readable by group or others (mode %o): chmod 600 it",
+                files.key,
+                stat.S_IMODE(mode),
+            )
     try:
         context.load_verify_locations(cafile=files.ca)
     except ssl.SSLError as e:
@@ -245,8 +269,12 @@ def _load_tls(context: ssl.SSLContext, files: TLSFiles) -> ssl.SSLContext:
     return context
 
 
-def tls_error_text(error: ssl.SSLError) -> str:
-    """An ``ssl`` error as one line: its verification message or reason, not the C location."""
+def tls_error_text(error: BaseException) -> str | None:
+    """A TLS error as one line (its verification message or reason, not the C location);
+    None for any other error."""
+    ssl = sys.modules.get("ssl")  # not loaded: no TLS, so no TLS error
+    if ssl is None or not isinstance(error, ssl.SSLError):
+        return None
     verify = getattr(error, "verify_message", None)
     if verify:
         return f"certificate verify failed: {verify}"
@@ -257,6 +285,9 @@ def tls_error_text(error: ssl.SSLError) -> str:
 def tls_refused(error: BaseException) -> bool:
     """Whether ``error`` is the other end refusing this end's TLS (a certificate it does not
     trust, or none), or this end refusing the other's: a setting to fix, not a lost network."""
+    ssl = sys.modules.get("ssl")
+    if ssl is None:
+        return False
     if isinstance(error, ssl.SSLCertVerificationError):
         return True
     return isinstance(error, ssl.SSLError) and "ALERT" in str(error.reason or "")

@@ -7,7 +7,6 @@ JSON, or refreshed in place.
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -158,11 +157,10 @@ def fetch(address: tuple[str, int], authkey: bytes, tls: TLSFiles | None = None)
         result: dict[str, Any] = service.status()
     except AuthenticationError:
         raise MasterUnreachable(f"the master at {where} refused this authkey") from None
-    except ssl.SSLError as e:
-        raise MasterUnreachable(
-            f"TLS with the master at {where} failed: {tls_error_text(e)}"
-        ) from None
     except (OSError, EOFError) as e:
+        tls_text = tls_error_text(e)
+        if tls_text is not None:
+            raise MasterUnreachable(f"TLS with the master at {where} failed: {tls_text}") from None
         raise MasterUnreachable(f"cannot reach the master at {where}: {error_text(e)}") from None
     except RemoteError as e:  # the master raised while building it: its traceback is the text
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown error"

@@ -99,6 +99,10 @@ def test_clients_without_a_trusted_certificate_are_refused_and_logged(
     assert "check --tls-cert, --tls-key and --tls-ca" in stranger.output
     assert "Traceback" not in stranger.output
     wait_for(lambda: "TLS handshake failed: " in master.output)
+    doubted = _status(cluster, *tls(certs, "stranger"))
+    assert doubted.returncode == 2
+    assert doubted.stderr.startswith("logdispatch status: error: TLS with the master at")
+    assert len(doubted.stderr.splitlines()) == 1
 
     # TLS without a certificate.
     context = ssl.create_default_context(cafile=str(certs / "ca.pem"))

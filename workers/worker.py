@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import socket
-import ssl
 import stat
 import threading
 import time
@@ -240,7 +239,7 @@ class Worker:
                 f"the master at {format_address(self.config.address)} refused this worker's "
                 "authkey (authentication failed): check --authkey-file / $LOGDISPATCH_AUTHKEY"
             ) from None
-        except ssl.SSLError as e:
+        except OSError as e:
             if not tls_refused(e):
                 raise
             raise MasterRefused(

@@ -236,6 +236,18 @@ class _GuardedServer(Server):
         sock = socket.socket(fileno=fd)
         conn: Connection
         try:
+            # A connection that waited in a full backlog may be closed already: a thread for
+            # each of those is how a flood outruns the accepting.
+            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                raise ConnectionResetError("closed before logging in")
+        except BlockingIOError:
+            pass  # open, and silent as a client is until it has the challenge
+        except OSError as e:
+            sock.close()
+            self._logins.leave(host)
+            self._door.refused(host, address, e.strerror or str(e))
+            return
+        try:
             sock.setblocking(True)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see protocol._connect
             if self._tls is None:

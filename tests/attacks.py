@@ -1,6 +1,6 @@
 """Connection floods against a master on loopback, from 127.0.0.2, bounded in time and count.
 
-``python tests/attacks.py flood|drip PORT SECONDS`` prints ``started`` once it runs and, when
+``python tests/attacks.py flood|drip PORT SECONDS [RATE]`` prints ``started`` once it runs and, when
 the time is up or at SIGTERM, ``opened N S``: N connections in S seconds. Only ever aimed at
 127.0.0.1.
 """
@@ -65,8 +65,8 @@ def _open(port: int) -> socket.socket | None:
     return sock
 
 
-def flood(port: int, seconds: float) -> int:
-    """FLOOD_RATE connections a second (or as many as this process opens), each closed after
+def flood(port: int, seconds: float, rate: float = FLOOD_RATE) -> int:
+    """``rate`` connections a second (or as many as this process opens), each closed after
     HOLD seconds."""
     held: collections.deque[tuple[float, socket.socket]] = collections.deque()
     opened = 0
@@ -74,7 +74,7 @@ def flood(port: int, seconds: float) -> int:
     started = time.monotonic()
     while running:
         now = time.monotonic()
-        if opened > (now - started) * FLOOD_RATE:
+        if opened > (now - started) * rate:
             time.sleep(0.001)
             continue
         while held and (now - held[0][0] > HOLD or len(held) >= MAX_OPEN):
@@ -147,7 +147,10 @@ def main() -> int:
     kind, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     print("started", flush=True)
     started = time.monotonic()
-    opened = {"flood": flood, "drip": drip}[kind](port, seconds)
+    if kind == "flood":
+        opened = flood(port, seconds, *map(float, sys.argv[4:5]))
+    else:
+        opened = drip(port, seconds)
     print(f"opened {opened} {time.monotonic() - started:.1f}", flush=True)
     return 0
 

@@ -2,8 +2,10 @@
 
 It serves the master's own ``TaskQueue`` and a ``ResultSink`` that hands results to the master
 loop. On top of the stdlib ``multiprocessing.managers.Server`` it adds what a server on a real
-network needs: a deadline for the authkey handshake, a log line for every refused connection
-(instead of a traceback sent back to the stranger), and a clean stop.
+network needs: a deadline for the authkey handshake, limits on the connections still logging
+in (in all and per host), log lines for refused connections (instead of a traceback sent back
+to the stranger, and not one per connection in a flood), requests checked before they run
+(only the protocol's types, only the calls its clients make), optional TLS, and a clean stop.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ MAX_WAITING_LOGINS = 256
 # ...and past this many from one host, so that one host cannot take all the places. A host
 # whose workers all connect at once may see a few refused: they try again.
 MAX_WAITING_LOGINS_PER_HOST = 32
-# Refusals at the door are logged once per host per this many seconds, with their number.
+# Refused connections are logged once per host and reason per this many seconds, with their
+# number.
 REFUSALS_LOGGED_EVERY = 10.0
 
 

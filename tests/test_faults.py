@@ -63,7 +63,7 @@ def test_worker_killed_mid_file_loses_its_lease_and_another_counts_it(cluster: C
 
 
 def test_heartbeats_keep_a_lease_longer_than_its_term(cluster: Cluster) -> None:
-    lines, errors = write_log(cluster.root / "big.log", 40)
+    lines, errors = write_log(cluster.root / "big.log", 100)
     cluster.serve("--lease", "1", "--error-pattern", SLOW_PATTERN)
     worker = cluster.work()
     wait_for(lambda: _entry(cluster, "big.log").get("status") == "done", timeout=60)

@@ -29,6 +29,7 @@ from dispatcher.common import (
     parse_address,
     printable,
     setup_logging,
+    tls_files,
 )
 from dispatcher.config import (
     REQUIRED,
@@ -332,6 +333,7 @@ def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -
     }
     if hasattr(args, "address"):
         options["address"] = parse_address(args.address)
+        options["tls"] = tls_files(args)
     options.update(overrides)
     return MasterConfig(**options)
 
@@ -486,11 +488,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise ConfigError("--interval must be positive")
     address = parse_address(args.address)
     authkey = load_authkey(args.authkey_file)
+    tls = tls_files(args)
+    if tls is not None:
+        from dispatcher.protocol import client_context
+
+        client_context(tls)  # unreadable files are an error now, not a lost master
     if args.watch:
         with contextlib.suppress(KeyboardInterrupt):  # the way out of --watch
-            status.watch(address, authkey, args.interval, sys.stdout)
+            status.watch(address, authkey, args.interval, sys.stdout, tls)
         return 0
-    document = status.fetch(address, authkey)
+    document = status.fetch(address, authkey, tls)
     if args.json:
         json.dump(document, sys.stdout, indent=2)
         print()

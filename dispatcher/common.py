@@ -17,6 +17,7 @@ import stat
 import sys
 from collections.abc import Callable
 from types import FrameType
+from typing import NamedTuple
 
 log = logging.getLogger("logdispatch.protocol")
 
@@ -94,7 +95,8 @@ def format_address(address: tuple[str, int]) -> str:
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser, address_help: str) -> None:
-    """``--address`` and ``--authkey-file``, the same for the master and the workers."""
+    """``--address``, ``--authkey-file`` and the TLS files, the same for the master and the
+    workers."""
     parser.add_argument(
         "--address",
         default=format_address(DEFAULT_ADDRESS),
@@ -104,6 +106,36 @@ def add_connection_arguments(parser: argparse.ArgumentParser, address_help: str)
     parser.add_argument(
         "--authkey-file", metavar="F", help=f"shared secret (or set ${AUTHKEY_ENV})"
     )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="F",
+        help="this host's certificate (PEM): with --tls-key and --tls-ca, the connection is "
+        "TLS, each end's certificate checked against the CA, the authkey still required",
+    )
+    parser.add_argument("--tls-key", metavar="F", help="the private key of --tls-cert (PEM)")
+    parser.add_argument(
+        "--tls-ca",
+        metavar="F",
+        help="the CA certificate(s) (PEM) that the other end's certificate must be signed by",
+    )
+
+
+class TLSFiles(NamedTuple):  # not a dataclass: every command, `count` too, imports this
+    """A host's certificate and key, and the CA that signs the other ends' certificates."""
+
+    cert: str
+    key: str
+    ca: str
+
+
+def tls_files(args: argparse.Namespace) -> TLSFiles | None:
+    """The TLS files given by ``add_connection_arguments``' options: all three or none."""
+    given = (args.tls_cert, args.tls_key, args.tls_ca)
+    if not any(given):
+        return None
+    if not all(given):
+        raise ConfigError("--tls-cert, --tls-key and --tls-ca go together: give all three")
+    return TLSFiles(args.tls_cert, args.tls_key, args.tls_ca)
 
 
 # How a worker searches literal error patterns; DESIGN.md "Counting rules" hold for each.

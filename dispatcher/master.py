@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher import defaults
 from dispatcher.activity import Activity, Counted
-from dispatcher.common import DEFAULT_ADDRESS, ConfigError, display_path
+from dispatcher.common import DEFAULT_ADDRESS, ConfigError, TLSFiles, display_path
 from dispatcher.ledger import Ledger, VersionStatus
 from dispatcher.ondone import KEEP, Action, Disposal, Disposed, Disposer, OnDone
 from dispatcher.protocol import Result, Status
@@ -58,6 +58,7 @@ class MasterConfig:
     once: bool = False  # count what is there now, then finish: no watching, no rescans
     commit_interval: float = defaults.COMMIT_SECONDS
     on_done: OnDone = KEEP
+    tls: TLSFiles | None = None  # the server's certificate, key and clients' CA
 
     def __post_init__(self) -> None:
         if not self.root.is_dir():
@@ -161,6 +162,7 @@ class Master:
                 ResultSink(self._inbox),
                 status=StatusService(self.status),
                 on_disconnect=self.activity.hung_up,
+                tls=self.config.tls,
             )
         except OSError as e:
             host, port = self.config.address

@@ -7,17 +7,40 @@ connection with the timeouts a network needs. With ``dispatcher.common``, the on
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import functools
+import io
+import logging
+import os
+import pickle
 import socket
+import stat
 import struct
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
-from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
+from multiprocessing.connection import (
+    Connection,
+    Listener,
+    answer_challenge,
+    deliver_challenge,
+    wait,
+)
 from multiprocessing.managers import (  # type: ignore[attr-defined]
     BaseManager,
     BaseProxy,
     listener_client,
 )
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+from dispatcher.common import ConfigError, TLSFiles, printable
+
+# ssl loads only where TLS is used: it took 3 ms of every worker's and status' start.
+if TYPE_CHECKING:
+    import ssl
+
+log = logging.getLogger("logdispatch.protocol")
 
 # A master that does not accept within this is unreachable for now.
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -234,8 +257,175 @@ def _result_problem(r: Result) -> str | None:
     return None
 
 
-def _connect(address: tuple[str, int], family: object = None, authkey: bytes | None = None) -> Any:
-    """``multiprocessing.connection.Client`` with the timeouts a real network needs.
+# What an unpickled message may name. Pickle calls whatever class or function a message
+# names, so a message naming anything else (``os.system``...) is refused before it runs.
+# Requests name results (a result's status travels as its value); replies name tasks and the
+# exceptions a served method may raise.
+REQUEST_TYPES: dict[tuple[str, str], Any] = {
+    (t.__module__, t.__qualname__): t for t in (Result, Status)
+}
+REPLY_TYPES: dict[tuple[str, str], Any] = {
+    **{(t.__module__, t.__qualname__): t for t in (Task, Result, Status)},
+    **{
+        ("builtins", name): value
+        for name, value in vars(builtins).items()
+        if isinstance(value, type) and issubclass(value, Exception)
+    },
+}
+
+
+class MessageRefused(EOFError):
+    """A message that names something outside its allowed types: the connection is dropped.
+
+    An ``EOFError``, so that whoever reads it treats the connection as lost.
+    """
+
+
+class _WireUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, allowed: dict[tuple[str, str], Any]) -> None:
+        super().__init__(io.BytesIO(data))
+        self._allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[module, name]
+        except KeyError:
+            name = printable(f"{module}.{name}")
+            raise MessageRefused(f"the message names {name}, which is not allowed") from None
+
+
+def load_message(data: bytes, allowed: dict[tuple[str, str], Any]) -> Any:
+    """Unpickle ``data``, refusing any class or function not in ``allowed``."""
+    try:
+        return _WireUnpickler(data, allowed).load()
+    except MessageRefused:
+        raise
+    except Exception as e:  # a truncated or malformed pickle, or a type given bad arguments
+        raise MessageRefused(f"malformed message: {printable(str(e))}") from None
+
+
+class _ClientConnection(Connection):
+    """A connection to the master whose replies may name only ``REPLY_TYPES``."""
+
+    def recv(self) -> Any:
+        return load_message(self.recv_bytes(), REPLY_TYPES)
+
+
+class TLSConnection(Connection):
+    """A ``Connection`` over TLS: the stdlib's reads and writes its descriptor directly."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        super().__init__(sock.fileno())
+        self.tls_socket = sock
+
+    def _close(self, _close: Any = None) -> None:
+        self.tls_socket.close()
+
+    def _send(self, buf: Any, write: Any = None) -> None:
+        self.tls_socket.sendall(buf)
+
+    def _recv(self, size: int, read: Any = None) -> io.BytesIO:
+        buf = io.BytesIO()
+        remaining = size
+        while remaining > 0:
+            chunk = self.tls_socket.recv(min(remaining, 1 << 20))
+            if not chunk:
+                if remaining == size:
+                    raise EOFError
+                raise OSError("got end of file during message")
+            buf.write(chunk)
+            remaining -= len(chunk)
+        return buf
+
+    def _poll(self, timeout: float) -> bool:
+        # Decrypted bytes waiting in the TLS layer do not show on the descriptor.
+        return self.tls_socket.pending() > 0 or bool(wait([self.tls_socket], timeout))
+
+
+class _TLSClientConnection(TLSConnection, _ClientConnection):
+    pass
+
+
+def server_context(files: TLSFiles) -> ssl.SSLContext:
+    """The master's TLS: its certificate, and clients' certificates required, from the CA."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return _load_tls(context, files)
+
+
+def client_context(files: TLSFiles) -> ssl.SSLContext:
+    """A client's TLS: its certificate, and the master's checked against the CA and against
+    the host name or address the client connects to."""
+    import ssl
+
+    return _load_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), files)
+
+
+def _load_tls(context: ssl.SSLContext, files: TLSFiles) -> ssl.SSLContext:
+    import ssl
+
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(files.cert, files.key)
+    except ssl.SSLError as e:
+        raise ConfigError(
+            f"--tls-cert {files.cert} with --tls-key {files.key}: {tls_error_text(e)}"
+        ) from None
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read --tls-cert {files.cert} or --tls-key {files.key}: {e.strerror}"
+        ) from None
+    with contextlib.suppress(OSError):
+        mode = os.stat(files.key).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning(
+                "TLS key file %s is readable by group or others (mode %o): chmod 600 it",
+                files.key,
+                stat.S_IMODE(mode),
+            )
+    try:
+        context.load_verify_locations(cafile=files.ca)
+    except ssl.SSLError as e:
+        raise ConfigError(f"--tls-ca {files.ca}: {tls_error_text(e)}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read --tls-ca {files.ca}: {e.strerror}") from None
+    return context
+
+
+def tls_error_text(error: BaseException) -> str | None:
+    """A TLS error as one line (its verification message or reason, not the C location);
+    None for any other error."""
+    ssl = sys.modules.get("ssl")  # not loaded: no TLS, so no TLS error
+    if ssl is None or not isinstance(error, ssl.SSLError):
+        return None
+    verify = getattr(error, "verify_message", None)
+    if verify:
+        return f"certificate verify failed: {verify}"
+    reason = error.reason or str(error)
+    return str(reason).lower().replace("_", " ")
+
+
+def tls_refused(error: BaseException) -> bool:
+    """Whether ``error`` is the other end refusing this end's TLS (a certificate it does not
+    trust, or none), or this end refusing the other's: a setting to fix, not a lost network."""
+    ssl = sys.modules.get("ssl")
+    if ssl is None:
+        return False
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return True
+    return isinstance(error, ssl.SSLError) and "ALERT" in str(error.reason or "")
+
+
+def _connect(
+    address: tuple[str, int],
+    family: object = None,
+    authkey: bytes | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> Any:
+    """``multiprocessing.connection.Client`` with the timeouts a real network needs, over
+    ``tls`` if given.
 
     The stdlib client connects and waits for replies without limit, so a master that hangs or a
     host that vanishes without a reset would block a worker for good (and past its SIGTERM).
@@ -256,7 +446,12 @@ def _connect(address: tuple[str, int], family: object = None, authkey: bytes | N
     except OSError:
         sock.close()
         raise
-    conn = Connection(sock.detach())
+    conn: Connection
+    if tls is None:
+        conn = _ClientConnection(sock.detach())
+    else:
+        # The handshake runs under the timeouts above; a failed one closes the socket.
+        conn = _TLSClientConnection(tls.wrap_socket(sock, server_hostname=address[0]))
     if authkey is not None:
         answer_challenge(conn, authkey)
         deliver_challenge(conn, authkey)
@@ -278,6 +473,16 @@ def forget_connection(address: tuple[str, int]) -> None:
         BaseProxy._address_to_local.pop(address, None)
 
 
+@functools.cache
+def _serializer(tls: TLSFiles | None) -> str:
+    """The name under which proxies find the connection factory for ``tls``."""
+    if tls is None:
+        return SERIALIZER
+    name = f"{SERIALIZER}+tls{len(listener_client)}"
+    listener_client[name] = (Listener, functools.partial(_connect, tls=client_context(tls)))
+    return name
+
+
 class DispatchManager(BaseManager):
     """Client side of the master's manager server.
 
@@ -289,10 +494,14 @@ class DispatchManager(BaseManager):
     (``root``: the master's root path as bytes, ``lease``: lease seconds);
     ``get_result_queue`` serves ``put(results: list[Result])``; ``get_status`` serves
     ``status() -> dict`` (the document of ``logdispatch status``).
+
+    With ``tls``, every connection is TLS (the files are read once per process).
     """
 
-    def __init__(self, address: tuple[str, int], authkey: bytes) -> None:
-        super().__init__(address, authkey, serializer=SERIALIZER)
+    def __init__(
+        self, address: tuple[str, int], authkey: bytes, tls: TLSFiles | None = None
+    ) -> None:
+        super().__init__(address, authkey, serializer=_serializer(tls))
 
 
 DispatchManager.register("get_task_queue")

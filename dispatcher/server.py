@@ -2,17 +2,22 @@
 
 It serves the master's own ``TaskQueue`` and a ``ResultSink`` that hands results to the master
 loop. On top of the stdlib ``multiprocessing.managers.Server`` it adds what a server on a real
-network needs: a deadline for the authkey handshake, a log line for every refused connection
-(instead of a traceback sent back to the stranger), and a clean stop.
+network needs: a deadline for the authkey handshake, limits on the connections still logging
+in (in all and per host), log lines for refused connections (instead of a traceback sent back
+to the stranger, and not one per connection in a flood), requests checked before they run
+(only the protocol's types, only the calls its clients make), optional TLS, and a clean stop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import os
 import queue
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -20,20 +25,45 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, Listener
 from multiprocessing.managers import BaseManager, Server
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from dispatcher import defaults
-from dispatcher.common import format_address
-from dispatcher.protocol import SERIALIZER, BadRequest, Result, check_results
+from dispatcher.common import TLSFiles, format_address, printable
+from dispatcher.protocol import (
+    REQUEST_TYPES,
+    SERIALIZER,
+    BadRequest,
+    MessageRefused,
+    Result,
+    TLSConnection,
+    check_results,
+    load_message,
+    server_context,
+    tls_error_text,
+)
 from dispatcher.status import StatusService
 from dispatcher.taskqueue import TaskQueue
 
 log = logging.getLogger("logdispatch.server")
 
+# What a connection may ask before it is a proxy's (``accept_connection``): the calls the
+# stdlib's clients make, each with the arguments it takes. ``create`` is further limited to
+# the registered names, which take no arguments.
+_ENTRY_POINTS = {"create": 1, "accept_connection": 1, "incref": 1, "decref": 1, "dummy": 0}
+
+# The stdlib listens with a backlog of 16: a burst of connections overflowed it, and a client
+# left out waited for its connection attempt to be retried (seconds). The kernel caps this at
+# net.core.somaxconn.
+LISTEN_BACKLOG = 4096
 # Each connection gets a thread before it logs in; past this many waiting at once, new ones are
-# refused at the door, so a flood cannot exhaust threads while real workers keep theirs.
+# refused at the door, so a flood cannot exhaust threads while real workers keep theirs...
 MAX_WAITING_LOGINS = 256
+# ...and past this many from one host, so that one host cannot take all the places. A host
+# whose workers all connect at once may see a few refused: they try again.
+MAX_WAITING_LOGINS_PER_HOST = 32
+# Refused connections are logged once per host and reason per this many seconds, with their
+# number.
+REFUSALS_LOGGED_EVERY = 10.0
 # The largest request accepted: a full batch of results with their samples is a few MB.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
@@ -69,6 +99,7 @@ class ManagerServer:
         login_timeout: float = defaults.LOGIN_TIMEOUT_SECONDS,
         status: StatusService | None = None,
         on_disconnect: Callable[[int], None] | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         # Registered per server (not on the shared client class) so that several servers can
         # live in one process; the callables are never pickled because the server is not forked.
@@ -99,7 +130,13 @@ class ManagerServer:
                 on_disconnect(channel)
 
         self._server = _GuardedServer(
-            registry, address, authkey, SERIALIZER, login_timeout, disconnected
+            registry,
+            address,
+            authkey,
+            SERIALIZER,
+            login_timeout,
+            disconnected,
+            None if tls is None else server_context(tls),
         )
         self._thread = threading.Thread(
             target=self._server.accepter, name="manager-accept", daemon=True
@@ -122,6 +159,7 @@ class ManagerServer:
 class _GuardedServer(Server):
     # A worker has no business stopping the master: drop the stdlib's remote "shutdown".
     public = [name for name in Server.public if name != "shutdown"]  # noqa: RUF012
+    registry: dict[str, Any]
     stop_event: threading.Event
     listener: Listener
     address: tuple[str, int]
@@ -134,41 +172,115 @@ class _GuardedServer(Server):
         serializer: str,
         login_timeout: float,
         on_disconnect: Callable[[int], None],
+        tls: ssl.SSLContext | None,
     ) -> None:
         super().__init__(registry, address, authkey, serializer)
+        self._tls = tls
+        self._socket: socket.socket = self.listener._listener._socket  # type: ignore[attr-defined]
+        self._socket.listen(LISTEN_BACKLOG)  # listening again only changes the backlog
         self._on_disconnect = on_disconnect
         self.stop_event = threading.Event()  # the stdlib makes it in serve_forever(), unused here
-        self._login_timeout = login_timeout
+        self._logins = _Logins(login_timeout)
+        self._door = _DoorLog()
         self._clients: weakref.WeakSet[_LoginGuard] = weakref.WeakSet()
 
+    def refusal(self, request: Any, serving: bool) -> str | None:
+        """Why ``request`` is not served (None: it is), before the stdlib looks at it.
+
+        The stdlib would answer a few more calls than the clients make (``debug_info``, the
+        ``__repr__`` of a served object...); only what the clients make is served.
+        """
+        if not (isinstance(request, tuple) and len(request) == 4):
+            return "not a request"
+        ident, method, args, kwds = request
+        if not (isinstance(method, str) and isinstance(args, tuple) and isinstance(kwds, dict)):
+            return "not a request"
+        if serving:
+            entry = self.id_to_obj.get(ident) if isinstance(ident, str) else None
+            if entry is None or method not in entry[1]:
+                return f"{printable(method)!r} is not served"
+            return None
+        if ident is not None or _ENTRY_POINTS.get(method) != len(args) or kwds:
+            return f"{printable(method)!r} is not served"
+        if not all(isinstance(a, str) for a in args):
+            return f"{printable(method)!r} takes a name"
+        if method == "create" and args[0] not in self.registry:
+            return f"{printable(args[0])!r} is not served"
+        return None
+
     def accepter(self) -> None:
-        """Accept connections and give each a thread; the handshake happens on that thread."""
-        while not self.stop_event.is_set():
-            try:
-                conn = self.listener.accept()
-            except OSError as e:
+        """Accept connections and give each a thread; the handshake happens on that thread.
+
+        A connection refused at the door costs an accept and a close, no thread, no object.
+        """
+        self._logins.start()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    # The bare descriptor: a refused connection needs no socket object.
+                    fd, address = self._socket._accept()  # type: ignore[attr-defined]
+                except OSError as e:
+                    if self.stop_event.is_set():
+                        break
+                    log.warning("accept failed: %s", e)
+                    time.sleep(0.1)  # e.g. out of file descriptors: do not spin
+                    continue
                 if self.stop_event.is_set():
+                    os.close(fd)
                     break
-                log.warning("accept failed: %s", e)
-                time.sleep(0.1)  # e.g. out of file descriptors: do not spin
-                continue
-            if self.stop_event.is_set():
-                conn.close()
-                break
-            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as sock:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see protocol._connect
-            peer = _peer_text(self.listener.last_accepted)
-            waiting = sum(not g.logged_in and not g.closed for g in list(self._clients))
-            if waiting >= MAX_WAITING_LOGINS:
-                log.warning("refused connection from %s: %d others still logging in", peer, waiting)
-                conn.close()
-                continue
-            guard = _LoginGuard(conn, peer, self._login_timeout)
-            self._clients.add(guard)
-            threading.Thread(
-                target=self.handle_request, args=(guard,), name=f"client {peer}", daemon=True
-            ).start()
-        self.listener.close()
+                self._admit(fd, address)
+        finally:
+            self._logins.stop()
+            self.listener.close()
+
+    def _admit(self, fd: int, address: Any) -> None:
+        host = address[0]
+        refusal = self._logins.enter(host)
+        if refusal is not None:
+            os.close(fd)
+            self._door.refused(host, address, refusal)
+            return
+        sock = socket.socket(fileno=fd)
+        conn: Connection
+        try:
+            # A connection that waited in a full backlog may be closed already: a thread for
+            # each of those is how a flood outruns the accepting.
+            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                raise ConnectionResetError("closed before logging in")
+        except BlockingIOError:
+            pass  # open, and silent as a client is until it has the challenge
+        except OSError as e:
+            sock.close()
+            self._logins.leave(host)
+            self._door.refused(host, address, e.strerror or str(e))
+            return
+        try:
+            sock.setblocking(True)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see protocol._connect
+            if self._tls is None:
+                conn = Connection(sock.detach())
+            else:
+                # The TLS handshake runs on the connection's own thread, under its deadline.
+                conn = TLSConnection(
+                    self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                )
+        except OSError:  # gone already
+            sock.close()
+            self._logins.leave(host)
+            return
+        peer = _peer_text(address)
+        guard = _LoginGuard(conn, peer, host, self._logins, self._door, self.refusal)
+        self._clients.add(guard)
+        threading.Thread(
+            target=self.handle_request, args=(guard,), name=f"client {peer}", daemon=True
+        ).start()
+
+    def handle_request(self, conn: Any) -> None:
+        """Serve one new connection: its TLS handshake if any, its login, its requests."""
+        if conn.handshake():
+            super().handle_request(conn)
+        else:
+            conn.close()
 
     def accept_connection(self, c: Any, name: str) -> None:
         """Serve one client connection on this thread until it ends."""
@@ -194,27 +306,165 @@ class _GuardedServer(Server):
             guard.hang_up()
 
 
+class _Logins:
+    """The connections still logging in: counted per host, and hung up at their deadline.
+
+    One thread keeps all the deadlines, so a connection costs one thread while it logs in.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._waiting = 0
+        self._per_host: dict[str, int] = {}
+        self._deadlines: list[tuple[float, int, _LoginGuard]] = []  # a heap
+        self._order = itertools.count()  # ties in the heap never compare guards
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="login-deadlines", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(timeout=5)
+
+    def enter(self, host: str) -> str | None:
+        """Take a place for a connection from ``host``; why not, if there is none."""
+        with self._lock:
+            if self._waiting >= MAX_WAITING_LOGINS:
+                return f"{self._waiting} connections still logging in"
+            here = self._per_host.get(host, 0)
+            if here >= MAX_WAITING_LOGINS_PER_HOST:
+                return f"{here} connections from there still logging in"
+            self._waiting += 1
+            self._per_host[host] = here + 1
+            return None
+
+    def leave(self, host: str) -> None:
+        with self._lock:
+            self._waiting -= 1
+            here = self._per_host.pop(host) - 1
+            if here:
+                self._per_host[host] = here
+
+    def watch(self, guard: _LoginGuard) -> None:
+        """Hang ``guard`` up if it has not logged in within the timeout."""
+        with self._lock:
+            entry = (time.monotonic() + self.timeout, next(self._order), guard)
+            heapq.heappush(self._deadlines, entry)
+            if self._deadlines[0] is entry:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and (
+                    not self._deadlines or self._deadlines[0][0] > time.monotonic()
+                ):
+                    wait = self._deadlines[0][0] - time.monotonic() if self._deadlines else None
+                    self._wake.wait(wait)
+                if self._stopping:
+                    return
+                _, _, guard = heapq.heappop(self._deadlines)
+            guard.login_deadline()
+
+
+class _DoorLog:
+    """Logs refused connections, one line per host and reason per ``REFUSALS_LOGGED_EVERY``
+    seconds with the number since: a flood of connections would flood the log too."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._unlogged: dict[tuple[str, str], int] = {}
+        self._logged_at: dict[tuple[str, str], float] = {}
+
+    def refused(self, host: str, peer: object, reason: str) -> None:
+        now = time.monotonic()
+        key = (host, reason)
+        with self._lock:
+            if now - self._logged_at.get(key, -REFUSALS_LOGGED_EVERY) < REFUSALS_LOGGED_EVERY:
+                self._unlogged[key] = self._unlogged.get(key, 0) + 1
+                return
+            if len(self._logged_at) > 1000:  # forget what was not refused lately
+                for old in [
+                    k for k, t in self._logged_at.items() if now - t > REFUSALS_LOGGED_EVERY
+                ]:
+                    del self._logged_at[old]
+                    self._unlogged.pop(old, None)
+            self._logged_at[key] = now
+            others = self._unlogged.pop(key, 0)
+        more = f" (and {others} more from {host} since the last such line)" if others else ""
+        log.warning("refused connection from %s: %s%s", _peer_text(peer), reason, more)
+
+
 class _LoginGuard:
     """A new connection until its first request: bounded in time, quiet when refused.
 
-    A timer hangs up a connection that has not logged in by its deadline, however it spends
-    the time (silent, or dripping a byte at a time).
+    Its deadline hangs up a connection that has not logged in by then, however it spends the
+    time (silent, or dripping a byte at a time).
     """
 
-    def __init__(self, conn: Connection, peer: str, login_timeout: float) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        peer: str,
+        host: str,
+        logins: _Logins,
+        door: _DoorLog,
+        refusal: Callable[[Any, bool], str | None],
+    ) -> None:
         self._conn = conn
         self._peer = peer
-        self._login_timeout = login_timeout
+        self._host = host
+        self._logins = logins
+        self._door = door
+        self._refusal = refusal
+        self.serving = False  # a proxy's connection: its requests are calls on a served object
+        self._refused = False
         self.logged_in = False
-        self.serving = False  # a proxy's connection, past its accept_connection request
         self.closed = False
+        self._waiting = True  # holds a place among the connections logging in
+        # Closing and hanging up exclude each other: the descriptor of a closed connection may
+        # be another's by the time a late hang-up comes.
+        self._lock = threading.Lock()
         self._timed_out = False
         self._hung_up = False  # by the server: a refusal is then no news
-        self._timer = threading.Timer(login_timeout, self._login_deadline)
-        self._timer.daemon = True
-        self._timer.start()
+        logins.watch(self)
 
-    def _login_deadline(self) -> None:
+    def _stop_waiting(self) -> None:
+        with self._lock:
+            if not self._waiting:
+                return
+            self._waiting = False
+        self._logins.leave(self._host)
+
+    def handshake(self) -> bool:
+        """The TLS handshake, if the connection is TLS; False (logged) if it failed."""
+        if not isinstance(self._conn, TLSConnection):
+            return True
+        try:
+            self._conn.tls_socket.do_handshake()
+        except ssl.SSLError as e:
+            self._refused_login(f"TLS handshake failed: {tls_error_text(e)}")
+            return False
+        except OSError as e:
+            self._refused_login(f"TLS handshake failed: {e.strerror or e}")
+            return False
+        return True
+
+    def _refused_login(self, reason: str) -> None:
+        if self._timed_out:
+            reason = f"no login within {self._logins.timeout:g} s"
+        if self._hung_up and not self._timed_out:
+            log.debug("refused connection from %s: %s", self._peer, reason)
+        else:
+            self._door.refused(self._host, self._peer, reason)
+
+    def login_deadline(self) -> None:
         if not self.logged_in:
             self._timed_out = True
             self.hang_up()
@@ -223,32 +473,49 @@ class _LoginGuard:
         return self._conn.recv_bytes(maxlength)
 
     def recv(self) -> Any:
-        # Bounded before anything is read into memory: the stdlib reads whatever length a
-        # message announces. Past the bound, recv_bytes raises and the connection is dropped.
-        request = ForkingPickler.loads(self._conn.recv_bytes(MAX_REQUEST_BYTES))
+        try:
+            # Bounded before anything is read into memory: the stdlib reads whatever length a
+            # message announces.
+            data = self._conn.recv_bytes(MAX_REQUEST_BYTES)
+        except OSError as e:
+            if e.errno is not None:
+                raise  # the connection itself failed
+            self._refused = True
+            log.warning(
+                "refused request from %s: longer than %d bytes; connection dropped",
+                self._peer,
+                MAX_REQUEST_BYTES,
+            )
+            raise MessageRefused("request too long") from None
         # The handshake is done in bytes messages; the first pickled message is a request.
-        self.logged_in = True
-        self._timer.cancel()
+        if not self.logged_in:
+            self.logged_in = True
+            self._stop_waiting()
+        try:
+            request = load_message(data, REQUEST_TYPES)
+            reason = self._refusal(request, self.serving)
+        except MessageRefused as e:
+            reason = str(e)
+        if reason is not None:
+            # Raised as a lost connection: the stdlib then hangs up without an answer.
+            self._refused = True
+            log.warning("refused request from %s: %s; connection dropped", self._peer, reason)
+            raise MessageRefused(reason)
         return request
 
     def send(self, obj: Any) -> None:
+        if self._refused:
+            return  # logged when refused
         if self.serving and _is_refusal(obj):
-            # A request no worker of ours sends (malformed, or out of range): whoever sent it
-            # holds the key but is not to be trusted with this connection any longer.
+            # A call with arguments no worker of ours sends (out of range, of the wrong type):
+            # whoever sent it holds the key but is not to be trusted with this connection.
+            self._refused = True
             reason = obj[1] if obj[0] == "#ERROR" else str(obj[1]).strip().splitlines()[-1]
-            log.warning("dropped connection from %s: %s", self._peer, reason)
+            log.warning("refused request from %s: %s; connection dropped", self._peer, reason)
             self.hang_up()
             return
         if not self.logged_in and isinstance(obj, tuple) and obj[:1] == ("#TRACEBACK",):
-            reason = str(obj[1]).strip().splitlines()[-1]
-            if self._timed_out:
-                reason = f"no login within {self._login_timeout:g} s"
-            log.log(
-                logging.DEBUG if self._hung_up and not self._timed_out else logging.WARNING,
-                "refused connection from %s: %s",
-                self._peer,
-                reason,
-            )
+            self._refused_login(str(obj[1]).strip().splitlines()[-1])
             return  # a stranger gets no traceback
         self._conn.send(obj)
 
@@ -262,18 +529,22 @@ class _LoginGuard:
         return self._conn.fileno()
 
     def close(self) -> None:
-        self.closed = True
-        self._timer.cancel()
-        self._conn.close()
+        with self._lock:
+            self.closed = True
+            self._conn.close()
+        self._stop_waiting()
 
     def hang_up(self) -> None:
         """End the connection under a thread blocked reading it (closing the fd would not)."""
-        self._hung_up = True
-        try:
-            with socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed
+        with self._lock:
+            if self.closed:
+                return
+            self._hung_up = True
+            try:
+                with socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # gone meanwhile
 
 
 def _is_refusal(reply: object) -> bool:

@@ -16,8 +16,14 @@ from multiprocessing.managers import RemoteError
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.activity import RATE_WINDOW_SECONDS, ActivitySnapshot
-from dispatcher.common import LogDispatchError, display_path, error_text, format_address
-from dispatcher.protocol import DispatchManager, forget_connection
+from dispatcher.common import (
+    LogDispatchError,
+    TLSFiles,
+    display_path,
+    error_text,
+    format_address,
+)
+from dispatcher.protocol import DispatchManager, forget_connection, tls_error_text
 from dispatcher.taskqueue import QueueState, host_of
 
 if TYPE_CHECKING:
@@ -159,10 +165,10 @@ class StatusService:
         return self._build()
 
 
-def fetch(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:
+def fetch(address: tuple[str, int], authkey: bytes, tls: TLSFiles | None = None) -> dict[str, Any]:
     """Ask the master at ``address`` for its status document."""
     where = format_address(address)
-    manager = DispatchManager(address, authkey)
+    manager = DispatchManager(address, authkey, tls)
     try:
         manager.connect()
         service = manager.get_status()  # type: ignore[attr-defined]
@@ -170,6 +176,9 @@ def fetch(address: tuple[str, int], authkey: bytes) -> dict[str, Any]:
     except AuthenticationError:
         raise MasterUnreachable(f"the master at {where} refused this authkey") from None
     except (OSError, EOFError) as e:
+        tls_text = tls_error_text(e)
+        if tls_text is not None:
+            raise MasterUnreachable(f"TLS with the master at {where} failed: {tls_text}") from None
         raise MasterUnreachable(f"cannot reach the master at {where}: {error_text(e)}") from None
     except RemoteError as e:  # the master raised while building it: its traceback is the text
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown error"
@@ -321,26 +330,34 @@ def show(doc: dict[str, Any], out: TextIO) -> None:
     Console(file=out, highlight=False).print(render(doc))
 
 
-def watch(address: tuple[str, int], authkey: bytes, interval: float, out: TextIO) -> None:
+def watch(
+    address: tuple[str, int],
+    authkey: bytes,
+    interval: float,
+    out: TextIO,
+    tls: TLSFiles | None = None,
+) -> None:
     """Refresh the view in place every ``interval`` seconds until interrupted."""
     from rich.console import Console
     from rich.live import Live
 
     console = Console(file=out, highlight=False)
     with Live(console=console, auto_refresh=False) as live:
-        for view in _views(address, authkey, interval):
+        for view in _views(address, authkey, interval, tls):
             live.update(view, refresh=True)
             time.sleep(interval)
 
 
-def _views(address: tuple[str, int], authkey: bytes, interval: float) -> Iterator[Any]:
+def _views(
+    address: tuple[str, int], authkey: bytes, interval: float, tls: TLSFiles | None
+) -> Iterator[Any]:
     from rich.console import Group
     from rich.text import Text
 
     while True:
         stamp = datetime.now().strftime("%H:%M:%S")
         try:
-            doc = fetch(address, authkey)
+            doc = fetch(address, authkey, tls)
         except MasterUnreachable as e:
             yield Text(f"{stamp}  {e}; trying again every {interval:g} s", style="yellow")
             continue

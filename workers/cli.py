@@ -18,6 +18,7 @@ from dispatcher.common import (
     load_authkey,
     parse_address,
     setup_logging,
+    tls_files,
 )
 from dispatcher.config import Commands, add_config_option, resolve
 from workers.counting import check_engine
@@ -71,8 +72,13 @@ def main(argv: Sequence[str], commands: Commands) -> int:
             parent_pid=args.parent_pid,
             engine=args.engine,
             max_expanded=args.max_expanded,
+            tls=tls_files(args),
         )
         check_engine(args.engine)  # a missing engine is an error now, not per file
+        if config.tls is not None:
+            from dispatcher.protocol import client_context
+
+            client_context(config.tls)  # unreadable files are an error now, not a lost master
     except LogDispatchError as e:
         print(f"logdispatch work: error: {e}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from dispatcher.common import (
     MAX_EXPANDED_BYTES,
     LogDispatchError,
     StopSignals,
+    TLSFiles,
     display_path,
     error_text,
     format_address,
@@ -34,6 +35,8 @@ from dispatcher.protocol import (
     Status,
     Task,
     forget_connection,
+    tls_error_text,
+    tls_refused,
 )
 from workers.counting import CountError, ErrorMatcher, Expansion, count_fd
 
@@ -77,6 +80,7 @@ class WorkerConfig:
     parent_pid: int | None = None  # stop when this process is gone (workers started by `run`)
     engine: str = "auto"  # see ErrorMatcher
     max_expanded: int = MAX_EXPANDED_BYTES  # decompressed bytes of one file, at most
+    tls: TLSFiles | None = None  # this host's certificate and key, and the master's CA
 
 
 class Worker:
@@ -248,13 +252,20 @@ class Worker:
     # --- talking to the master -------------------------------------------------------------
 
     def _connect(self) -> None:
-        manager = DispatchManager(address=self.config.address, authkey=self.config.authkey)
+        manager = DispatchManager(self.config.address, self.config.authkey, self.config.tls)
         try:
             manager.connect()
         except AuthenticationError:
             raise MasterRefused(
                 f"the master at {format_address(self.config.address)} refused this worker's "
                 "authkey (authentication failed): check --authkey-file / $LOGDISPATCH_AUTHKEY"
+            ) from None
+        except OSError as e:
+            if not tls_refused(e):
+                raise
+            raise MasterRefused(
+                f"TLS with the master at {format_address(self.config.address)} failed: "
+                f"{tls_error_text(e)}: check --tls-cert, --tls-key and --tls-ca"
             ) from None
         tasks = manager.get_task_queue()  # type: ignore[attr-defined]
         results = manager.get_result_queue()  # type: ignore[attr-defined]
@@ -349,7 +360,9 @@ class Worker:
                 continue
             try:
                 if tasks is None:
-                    manager = DispatchManager(self.config.address, self.config.authkey)
+                    manager = DispatchManager(
+                        self.config.address, self.config.authkey, self.config.tls
+                    )
                     manager.connect()
                     tasks = manager.get_task_queue()  # type: ignore[attr-defined]
                 lost = tasks.heartbeat(self.id, held, counting)

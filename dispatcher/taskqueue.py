@@ -7,8 +7,10 @@ leases expire and the master puts the tasks back. Everything else is called by t
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import hmac
+import struct
 import threading
 import time
 from collections import Counter, deque
@@ -55,17 +57,28 @@ class Pending:
     avoid: frozenset[str] = frozenset()  # hosts whose attempts failed: others go first
 
 
-def sign_lease(
-    secret: bytes, version_id: int, attempt: int, path: bytes, size: int, mtime_ns: int
-) -> bytes:
-    """The lease signature of one attempt at one version.
+_SIGNED_NUMBERS = struct.Struct("<QQQq")  # version id, attempt, size, mtime_ns
+
+
+class LeaseSigner:
+    """Signs each attempt at a version: keyed BLAKE2b (a MAC by design, and several times
+    cheaper than HMAC per task) over the version id, attempt, size, mtime and path.
 
     Version ids are never reused and the secret stays in the ledger, so a signature names one
-    version (its path, size and mtime included) across restarts of the master: a result that
-    brings it back was counted for exactly that version, by a worker that was handed it.
+    version across restarts of the master: a result that brings it back was counted for
+    exactly that version, by a worker that was handed it.
     """
-    message = b"%d %d %d %d %s" % (version_id, attempt, size, mtime_ns, path)
-    return hmac.digest(secret, message, "sha256")[:16]
+
+    def __init__(self, secret: bytes) -> None:
+        self._keyed = hashlib.blake2b(key=secret, digest_size=16)
+
+    def __call__(
+        self, version_id: int, attempt: int, path: bytes, size: int, mtime_ns: int
+    ) -> bytes:
+        mac = self._keyed.copy()
+        mac.update(_SIGNED_NUMBERS.pack(version_id, attempt, size, mtime_ns))
+        mac.update(path)
+        return mac.digest()
 
 
 @dataclass(slots=True)
@@ -104,7 +117,7 @@ class TaskQueue:
         max_lease_age: float = defaults.MAX_LEASE_AGE_SECONDS,
     ) -> None:
         self._root = root
-        self._secret = secret
+        self.sign = LeaseSigner(secret)
         self._max_lease_age = max_lease_age
         self._on_contact = on_contact  # (worker id, channel) of every take and heartbeat
         self._error_pattern = error_pattern
@@ -194,9 +207,6 @@ class TaskQueue:
                 total += weight
             self._ready.extendleft(reversed(withheld))  # still first in line for other hosts
             return batch
-
-    def sign(self, version_id: int, attempt: int, path: bytes, size: int, mtime_ns: int) -> bytes:
-        return sign_lease(self._secret, version_id, attempt, path, size, mtime_ns)
 
     def heartbeat(
         self, worker_id: str, leases: list[tuple[int, bytes]], counting: int | None = None

@@ -416,9 +416,11 @@ class Master:
         done_ids: list[int] = []
         on_done = self.config.on_done
         now = self._wall()
+        refused: list[tuple[Result, _OpenVersion]] = []
         for result in results:
             version = self._open.get(result.task_id)
             if version is not None and not self._issued(result, version):
+                refused.append((result, version))
                 continue
             if version is None or result.status is not Status.DONE:
                 self._record(result, version)
@@ -446,6 +448,19 @@ class Master:
         if counted:
             self.tasks.discard(done_ids)
             self.activity.counted(counted)
+        if refused:  # one line a batch: a batch is up to thousands of results
+            result, version = refused[0]
+            ledger_log.warning(
+                "%d result(s) from %s refused: not handed out for the version they name; the "
+                "first, task %d attempt %d, for %s (size %d, mtime %d)",
+                len(refused),
+                result.worker,
+                result.task_id,
+                result.attempt,
+                display_path(version.path),
+                version.size,
+                version.mtime_ns,
+            )
 
     def _issued(self, result: Result, version: _OpenVersion) -> bool:
         """Whether ``result`` answers a lease this master (or one before it on this ledger)
@@ -453,19 +468,7 @@ class Master:
         expected = self.tasks.sign(
             result.task_id, result.attempt, version.path, version.size, version.mtime_ns
         )
-        if hmac.compare_digest(expected, result.lease):
-            return True
-        ledger_log.warning(
-            "result from %s for task %d attempt %d refused: it was not handed out for %s "
-            "as it is now (size %d, mtime %d)",
-            result.worker,
-            result.task_id,
-            result.attempt,
-            display_path(version.path),
-            version.size,
-            version.mtime_ns,
-        )
-        return False
+        return hmac.compare_digest(expected, result.lease)
 
     def _record(self, result: Result, version: _OpenVersion | None) -> None:
         """A result that is not a count: a failure, a file gone or changed, or a late one."""

@@ -172,11 +172,16 @@ def _is_int(value: object, low: int, high: int) -> TypeGuard[int]:
 
 def check_worker_id(worker_id: object) -> str:
     """``worker_id`` if it is a short printable string, else BadRequest."""
-    if type(worker_id) is not str or not 0 < len(worker_id) <= MAX_WORKER_ID:
-        raise BadRequest(f"worker id must be a string of 1 to {MAX_WORKER_ID} characters")
-    if not worker_id.isprintable():
-        raise BadRequest("worker id has control characters")
+    if not _is_worker_id(worker_id):
+        raise BadRequest(f"worker id must be 1 to {MAX_WORKER_ID} printable characters")
     return worker_id
+
+
+def _is_worker_id(worker_id: object) -> TypeGuard[str]:
+    # Printable also rules out lone surrogates, which no log line or ledger row can encode.
+    return (
+        type(worker_id) is str and 0 < len(worker_id) <= MAX_WORKER_ID and worker_id.isprintable()
+    )
 
 
 def check_int(value: object, name: str, low: int = 0, high: int = MAX_COUNT) -> int:
@@ -222,7 +227,8 @@ def check_results(results: object) -> list[Result]:
             raise BadRequest("put() takes Result objects only")
         problem = _result_problem(result)
         if problem is not None:
-            raise BadRequest(f"result for task {result.task_id!r}: {problem}")
+            task = printable(repr(result.task_id)[:40])
+            raise BadRequest(f"result for task {task}: {problem}")
     return results
 
 
@@ -231,7 +237,9 @@ def _result_problem(r: Result) -> str | None:
     checked on every put."""
     if not _is_int(r.task_id, 0, MAX_COUNT) or not _is_int(r.attempt, 1, MAX_ATTEMPT):
         return "task id or attempt out of range"
-    if type(r.worker) is not str or not 0 < len(r.worker) <= MAX_WORKER_ID:
+    if type(r.status) is not Status:
+        return "bad status"
+    if not _is_worker_id(r.worker):
         return "bad worker id"
     if type(r.lease) is not bytes or len(r.lease) > MAX_LEASE_BYTES:
         return "bad lease"
@@ -244,8 +252,11 @@ def _result_problem(r: Result) -> str | None:
         return "error_lines and long_lines must be integers from 0 to lines"
     if not _is_seconds(r.seconds):
         return "seconds out of range"
-    if r.error is not None and (type(r.error) is not str or len(r.error) > MAX_ERROR_CHARS):
-        return f"error must be text of at most {MAX_ERROR_CHARS} characters"
+    if r.error is not None and (
+        type(r.error) is not str or len(r.error) > MAX_ERROR_CHARS or not r.error.isprintable()
+    ):
+        # Printable also means encodable: a lone surrogate would fail at the ledger's write.
+        return f"error must be one line of printable text, at most {MAX_ERROR_CHARS} characters"
     samples = r.samples
     if type(samples) is not tuple or len(samples) > MAX_SAMPLES:
         return f"samples must be a tuple of at most {MAX_SAMPLES}"
@@ -275,7 +286,8 @@ REPLY_TYPES: dict[tuple[str, str], Any] = {
 
 
 class MessageRefused(EOFError):
-    """A message that names something outside its allowed types: the connection is dropped.
+    """A message refused before it is served (too long, malformed, naming a type outside its
+    allowed ones, or a call no client makes): the connection is dropped.
 
     An ``EOFError``, so that whoever reads it treats the connection as lost.
     """

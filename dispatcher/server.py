@@ -28,7 +28,7 @@ from multiprocessing.managers import BaseManager, Server
 from typing import Any
 
 from dispatcher import defaults
-from dispatcher.common import TLSFiles, format_address, printable
+from dispatcher.common import TLSFiles, error_text, format_address, printable
 from dispatcher.protocol import (
     REQUEST_TYPES,
     SERIALIZER,
@@ -159,6 +159,15 @@ class ManagerServer:
 class _GuardedServer(Server):
     # A worker has no business stopping the master: drop the stdlib's remote "shutdown".
     public = [name for name in Server.public if name != "shutdown"]  # noqa: RUF012
+
+    # The served objects live as long as the server: no client's decref may unregister them
+    # (one decref with the right ident would cut every worker off), so counting is pointless.
+    def incref(self, c: Any, ident: str) -> None:
+        pass
+
+    def decref(self, c: Any, ident: str) -> None:
+        pass
+
     registry: dict[str, Any]
     stop_event: threading.Event
     listener: Listener
@@ -198,14 +207,14 @@ class _GuardedServer(Server):
         if serving:
             entry = self.id_to_obj.get(ident) if isinstance(ident, str) else None
             if entry is None or method not in entry[1]:
-                return f"{printable(method)!r} is not served"
+                return f"{_shown(method)} is not served"
             return None
         if ident is not None or _ENTRY_POINTS.get(method) != len(args) or kwds:
-            return f"{printable(method)!r} is not served"
+            return f"{_shown(method)} is not served"
         if not all(isinstance(a, str) for a in args):
-            return f"{printable(method)!r} takes a name"
+            return f"{_shown(method)} takes a name"
         if method == "create" and args[0] not in self.registry:
-            return f"{printable(args[0])!r} is not served"
+            return f"{_shown(args[0])} is not served"
         return None
 
     def accepter(self) -> None:
@@ -271,9 +280,13 @@ class _GuardedServer(Server):
         peer = _peer_text(address)
         guard = _LoginGuard(conn, peer, host, self._logins, self._door, self.refusal)
         self._clients.add(guard)
-        threading.Thread(
-            target=self.handle_request, args=(guard,), name=f"client {peer}", daemon=True
-        ).start()
+        try:
+            threading.Thread(
+                target=self.handle_request, args=(guard,), name=f"client {peer}", daemon=True
+            ).start()
+        except RuntimeError as e:  # no thread to be had: this connection goes, the door stays
+            guard.close()
+            self._door.refused(host, address, str(e))
 
     def handle_request(self, conn: Any) -> None:
         """Serve one new connection: its TLS handshake if any, its login, its requests."""
@@ -478,15 +491,10 @@ class _LoginGuard:
             # message announces.
             data = self._conn.recv_bytes(MAX_REQUEST_BYTES)
         except OSError as e:
-            if e.errno is not None:
-                raise  # the connection itself failed
-            self._refused = True
-            log.warning(
-                "refused request from %s: longer than %d bytes; connection dropped",
-                self._peer,
-                MAX_REQUEST_BYTES,
-            )
-            raise MessageRefused("request too long") from None
+            if e.args != ("bad message length",):
+                # The connection failed (reset, or closed mid-message): as lost as at its end.
+                raise EOFError(error_text(e)) from None
+            raise self._refuse(f"longer than {MAX_REQUEST_BYTES} bytes") from None
         # The handshake is done in bytes messages; the first pickled message is a request.
         if not self.logged_in:
             self.logged_in = True
@@ -498,20 +506,22 @@ class _LoginGuard:
             reason = str(e)
         if reason is not None:
             # Raised as a lost connection: the stdlib then hangs up without an answer.
-            self._refused = True
-            log.warning("refused request from %s: %s; connection dropped", self._peer, reason)
-            raise MessageRefused(reason)
+            raise self._refuse(reason)
         return request
+
+    def _refuse(self, reason: str) -> MessageRefused:
+        """Log a request no client of ours sends; the connection gets no answer any more."""
+        self._refused = True
+        log.warning("refused request from %s: %s; connection dropped", self._peer, reason)
+        return MessageRefused(reason)
 
     def send(self, obj: Any) -> None:
         if self._refused:
             return  # logged when refused
-        if self.serving and _is_refusal(obj):
-            # A call with arguments no worker of ours sends (out of range, of the wrong type):
+        if self.serving and _is_bad_request(obj):
+            # A call whose arguments no client of ours sends (out of range, of the wrong type):
             # whoever sent it holds the key but is not to be trusted with this connection.
-            self._refused = True
-            reason = obj[1] if obj[0] == "#ERROR" else str(obj[1]).strip().splitlines()[-1]
-            log.warning("refused request from %s: %s; connection dropped", self._peer, reason)
+            self._refuse(printable(str(obj[1])))
             self.hang_up()
             return
         if not self.logged_in and isinstance(obj, tuple) and obj[:1] == ("#TRACEBACK",):
@@ -540,18 +550,30 @@ class _LoginGuard:
             if self.closed:
                 return
             self._hung_up = True
+            # On the connection's own descriptor, not a dup: out of descriptors, a dup fails
+            # and the connection would keep its place for good.
+            sock = socket.socket(fileno=self._conn.fileno())
             try:
-                with socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
-                    sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass  # gone meanwhile
+            finally:
+                sock.detach()  # the connection still owns and closes it
 
 
-def _is_refusal(reply: object) -> bool:
-    """Whether a reply of the stdlib server answers a malformed request or a BadRequest."""
-    if not isinstance(reply, tuple) or len(reply) != 2:
-        return False
-    return reply[0] == "#TRACEBACK" or (reply[0] == "#ERROR" and isinstance(reply[1], BadRequest))
+def _is_bad_request(reply: object) -> bool:
+    """Whether a reply of the stdlib server answers a call that raised BadRequest."""
+    return (
+        isinstance(reply, tuple)
+        and len(reply) == 2
+        and reply[0] == "#ERROR"
+        and isinstance(reply[1], BadRequest)
+    )
+
+
+def _shown(name: str) -> str:
+    """A name from a request, for a log line: quoted, escaped, and cut short."""
+    return repr(printable(name[:80]) + ("..." if len(name) > 80 else ""))
 
 
 def _peer_text(address: object) -> str:

@@ -1,8 +1,10 @@
 """The master's queue of tasks and the leases on them.
 
-Workers reach ``take`` and ``heartbeat`` through the manager server; taking a batch records a
-lease for each task in the same step, so a worker that dies holding tasks loses nothing: its
-leases expire and the master puts the tasks back. Everything else is called by the master loop.
+Workers reach ``describe``, ``take``, ``heartbeat`` and ``release`` through the manager server;
+taking a batch records a lease for each task in the same step, so a worker that dies holding
+tasks loses nothing: its leases expire and the master puts the tasks back. Each lease is signed
+(LeaseSigner), and only its signature extends or hands it back. Everything else is called by
+the master loop.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ WAITING_LEASE_TERMS = 4
 # A host that failed a task gets it again only when no other host has asked for work this
 # recently: a host with a broken mount must not burn every attempt of the files it cannot see.
 OTHER_HOSTS_ACTIVE_SECONDS = 10.0
+MAX_HOSTS_REMEMBERED = 1000
 
 
 def host_of(worker_id: str) -> str:
@@ -113,7 +116,8 @@ class TaskQueue:
         lease_seconds: float = defaults.LEASE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         on_contact: Callable[[str, int], None] | None = None,
-        secret: bytes = b"",
+        *,
+        secret: bytes,
         max_lease_age: float = defaults.MAX_LEASE_AGE_SECONDS,
     ) -> None:
         self._root = root
@@ -156,7 +160,13 @@ class TaskQueue:
             if max_items <= 0:
                 self._cond.wait(wait)  # holds all it may: no work until it reports some
                 return []
-            self._last_take[host] = self._clock()
+            now = self._clock()
+            self._last_take[host] = now
+            if len(self._last_take) > MAX_HOSTS_REMEMBERED:
+                # Host names come from clients: only the recent ones matter, keep only those.
+                self._last_take = {
+                    h: t for h, t in self._last_take.items() if now - t < OTHER_HOSTS_ACTIVE_SECONDS
+                }
             while True:
                 self._promote_due()
                 if self._ready or self._closed:
@@ -260,8 +270,9 @@ class TaskQueue:
                         task.id, task.path, task.size, task.mtime_ns, task.attempt - 1, lease.avoid
                     )
                 )
-            self._ready.extendleft(reversed(returned))  # back at the front, in their order
-            self._cond.notify_all()
+            if not self._closed:  # the master is stopping: the ledger has them as open
+                self._ready.extendleft(reversed(returned))  # back at the front, in order
+                self._cond.notify_all()
 
     # --- master loop side ----------------------------------------------------------------
 

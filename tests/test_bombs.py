@@ -176,7 +176,7 @@ def test_max_expanded_comes_from_flags_variables_and_files_like_its_siblings(
 
 
 def test_a_compressed_file_weighs_more_than_its_size_in_a_batch() -> None:
-    queue = TaskQueue(b"/r", b"ERROR")
+    queue = TaskQueue(b"/r", b"ERROR", secret=b"k" * 32)
     for i in range(10):
         queue.put(Pending(i, f"{i}.log".encode(), size=100_000, mtime_ns=1))
     for i in range(10, 20):

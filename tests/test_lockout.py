@@ -110,7 +110,7 @@ def test_status_and_workers_get_through_a_flood_from_another_host(
 
 @pytest.fixture
 def server() -> Iterator[ManagerServer]:
-    tasks = TaskQueue(b"/srv/logs", rb"ERROR")
+    tasks = TaskQueue(b"/srv/logs", rb"ERROR", secret=b"k" * 32)
     srv = ManagerServer(("127.0.0.1", 0), b"key", tasks, ResultSink(queue.SimpleQueue()), 5.0)
     srv.start()
     try:

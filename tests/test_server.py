@@ -26,7 +26,7 @@ KEY = b"server-test-key"
 
 @pytest.fixture
 def server() -> Iterator[ManagerServer]:
-    tasks = TaskQueue(b"/srv/logs", rb"ERROR")
+    tasks = TaskQueue(b"/srv/logs", rb"ERROR", secret=b"k" * 32)
     tasks.put(Pending(1, b"a.log", 10, 1))
     srv = ManagerServer(("127.0.0.1", 0), KEY, tasks, ResultSink(queue.SimpleQueue()), 0.5)
     srv.start()

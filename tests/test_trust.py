@@ -7,15 +7,24 @@ holding the key, as a compromised worker host would be.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
+from multiprocessing.managers import RemoteError, dispatch  # type: ignore[attr-defined]
 from typing import Any
 
 import pytest
 from conftest import AUTHKEY, Cluster, Proc, logdispatch, wait_for, write_log
 
-from dispatcher.protocol import DispatchManager, Result, Status, forget_connection
+from dispatcher.protocol import (
+    SERIALIZER,
+    DispatchManager,
+    Result,
+    Status,
+    forget_connection,
+    listener_client,
+)
 from dispatcher.status import fetch
 
 # A general regex that tries ".*" from every position: a big file takes seconds to count.
@@ -93,9 +102,10 @@ def test_malformed_requests_cost_their_sender_the_connection(cluster: Cluster) -
     [task] = tasks.take("intruder:1", 1, 1 << 20, 0)
 
     def result(**fields: Any) -> Result:
-        base: dict[str, Any] = {"bytes_read": 100, "lines": 2, "error_lines": 1}
+        base: dict[str, Any] = {"worker": "intruder:1", "status": Status.DONE, "lease": task.lease}
+        base.update(bytes_read=100, lines=2, error_lines=1)
         base.update(fields)
-        return Result(task.id, task.attempt, "intruder:1", Status.DONE, lease=task.lease, **base)
+        return Result(task.id, task.attempt, **base)
 
     bad_batches: list[Any] = [
         [result(lines="many")],
@@ -110,6 +120,9 @@ def test_malformed_requests_cost_their_sender_the_connection(cluster: Cluster) -
         [result(seconds=float("nan"))],
         [result(error="e" * 100_000)],
         [result(samples=(b"x" * 1000,) * 40_000)],  # a 40 MB message: past the size bound
+        [result(worker="w\ud800")],  # a lone surrogate: no ledger row or log line takes it
+        [result(error="bad\ud800")],
+        [result(error="two\nlines")],
     ]
     for batch in bad_batches:
         _, results = _client(cluster)
@@ -144,6 +157,28 @@ def test_malformed_requests_cost_their_sender_the_connection(cluster: Cluster) -
     assert summary.returncode == 0, summary.stderr
 
 
+def test_a_key_holder_cannot_unregister_what_the_master_serves(cluster: Cluster) -> None:
+    master = cluster.serve()
+    worker = cluster.work()
+    (cluster.root / "before.log").write_bytes(b"ok\n")
+    wait_for(lambda: cluster.files().get("before.log", {}).get("status") == "done")
+    tasks, _ = _client(cluster)
+    ident = tasks._token.id
+    connect = listener_client[SERIALIZER][1]
+    for _ in range(20):  # more than the count of every proxy there is
+        conn = connect(_address(cluster), authkey=AUTHKEY.encode())
+        try:
+            with contextlib.suppress(RemoteError):  # a count already at zero says so
+                dispatch(conn, None, "decref", (ident,))
+        finally:
+            conn.close()
+    (cluster.root / "after.log").write_bytes(b"ERROR 1 x\n")
+    wait_for(lambda: cluster.files().get("after.log", {}).get("status") == "done")
+    # The worker kept its connections: the task queue was still served to them.
+    assert "not served" not in master.output
+    assert "lost the master" not in worker.output
+
+
 def test_only_the_holder_of_a_lease_reports_extends_or_hands_it_back(cluster: Cluster) -> None:
     master = cluster.serve()
     (cluster.root / "held.log").write_bytes(b"ERROR 1 x\nok\nok\n")
@@ -167,7 +202,8 @@ def test_only_the_holder_of_a_lease_reports_extends_or_hands_it_back(cluster: Cl
     [mine] = other.take("other:1", 1, 1 << 20, 0)
     results.put([Result(task.id, mine.attempt, "other:1", Status.DONE, lines=5, bytes_read=50,
                         lease=mine.lease)])  # fmt: skip
-    wait_for(lambda: master.output.count("was not handed out for held.log") == 2)
+    wait_for(lambda: master.output.count("refused: not handed out for the version") == 2)
+    assert master.output.count(", for held.log (size") == 2
     assert cluster.files()["held.log"]["status"] == "leased"
 
     holder.release("holder:1", [(task.id, task.lease)])

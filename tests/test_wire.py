@@ -36,7 +36,7 @@ class Touch:
 
 @pytest.fixture
 def server() -> Iterator[ManagerServer]:
-    tasks = TaskQueue(b"/srv/logs", rb"ERROR")
+    tasks = TaskQueue(b"/srv/logs", rb"ERROR", secret=b"k" * 32)
     tasks.put(Pending(1, b"a.log", 10, 1))
     srv = ManagerServer(("127.0.0.1", 0), KEY, tasks, ResultSink(queue.SimpleQueue()), 5.0)
     srv.start()

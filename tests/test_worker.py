@@ -99,7 +99,7 @@ def test_unreadable_file_is_an_error_result(public_dir: Path) -> None:
 
 
 def test_take_batches_by_count_and_bytes_and_release_returns_work() -> None:
-    queue = TaskQueue(b"/r", b"ERROR")
+    queue = TaskQueue(b"/r", b"ERROR", secret=b"k" * 32)
     for i in range(5):
         queue.put(Pending(i, f"{i}.log".encode(), size=10, mtime_ns=1))
     queue.put(Pending(5, b"big.log", size=1000, mtime_ns=1))
@@ -116,7 +116,7 @@ def test_take_batches_by_count_and_bytes_and_release_returns_work() -> None:
 
 def test_a_waiting_take_gets_the_whole_scan_batch() -> None:
     """New work arrives in one put: a worker waiting for it gets a full batch, not one file."""
-    queue = TaskQueue(b"/r", b"ERROR")
+    queue = TaskQueue(b"/r", b"ERROR", secret=b"k" * 32)
     batches: list[list[Task]] = []
     taker = threading.Thread(target=lambda: batches.append(queue.take("w", 100, 1 << 20, 5)))
     taker.start()

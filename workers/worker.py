@@ -27,6 +27,7 @@ from dispatcher.common import (
     display_path,
     error_text,
     format_address,
+    printable,
 )
 from dispatcher.protocol import (
     MAX_ERROR_CHARS,
@@ -184,6 +185,8 @@ class Worker:
         def failed(status: Status, error: str) -> Result:
             log.warning("%s: %s", display_path(task.path), error)
             seconds = time.perf_counter() - started
+            # As the master accepts it: one printable line, bounded.
+            error = printable(error)
             error = error[: MAX_ERROR_CHARS - 1] + "…" if len(error) > MAX_ERROR_CHARS else error
             return Result(
                 task.id, task.attempt, self.id, status, seconds=seconds, error=error,

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dispatcher import defaults
-from dispatcher.common import (
+from dispatcher.config import (
+    REQUIRED,
+    add_config_option,
+    resolve,
+    show,
+    subcommands,
+    takes_config,
+)
+from workers.common import (
     ConfigError,
     LogDispatchError,
     StopSignals,
@@ -30,14 +38,6 @@ from dispatcher.common import (
     printable,
     setup_logging,
     tls_files,
-)
-from dispatcher.config import (
-    REQUIRED,
-    add_config_option,
-    resolve,
-    show,
-    subcommands,
-    takes_config,
 )
 from workers.counting import (
     DEFAULT_ERROR_PATTERN,
@@ -490,7 +490,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     authkey = load_authkey(args.authkey_file)
     tls = tls_files(args)
     if tls is not None:
-        from dispatcher.protocol import client_context
+        from workers.protocol import client_context
 
         client_context(tls)  # unreadable files are an error now, not a lost master
     if args.watch:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple, TextIO
 
-from dispatcher.common import AUTHKEY_ENV, ConfigError, load_authkey
+from workers.common import AUTHKEY_ENV, ConfigError, load_authkey
 
 ENV_PREFIX = "LOGDISPATCH_"
 CONFIG_ENV = "LOGDISPATCH_CONFIG"

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from dispatcher import defaults
-from dispatcher.common import ConfigError, LogDispatchError
 from dispatcher.ondone import KEEP, Action, Disposal, DisposalState, OnDone, Outcome
-from dispatcher.protocol import Result
+from workers.common import ConfigError, LogDispatchError
+from workers.protocol import Result
 
 log = logging.getLogger("logdispatch.ledger")
 

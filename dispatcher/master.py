@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher import defaults
 from dispatcher.activity import Activity, Counted
-from dispatcher.common import DEFAULT_ADDRESS, ConfigError, TLSFiles, display_path
 from dispatcher.ledger import Ledger, VersionStatus
 from dispatcher.ondone import KEEP, Action, Disposal, Disposed, Disposer, OnDone
-from dispatcher.protocol import Result, Status
 from dispatcher.server import ManagerServer, ResultsIn, ResultSink
 from dispatcher.status import MasterInfo, RootWatch, StatusService, status_document
 from dispatcher.taskqueue import Lease, Pending, TaskQueue, host_of
 from dispatcher.walk import lstat_under
 from dispatcher.watcher import Eligibility, Scanned, Scanner, Seen
+from workers.common import DEFAULT_ADDRESS, ConfigError, TLSFiles, display_path
 from workers.counting import DEFAULT_ERROR_PATTERN
+from workers.protocol import Result, Status
 
 if TYPE_CHECKING:
     from dispatcher.events import Watcher

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from dispatcher.activity import SECONDS_BUCKETS, ActivitySnapshot
-from dispatcher.common import ConfigError, format_address
 from dispatcher.httpguard import GuardedHandlerMixIn, GuardedServerMixIn
+from workers.common import ConfigError, format_address
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric

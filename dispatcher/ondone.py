@@ -30,8 +30,8 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from dispatcher import defaults
-from dispatcher.common import ConfigError, decode_path, display_path, error_text
 from dispatcher.walk import SymlinkOnPath, open_folder
+from workers.common import ConfigError, decode_path, display_path, error_text
 
 log = logging.getLogger("logdispatch.ondone")
 

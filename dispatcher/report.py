@@ -20,9 +20,9 @@ from typing import Any
 from markupsafe import Markup
 
 from dispatcher import charts, defaults, summary, views
-from dispatcher.common import ConfigError, display_path, printable
 from dispatcher.ledger import FileRow, select_files, snapshot
 from dispatcher.messages import Tally, tally
+from workers.common import ConfigError, display_path, printable
 from workers.counting import SAMPLE_LINES
 
 FILES_COLOUR = "#2f6fad"

@@ -28,21 +28,18 @@ from multiprocessing.managers import BaseManager, Server
 from typing import Any
 
 from dispatcher import defaults
-from dispatcher.common import TLSFiles, error_text, format_address, printable
-from dispatcher.protocol import (
-    REQUEST_TYPES,
+from dispatcher.protocol import REQUEST_TYPES, BadRequest, check_results, server_context
+from dispatcher.status import StatusService
+from dispatcher.taskqueue import TaskQueue
+from workers.common import TLSFiles, error_text, format_address, printable
+from workers.protocol import (
     SERIALIZER,
-    BadRequest,
     MessageRefused,
     Result,
     TLSConnection,
-    check_results,
     load_message,
-    server_context,
     tls_error_text,
 )
-from dispatcher.status import StatusService
-from dispatcher.taskqueue import TaskQueue
 
 log = logging.getLogger("logdispatch.server")
 

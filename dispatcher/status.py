@@ -16,15 +16,15 @@ from multiprocessing.managers import RemoteError
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.activity import RATE_WINDOW_SECONDS, ActivitySnapshot
-from dispatcher.common import (
+from dispatcher.taskqueue import QueueState, host_of
+from workers.common import (
     LogDispatchError,
     TLSFiles,
     display_path,
     error_text,
     format_address,
 )
-from dispatcher.protocol import DispatchManager, forget_connection, tls_error_text
-from dispatcher.taskqueue import QueueState, host_of
+from workers.protocol import DispatchManager, forget_connection, tls_error_text
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

@@ -10,10 +10,10 @@ from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dispatcher.common import decode_path, printable
 from dispatcher.defaults import TABLE_ROWS
 from dispatcher.ledger import FileRow, read_summary
 from dispatcher.ondone import MOVED_TO
+from workers.common import decode_path, printable
 
 if TYPE_CHECKING:  # rich loads only with a table
     from rich.console import Console

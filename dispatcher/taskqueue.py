@@ -20,14 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dispatcher import defaults
-from dispatcher.protocol import (
-    Task,
-    check_int,
-    check_leases,
-    check_seconds,
-    check_worker_id,
-)
+from dispatcher.protocol import check_int, check_leases, check_seconds, check_worker_id
 from dispatcher.weight import work_weight
+from workers.protocol import Task
 
 MAX_BATCH_ITEMS = 1000
 # What one worker id may hold at once: a client that takes without counting cannot empty the

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher.common import error_text
 from dispatcher.walk import open_path
+from workers.common import error_text
 
 log = logging.getLogger("logdispatch.watcher")
 

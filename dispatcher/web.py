@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dispatcher import defaults, report
-from dispatcher.common import ConfigError, LogDispatchError, format_address
 from dispatcher.httpguard import GuardedHandlerMixIn, GuardedHTTPServer
+from workers.common import ConfigError, LogDispatchError, format_address
 
 log = logging.getLogger("logdispatch.http")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dispatcher.ledger import Ledger, VersionStatus
-from dispatcher.protocol import Result, Status
+from workers.protocol import Result, Status
 
 # Names and log lines that must stay text in every view: markup, quotes, ampersands, bytes
 # that are not UTF-8, a newline.

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from reference import reference_counts
 
 from dispatcher import summary
-from dispatcher.common import decode_path
 from dispatcher.ledger import SCHEMA, FileRow, Ledger
+from workers.common import decode_path
 
 SAMPLES = Path(__file__).parent.parent / "sample_logs"
 

@@ -13,7 +13,6 @@ import pytest
 from conftest import AUTHKEY, Cluster, Proc, logdispatch, wait_for
 
 from dispatcher.cli import all_commands
-from dispatcher.common import ConfigError
 from dispatcher.config import (
     Resolution,
     Source,
@@ -21,6 +20,7 @@ from dispatcher.config import (
     resolve,
     subcommands,
 )
+from workers.common import ConfigError
 
 SAMPLES = Path(__file__).parent.parent / "sample_logs"
 DEPLOY = Path(__file__).parent.parent / "deploy"

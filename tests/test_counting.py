@@ -25,8 +25,8 @@ from conftest import as_unprivileged, write_bomb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatcher.common import MAX_EXPANDED_BYTES, format_size, parse_size
 from workers import counting
+from workers.common import MAX_EXPANDED_BYTES, format_size, parse_size
 from workers.counting import (
     CHUNK_SIZE,
     DEFAULT_ERROR_PATTERN,
@@ -149,7 +149,7 @@ def test_default_install_counts_without_the_accelerators(tmp_path: Path) -> None
 import sys
 # What an install without the extra sees: ImportError.
 sys.modules["hyperscan"] = sys.modules["stringzilla"] = None
-from dispatcher.common import ConfigError
+from workers.common import ConfigError
 from workers.counting import ErrorMatcher, count_path
 matcher = ErrorMatcher()
 counts = count_path({str(path)!r}, matcher)

@@ -10,7 +10,7 @@ import pytest
 
 import dispatcher.ledger as ledger_module
 from dispatcher.ledger import Ledger, ledger_path
-from dispatcher.protocol import Result, Status
+from workers.protocol import Result, Status
 
 # More rows than one statement takes, so that every write is split.
 ROWS = ledger_module.ROWS_PER_STATEMENT * 2 + 37

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from dispatcher.master import Master, MasterConfig
-from dispatcher.protocol import DispatchManager, Result, Status, Task
 from dispatcher.summary import build
+from workers.protocol import DispatchManager, Result, Status, Task
 
 KEY = b"test-key"
 

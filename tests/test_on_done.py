@@ -27,7 +27,7 @@ from test_master import Harness, _old_file
 
 from dispatcher.ledger import SCHEMA, Ledger, VersionStatus
 from dispatcher.ondone import KEEP, Action, Disposal, DisposalState, Disposer, OnDone
-from dispatcher.protocol import Result, Status
+from workers.protocol import Result, Status
 
 # Logs of a few shapes: nested folders, an archive, a name that is not UTF-8.
 LOGS = {

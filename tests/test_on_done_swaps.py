@@ -23,7 +23,7 @@ from conftest import Cluster, as_unprivileged, wait_for
 
 from dispatcher.ledger import Ledger
 from dispatcher.ondone import Action, Disposal, DisposalState, Disposer, OnDone
-from dispatcher.protocol import Result, Status, Task
+from workers.protocol import Result, Status, Task
 from workers.worker import Worker, WorkerConfig
 
 SECRET = b"root:secret-hash:19000:0:99999:7:::\n"

@@ -27,11 +27,11 @@ from ledgers import HOSTILE_LINE, HOSTILE_NAMES, Finished, write_ledger
 from test_summary_views import BROKEN, Counted, as_json
 
 from dispatcher import charts, report, summary, views
-from dispatcher.common import decode_path, display_path, printable
 from dispatcher.defaults import REPORT_BARS, REPORT_FOLDERS, REPORT_TOP_FILES
 from dispatcher.ledger import Ledger
 from dispatcher.messages import line_text
 from dispatcher.web import ReportServer
+from workers.common import decode_path, display_path, printable
 
 # The ledger test_summary_views counts with `run --once`: seven folders, a failed gzip, the
 # error messages of four templates, a name with a newline, markup and a byte not UTF-8.

@@ -15,8 +15,8 @@ from conftest import logdispatch
 from ledgers import HOSTILE_LINE, HOSTILE_NAMES, busy_day, write_ledger
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
-from dispatcher.common import display_path, printable
 from dispatcher.messages import line_text
+from workers.common import display_path, printable
 
 CHROMIUM = shutil.which("chromium")
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from conftest import wait_for
 
-from dispatcher.protocol import DispatchManager
 from dispatcher.server import ManagerServer, ResultSink
 from dispatcher.taskqueue import Pending, TaskQueue
+from workers.protocol import DispatchManager
 
 KEY = b"server-test-key"
 

@@ -26,10 +26,10 @@ import pytest
 from conftest import logdispatch
 from reference import DEFAULT, reference_counts
 
-from dispatcher.common import decode_path, printable
 from dispatcher.defaults import ERROR_SAMPLE_FILES
 from dispatcher.ledger import Ledger, VersionStatus
-from dispatcher.protocol import Result, Status
+from workers.common import decode_path, printable
+from workers.protocol import Result, Status
 
 Rng = random.Random
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from conftest import AUTHKEY, Cluster, Proc, logdispatch, wait_for, write_log
 
-from dispatcher.protocol import (
+from dispatcher.status import fetch
+from workers.protocol import (
     SERIALIZER,
     DispatchManager,
     Result,
@@ -25,7 +26,6 @@ from dispatcher.protocol import (
     forget_connection,
     listener_client,
 )
-from dispatcher.status import fetch
 
 # A general regex that tries ".*" from every position: a big file takes seconds to count.
 SLOW_PATTERN = r".*ERROR\s+\d+"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import as_unprivileged
 
-from dispatcher.protocol import Status, Task
 from dispatcher.taskqueue import Pending, TaskQueue
 from workers.counting import DEFAULT_ERROR_PATTERN
+from workers.protocol import Status, Task
 from workers.worker import Worker, WorkerConfig
 
 

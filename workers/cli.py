@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from dispatcher.common import (
+from dispatcher.config import Commands, add_config_option, resolve
+from workers.common import (
     LogDispatchError,
     add_connection_arguments,
     add_engine_argument,
@@ -20,7 +21,6 @@ from dispatcher.common import (
     setup_logging,
     tls_files,
 )
-from dispatcher.config import Commands, add_config_option, resolve
 from workers.counting import check_engine
 
 # The worker loop loads when a worker runs: `logdispatch` reads this parser for `work`'s
@@ -76,7 +76,7 @@ def main(argv: Sequence[str], commands: Commands) -> int:
         )
         check_engine(args.engine)  # a missing engine is an error now, not per file
         if config.tls is not None:
-            from dispatcher.protocol import client_context
+            from workers.protocol import client_context
 
             client_context(config.tls)  # unreadable files are an error now, not a lost master
     except LogDispatchError as e:

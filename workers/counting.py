@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Protocol
 
-from dispatcher.common import (
+from workers.common import (
     ENGINES,
     MAX_EXPANDED_BYTES,
     ConfigError,

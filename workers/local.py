@@ -16,7 +16,7 @@ import time
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext, SpawnContext
 
-from dispatcher.common import setup_logging
+from workers.common import setup_logging
 from workers.worker import Worker, WorkerConfig
 
 log = logging.getLogger("logdispatch.cli")

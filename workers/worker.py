@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from multiprocessing import AuthenticationError
 from typing import Any
 
-from dispatcher.common import (
+from workers.common import (
     MAX_EXPANDED_BYTES,
     LogDispatchError,
     StopSignals,
@@ -29,7 +29,8 @@ from dispatcher.common import (
     format_address,
     printable,
 )
-from dispatcher.protocol import (
+from workers.counting import CountError, ErrorMatcher, Expansion, count_fd
+from workers.protocol import (
     MAX_ERROR_CHARS,
     DispatchManager,
     Result,
@@ -39,7 +40,6 @@ from dispatcher.protocol import (
     tls_error_text,
     tls_refused,
 )
-from workers.counting import CountError, ErrorMatcher, Expansion, count_fd
 
 log = logging.getLogger("logdispatch.worker")
 

@@ -15,14 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dispatcher import defaults
-from dispatcher.config import (
-    REQUIRED,
-    add_config_option,
-    resolve,
-    show,
-    subcommands,
-    takes_config,
-)
+from dispatcher.config import show
 from workers.common import (
     ConfigError,
     LogDispatchError,
@@ -39,6 +32,7 @@ from workers.common import (
     setup_logging,
     tls_files,
 )
+from workers.config import REQUIRED, add_config_option, resolve, subcommands, takes_config
 from workers.counting import (
     DEFAULT_ERROR_PATTERN,
     CountError,

@@ -16,9 +16,9 @@ import pytest
 from conftest import AUTHKEY, LOGDISPATCH, Cluster, logdispatch, wait_for, write_bomb, write_log
 
 from dispatcher.cli import all_commands
-from dispatcher.config import resolve
 from dispatcher.taskqueue import Pending, TaskQueue
 from workers.common import ConfigError
+from workers.config import resolve
 from workers.worker import Worker, WorkerConfig
 
 MiB = 1024 * 1024

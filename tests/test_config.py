@@ -13,14 +13,15 @@ import pytest
 from conftest import AUTHKEY, Cluster, Proc, logdispatch, wait_for
 
 from dispatcher.cli import all_commands
-from dispatcher.config import (
+from workers.cli import build_parser as work_parser
+from workers.common import ConfigError
+from workers.config import (
     Resolution,
     Source,
     add_config_option,
     resolve,
     subcommands,
 )
-from workers.common import ConfigError
 
 SAMPLES = Path(__file__).parent.parent / "sample_logs"
 DEPLOY = Path(__file__).parent.parent / "deploy"
@@ -129,6 +130,16 @@ def test_keys_of_other_commands_are_ignored(tmp_path: Path) -> None:
     assert resolved("run", str(tmp_path), "--config", config).args.workers == 3
     assert resolved("work", "--config", config).args.processes == 4
     assert resolved("summary", "--config", config).args.format == "csv"
+
+
+def test_the_workers_own_program_checks_only_its_own_table(tmp_path: Path) -> None:
+    """``python -m workers`` knows no other command: the rest of the file is theirs."""
+    parser = work_parser()
+    shared = toml_file(tmp_path, "poll = 2\nprocesses = 4\n[serve]\nsettle = 3\n")
+    assert resolve("work", parser, ["--config", shared], None, {}).args.processes == 4
+    typo = toml_file(tmp_path, "[work]\nprocesess = 4\n", "typo.toml")
+    with pytest.raises(ConfigError, match=r"\[work\] procesess: no such option of work"):
+        resolve("work", parser, ["--config", typo], None, {})
 
 
 # --- errors ---------------------------------------------------------------------------------

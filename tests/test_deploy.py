@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.cli import all_commands
-from dispatcher.config import REQUIRED, Source, resolve
+from workers.config import REQUIRED, Source, resolve
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 

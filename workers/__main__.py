@@ -1,6 +1,8 @@
 import sys
 
-# `logdispatch work` by the same way in: it knows every command, to check a --config file.
-from dispatcher.cli import main
+# The worker's own program, as `logdispatch work`. It knows only its own command, so it
+# ignores the keys of a configuration file that are other commands'; `logdispatch work` can
+# tell those from typos.
+from workers.cli import main
 
-sys.exit(main(["work", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

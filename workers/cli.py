@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from dispatcher.config import Commands, add_config_option, resolve
 from workers.common import (
     LogDispatchError,
     add_connection_arguments,
@@ -21,6 +20,7 @@ from workers.common import (
     setup_logging,
     tls_files,
 )
+from workers.config import Commands, add_config_option, resolve
 from workers.counting import check_engine
 
 # The worker loop loads when a worker runs: `logdispatch` reads this parser for `work`'s
@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str], commands: Commands) -> int:
-    """Run ``logdispatch work ARGV``; ``commands`` are all the program's, for --config."""
+def main(argv: Sequence[str], commands: Commands | None = None) -> int:
+    """Run ``logdispatch work ARGV``; ``commands`` are all the program's, for --config to
+    tell another command's key from a typo (None: only this command's are known)."""
     from workers.worker import Worker, WorkerConfig
 
     try:

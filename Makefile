@@ -24,6 +24,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check dispatcher workers tests scripts benchmarks
 	$(BIN)/mypy dispatcher workers benchmarks
+	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected nothing: that is a failure here, said out loud.
 test: lint

@@ -139,10 +139,10 @@ def _result_problem(r: Result) -> str | None:
     return None
 
 
-# What an unpickled message may name. Pickle calls whatever class or function a message
+# What an unpickled request may name. Pickle calls whatever class or function a message
 # names, so a message naming anything else (``os.system``...) is refused before it runs.
-# Requests name results (a result's status travels as its value); replies name tasks and the
-# exceptions a served method may raise.
+# Requests name results (a result's status travels as its value); what replies may name is
+# ``workers.protocol.REPLY_TYPES``.
 REQUEST_TYPES: dict[tuple[str, str], Any] = {
     (t.__module__, t.__qualname__): t for t in (Result, Status)
 }

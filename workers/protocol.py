@@ -259,6 +259,8 @@ def client_context(files: TLSFiles) -> ssl.SSLContext:
 
 
 def load_tls(context: ssl.SSLContext, files: TLSFiles) -> ssl.SSLContext:
+    """``context`` with this host's certificate and key and the CA, TLS 1.2 at least; files
+    that cannot be read or do not match are a ConfigError. The master's side uses it too."""
     import ssl
 
     context.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -8,7 +8,7 @@ DEFAULT = rb"\b(?:ERROR|FATAL|CRITICAL)\b"
 
 
 def reference_counts(data: bytes, pattern: bytes = DEFAULT) -> tuple[int, int]:
-    """(lines, error lines) of uncompressed content, by the rules in DESIGN.md."""
+    """(lines, error lines) of uncompressed content, by the rules in docs/counting.md."""
     if not data:
         return 0, 0
     lines = data.split(b"\n")

@@ -1,4 +1,4 @@
-"""The counting engine against DESIGN.md "Counting rules", on real files and random streams."""
+"""The counting engine against docs/counting.md, on real files and random streams."""
 
 from __future__ import annotations
 

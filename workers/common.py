@@ -138,7 +138,7 @@ def tls_files(args: argparse.Namespace) -> TLSFiles | None:
     return TLSFiles(args.tls_cert, args.tls_key, args.tls_ca)
 
 
-# How a worker searches literal error patterns; DESIGN.md "Counting rules" hold for each.
+# How a worker searches literal error patterns; docs/counting.md holds for each.
 ENGINES = ("auto", "python", "hyperscan")
 
 

@@ -1,6 +1,6 @@
 """The counting engine: lines and error lines of one file's bytes, in bounded memory.
 
-Pure: no logging setup, no processes, no global state. The rules are DESIGN.md "Counting rules";
+Pure: no logging setup, no processes, no global state. The rules are docs/counting.md;
 ``ErrorMatcher`` compiles them once and ``count_path`` / ``count_fd`` / ``count_fileobj`` /
 ``count_chunks`` apply them to a file, a descriptor, an open binary file or byte chunks.
 """

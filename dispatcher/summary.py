@@ -32,7 +32,7 @@ SORT_WORDS = {"lines": "most lines", "errors": "most error lines", "rate": "high
 def build(
     state_dir: Path, limit: int | None = None, sort: str | None = None, top: int | None = None
 ) -> dict[str, Any]:
-    """The summary document: ``{"totals": {...}, "files": [...]}`` as DESIGN.md fixes it.
+    """The summary document: ``{"totals": {...}, "files": [...]}`` as docs/summary.md fixes it.
 
     With ``limit`` (a table's view), "files" holds at most that many: if there are more, those
     that most need attention (not done first, then most error lines), or the first by

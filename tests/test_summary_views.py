@@ -410,7 +410,7 @@ def test_plain_json_keeps_its_shape(counted: Counted) -> None:
     assert list(document["totals"]) == [
         "files", "done", "failed", "vanished", "pending", "lines", "error_lines", "bytes"
     ]  # fmt: skip
-    # DESIGN.md's keys, in order, then the ones added since (none removed or renamed).
+    # docs/summary.md's keys, in order: keys are only added, never removed or renamed.
     keys = ("path", "status", "lines", "error_lines", "bytes", "worker", "attempts", "error")
     assert {tuple(f) for f in document["files"]} == {(*keys, "on_done")}
 

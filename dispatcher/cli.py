@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["work"]:
         # The worker is its own program (workers/); this is only its second name. Not an exec
-        # of `python -m workers`: a second interpreter start cost about 0.1 s.
+        # of `python -m workers`: that would start a second interpreter for every `work`.
         from workers.cli import main as work
 
         return work(argv[1:], all_commands)

@@ -41,16 +41,16 @@ TICK_SECONDS = 0.1
 COMMIT_SECONDS = 0.1
 
 # --on-done: threads that move and delete counted files, so that the master loop never waits on
-# the filesystem. Their waits are long (an NFS round trip per link or unlink; about 0.2 ms of
-# I/O per small file unlinked on a local disk of the benchmarks' VM), and four threads overlap
-# them: they unlinked 20,000 small files twice as fast as one there.
+# the filesystem. Their waits are long (an NFS round trip per link or unlink; disk I/O for
+# every file unlinked on a local disk), and four threads overlap them, where one thread would
+# wait out each in turn.
 DISPOSER_THREADS = 4
 # Files a disposer thread takes at a time: a big batch (what a restart finds pending) is shared.
 DISPOSER_BATCH = 100
 
 
-# summary: a table longer than this is not read, only scrolled (and rich takes about 1 ms a
-# row): beyond it the table keeps the files that need attention and says how to get the rest.
+# summary: a table longer than this is not read, only scrolled (and rich lays out every row):
+# beyond it the table keeps the files that need attention and says how to get the rest.
 TABLE_ROWS = 100
 SUMMARY_FORMATS = ("table", "json", "csv")
 # summary --by: one row per file, or totals per top-level folder (the source host, usually),
@@ -58,9 +58,9 @@ SUMMARY_FORMATS = ("table", "json", "csv")
 SUMMARY_GROUPS = ("file", "dir", "worker", "host", "day")
 SUMMARY_SORTS = ("lines", "errors", "rate")
 # summary --errors masks the sample lines of at most this many files, those with the most
-# error lines: enough samples to rank the messages, and about 3 s of masking when half the
-# lines are unlike any other (a hex id in each); all 665,000 files of the benchmark's ledger
-# took 9 s. Beyond it the output says how many files it read.
+# error lines: enough samples to rank the messages, while masking, which costs most for lines
+# unlike any other (a hex id in each), stays a matter of seconds on the largest ledgers.
+# Beyond it the output says how many files it read.
 ERROR_SAMPLE_FILES = 100_000
 
 # report: the files in each of its top lists, the folders on its bar chart, the failed files and
@@ -77,7 +77,7 @@ REPORT_MINUTES_UP_TO = 6 * 3600.0
 REPORT_HOURS_UP_TO = 16 * 86400.0
 REPORT_BARS = 400
 # serve --http: the page reloads itself this often, or after three times what it took to read
-# the ledger (8 s over a million files), and until it is that old every request gets the same
+# the ledger (seconds on a big one), and until it is that old every request gets the same
 # page: it is built in the master's process, and viewers, however many, must not keep that busy.
 REPORT_REFRESH_SECONDS = 5
 # serve --http and --metrics: a connection must send its request within this time of being

@@ -213,7 +213,7 @@ class FileRow(NamedTuple):
 
 # The sqlite3 module lets other threads run during each step of a statement. One statement per
 # row (executemany) made the master loop wait for the GIL once a row while the server threads
-# ran: a flush of 10,000 rows took seconds at worst. Rows are written many per statement.
+# ran, so a big flush held the loop up for long. Rows are written many per statement.
 ROWS_PER_STATEMENT = 500
 # Host parameters a statement may hold: 999 before SQLite 3.32.
 _MAX_PARAMETERS = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
@@ -468,7 +468,7 @@ class Ledger:
         if self._new_rows:
             rows = self._new_rows
             # Summaries read the latest versions with WHERE replaced = 0, not a GROUP BY over
-            # every version (4 s at a million rows). Every row written before is older than
+            # every version, which is slow on a big ledger. Every row written before is older than
             # these; among these, the last of each path is the latest.
             latest = {row[1]: row[0] for row in rows}
             _execute_rows(
@@ -774,8 +774,8 @@ def _read_only(state_dir: Path) -> Iterator[sqlite3.Connection]:
     except sqlite3.Error as e:
         raise ledger_error(path, e) from None
     try:
-        # Room for sorting a million rows by path in memory: 3.6 s instead of 5.4 with the
-        # default 2 MB. Only used as needed.
+        # Room for sorting a million rows by path in memory, faster than within the default
+        # 2 MB. Only used as needed.
         db.execute("PRAGMA cache_size = -131072")
         columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
         if not columns:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from workers.counting import SAMPLE_BYTES
 
-# Each pattern that can begins with a character class, so that the search skips the bytes
-# that cannot start a match (two to four times faster); its guards come after that byte.
+# Each pattern that can begins with a character class, so that the search skips quickly over
+# the bytes that cannot start a match; its guards come after that byte.
 _HEX = rb"[0-9a-fA-F]"
 _H16 = _HEX + rb"{1,4}"
 # A token may not touch a word. A mask stands for the digits it replaced ("<n>" touches what

@@ -30,7 +30,7 @@ class RunProgress:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         if out.isatty():
-            # Loaded for a terminal only: without one, start-up is shorter by about 20 ms.
+            # Loaded for a terminal only: without one, start-up does without rich's progress.
             from rich.console import Console
             from rich.progress import (
                 BarColumn,

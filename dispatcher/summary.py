@@ -74,8 +74,8 @@ def write_csv(out: TextIO, header: Iterable[str], rows: Iterable[Iterable[Any]])
 
 
 def json_entry(row: FileRow) -> str:
-    """``json.dumps(_file_entry(row))``, written out: json.dumps per entry took 9 us of the 15
-    a row cost at a million rows."""
+    """``json.dumps(_file_entry(row))``, written out: json.dumps per entry was most of what a
+    row cost over a big ledger."""
     return (
         f'{{"path": {_json_text(decode_path(row.path))}, "status": {_json_text(row.status)}, '
         f'"lines": {_json_int(row.lines)}, "error_lines": {_json_int(row.error_lines)}, '

@@ -211,7 +211,7 @@ class ErrorMatcher:
 
 
 def _count_newlines(buf: bytes) -> int:
-    return buf.count(b"\n")  # a byte at a time: about 2 GB/s
+    return buf.count(b"\n")  # a byte at a time: stringzilla's SIMD count is faster
 
 
 def _count_newlines_simd(buf: bytes) -> int:

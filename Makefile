@@ -33,4 +33,4 @@ test: lint
 	exit $$rc
 
 clean:
-	rm -rf $(VENV) $(DEMO_STATE) .logdispatch .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) .venv-3.* $(DEMO_STATE) .logdispatch .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -36,7 +36,7 @@ class WorkerActivity:
     id: str
     first_seen: float
     last_seen: float
-    channels: set[int] = field(default_factory=set)  # its open connections (server threads)
+    sessions: set[int] = field(default_factory=set)  # its open connections (session ids)
     gone_at: float | None = None  # when its last connection closed
     files: int = 0  # files it counted (done)
     bytes: int = 0  # on-disk bytes of the files it counted
@@ -96,13 +96,13 @@ class Activity:
         self._buckets = [0] * (len(SECONDS_BUCKETS) + 1)
         self._seconds_sum = 0.0
         self._workers: dict[str, WorkerActivity] = {}
-        self._by_channel: dict[int, WorkerActivity] = {}
+        self._by_session: dict[int, WorkerActivity] = {}
         self._failures: deque[Failure] = deque(maxlen=RECENT_FAILURES)
 
     # --- from the manager server's threads ---------------------------------------------------
 
-    def contact(self, worker_id: str, channel: int) -> None:
-        """A worker called the master (take, heartbeat) over the connection ``channel``."""
+    def contact(self, worker_id: str, session: int) -> None:
+        """A worker called the master (take, heartbeat) over the connection ``session``."""
         now = self._clock()
         with self._lock:
             worker = self._workers.get(worker_id)
@@ -110,18 +110,18 @@ class Activity:
                 worker = self._workers[worker_id] = WorkerActivity(worker_id, now, now)
             worker.last_seen = now
             worker.gone_at = None
-            if channel not in worker.channels:
-                worker.channels.add(channel)
-                self._by_channel[channel] = worker
+            if session not in worker.sessions:
+                worker.sessions.add(session)
+                self._by_session[session] = worker
 
-    def hung_up(self, channel: int) -> None:
-        """The connection ``channel`` closed; a worker with none left is gone."""
+    def hung_up(self, session: int) -> None:
+        """The connection ``session`` closed; a worker with none left is gone."""
         with self._lock:
-            worker = self._by_channel.pop(channel, None)
+            worker = self._by_session.pop(session, None)
             if worker is None:
                 return
-            worker.channels.discard(channel)
-            if not worker.channels:
+            worker.sessions.discard(session)
+            if not worker.sessions:
                 worker.gone_at = self._clock()
 
     # --- from the master loop --------------------------------------------------------------
@@ -200,7 +200,7 @@ class Activity:
                         w.id,
                         w.first_seen,
                         w.last_seen,
-                        set(w.channels),
+                        set(w.sessions),
                         w.gone_at,
                         w.files,
                         w.bytes,

@@ -6,6 +6,10 @@ network needs: a deadline for the authkey handshake, limits on the connections s
 in (in all and per host), log lines for refused connections (instead of a traceback sent back
 to the stranger, and not one per connection in a flood), requests checked before they run
 (only the protocol's types, only the calls its clients make), optional TLS, and a clean stop.
+
+It is the master's one user of the stdlib server's private parts (each marked "stdlib
+internal" with what it relies on; checked on Python 3.11 to 3.13): no other module of the
+master touches them. Each connection is known by its session id (``dispatcher.sessions``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 from dispatcher import defaults
 from dispatcher.protocol import REQUEST_TYPES, BadRequest, check_results, server_context
+from dispatcher.sessions import new_session, serving
 from dispatcher.status import StatusService
 from dispatcher.taskqueue import TaskQueue
 from workers.common import TLSFiles, error_text, format_address, printable
@@ -44,8 +49,10 @@ from workers.protocol import (
 log = logging.getLogger("logdispatch.server")
 
 # What a connection may ask before it is a proxy's (``accept_connection``): the calls the
-# stdlib's clients make, each with the arguments it takes. ``create`` is further limited to
-# the registered names, which take no arguments.
+# stdlib's clients make, each with the arguments it takes (stdlib internal: the names of
+# Server.public, and the (ident, method, args, kwds) request of BaseManager._create,
+# BaseProxy._incref/_decref and Server.handle_request, the same in 3.11 to 3.13). ``create``
+# is further limited to the registered names, which take no arguments.
 _ENTRY_POINTS = {"create": 1, "accept_connection": 1, "incref": 1, "decref": 1, "dummy": 0}
 
 # The stdlib listens with a backlog of 16: a burst of connections overflowed it, and a client
@@ -98,6 +105,8 @@ class ManagerServer:
         on_disconnect: Callable[[int], None] | None = None,
         tls: TLSFiles | None = None,
     ) -> None:
+        """``on_disconnect`` gets the session id of each connection that ends."""
+
         # Registered per server (not on the shared client class) so that several servers can
         # live in one process; the callables are never pickled because the server is not forked.
         class _Served(BaseManager):
@@ -119,12 +128,14 @@ class ManagerServer:
                 return status
 
             _Served.register("get_status", get_status, exposed=("status",))
+        # Stdlib internal: BaseManager._registry, the {typeid: (callable, exposed, ...)} that
+        # register() fills and Server() takes as its first argument (3.11 to 3.13).
         registry = _Served._registry  # type: ignore[attr-defined]
 
-        def disconnected(channel: int) -> None:
-            task_queue.channel_closed(channel)
+        def disconnected(session: int) -> None:
+            task_queue.session_closed(session)
             if on_disconnect is not None:
-                on_disconnect(channel)
+                on_disconnect(session)
 
         self._server = _GuardedServer(
             registry,
@@ -155,10 +166,13 @@ class ManagerServer:
 
 class _GuardedServer(Server):
     # A worker has no business stopping the master: drop the stdlib's remote "shutdown".
+    # Stdlib internal: Server.public, the names handle_request() serves (3.11 to 3.13).
     public = [name for name in Server.public if name != "shutdown"]  # noqa: RUF012
 
     # The served objects live as long as the server: no client's decref may unregister them
     # (one decref with the right ident would cut every worker off), so counting is pointless.
+    # Stdlib internal: Server.incref/decref(c, ident), called by handle_request() for the
+    # proxies' requests of those names (3.11 to 3.13).
     def incref(self, c: Any, ident: str) -> None:
         pass
 
@@ -182,6 +196,8 @@ class _GuardedServer(Server):
     ) -> None:
         super().__init__(registry, address, authkey, serializer)
         self._tls = tls
+        # Stdlib internal: Listener._listener (a SocketListener) and its _socket, the bound
+        # and listening socket (3.11 to 3.13).
         self._socket: socket.socket = self.listener._listener._socket  # type: ignore[attr-defined]
         self._socket.listen(LISTEN_BACKLOG)  # listening again only changes the backlog
         self._on_disconnect = on_disconnect
@@ -202,6 +218,8 @@ class _GuardedServer(Server):
         if not (isinstance(method, str) and isinstance(args, tuple) and isinstance(kwds, dict)):
             return "not a request"
         if serving:
+            # Stdlib internal: Server.id_to_obj, {ident: (obj, exposed names, method_to_typeid)}
+            # for the served objects (3.11 to 3.13).
             entry = self.id_to_obj.get(ident) if isinstance(ident, str) else None
             if entry is None or method not in entry[1]:
                 return f"{_shown(method)} is not served"
@@ -224,6 +242,8 @@ class _GuardedServer(Server):
             while not self.stop_event.is_set():
                 try:
                     # The bare descriptor: a refused connection needs no socket object.
+                    # Stdlib internal: socket._accept() of the C socket type, returning
+                    # (fd, address), what socket.accept() wraps (3.11 to 3.13).
                     fd, address = self._socket._accept()  # type: ignore[attr-defined]
                 except OSError as e:
                     if self.stop_event.is_set():
@@ -275,7 +295,7 @@ class _GuardedServer(Server):
             self._logins.leave(host)
             return
         peer = _peer_text(address)
-        guard = _LoginGuard(conn, peer, host, self._logins, self._door, self.refusal)
+        guard = _LoginGuard(conn, new_session(), peer, host, self._logins, self._door, self.refusal)
         self._clients.add(guard)
         try:
             threading.Thread(
@@ -286,21 +306,31 @@ class _GuardedServer(Server):
             self._door.refused(host, address, str(e))
 
     def handle_request(self, conn: Any) -> None:
-        """Serve one new connection: its TLS handshake if any, its login, its requests."""
+        """Serve one new connection: its TLS handshake if any, its login, its requests.
+
+        Stdlib internal: Server.handle_request(conn) runs the authkey handshake, then one
+        request, and calls accept_connection() on this thread for a proxy's connection
+        (3.11 to 3.13).
+        """
         if conn.handshake():
             super().handle_request(conn)
         else:
             conn.close()
 
     def accept_connection(self, c: Any, name: str) -> None:
-        """Serve one client connection on this thread until it ends."""
+        """Serve one client connection on this thread until it ends, as its session.
+
+        Stdlib internal: Server.accept_connection(c, name) answers the proxy's request, then
+        runs serve_client(c) until the connection ends or stop_event is set (3.11 to 3.13).
+        """
         c.serving = True
         try:
-            super().accept_connection(c, name)
+            with serving(c.session):
+                super().accept_connection(c, name)
         finally:
             # A worker killed mid-file closes its connection at once: no need to wait out
             # the lease term to give its files to another worker.
-            self._on_disconnect(threading.get_ident())
+            self._on_disconnect(c.session)
         # serve_client() returned because the server is stopping. The stdlib would now send a
         # stray reply that the client takes as the answer to its call in flight: hang up.
         raise SystemExit
@@ -421,6 +451,7 @@ class _LoginGuard:
     def __init__(
         self,
         conn: Connection,
+        session: int,
         peer: str,
         host: str,
         logins: _Logins,
@@ -428,6 +459,7 @@ class _LoginGuard:
         refusal: Callable[[Any, bool], str | None],
     ) -> None:
         self._conn = conn
+        self.session = session  # the connection's id for the served methods
         self._peer = peer
         self._host = host
         self._logins = logins
@@ -521,6 +553,8 @@ class _LoginGuard:
             self._refuse(printable(str(obj[1])))
             self.hang_up()
             return
+        # Stdlib internal: the server answers a failed login or request with a ("#TRACEBACK",
+        # text) reply (3.11 to 3.13).
         if not self.logged_in and isinstance(obj, tuple) and obj[:1] == ("#TRACEBACK",):
             self._refused_login(str(obj[1]).strip().splitlines()[-1])
             return  # a stranger gets no traceback
@@ -559,7 +593,11 @@ class _LoginGuard:
 
 
 def _is_bad_request(reply: object) -> bool:
-    """Whether a reply of the stdlib server answers a call that raised BadRequest."""
+    """Whether a reply of the stdlib server answers a call that raised BadRequest.
+
+    Stdlib internal: serve_client() answers a served method's exception with ("#ERROR",
+    exception) (3.11 to 3.13).
+    """
     return (
         isinstance(reply, tuple)
         and len(reply) == 2

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from dispatcher import defaults
 from dispatcher.protocol import check_int, check_leases, check_seconds, check_worker_id
+from dispatcher.sessions import current_session
 from dispatcher.weight import work_weight
 from workers.protocol import Task
 
@@ -84,7 +85,7 @@ class Lease:
     task: Task
     worker: str
     deadline: float
-    channel: int  # the server thread (one per connection) that handed it out
+    session: int  # the connection that took it (see dispatcher.sessions)
     taken_at: float
     avoid: frozenset[str] = frozenset()  # carried over from the Pending, for a hand-back
     # Once its worker has moved on to another file, a lease is no longer kept alive as the one
@@ -118,7 +119,7 @@ class TaskQueue:
         self._root = root
         self.sign = LeaseSigner(secret)
         self._max_lease_age = max_lease_age
-        self._on_contact = on_contact  # (worker id, channel) of every take and heartbeat
+        self._on_contact = on_contact  # (worker id, session) of every take and heartbeat
         self._error_pattern = error_pattern
         self._lease_seconds = lease_seconds
         self._clock = clock
@@ -147,9 +148,9 @@ class TaskQueue:
         wait = min(check_seconds(timeout, "timeout"), defaults.TAKE_WAIT_CAP_SECONDS)
         wait_until = self._clock() + wait
         host = host_of(worker_id)
-        channel = threading.get_ident()
+        session = current_session()
         if self._on_contact is not None:
-            self._on_contact(worker_id, channel)
+            self._on_contact(worker_id, session)
         with self._cond:
             max_items = min(max_items, MAX_HELD_PER_WORKER - self._held_by[worker_id])
             if max_items <= 0:
@@ -204,7 +205,7 @@ class TaskQueue:
                 )
                 deadline = now + self._lease_seconds
                 self._leases[task.id] = Lease(
-                    task, worker_id, deadline, channel, now, pending.avoid
+                    task, worker_id, deadline, session, now, pending.avoid
                 )
                 self._held_by[worker_id] += 1
                 self._taken.append((task.id, task.attempt, worker_id))
@@ -228,7 +229,7 @@ class TaskQueue:
             check_int(counting, "counting")
         lost = []
         if self._on_contact is not None:
-            self._on_contact(worker_id, threading.get_ident())
+            self._on_contact(worker_id, current_session())
         with self._cond:
             now = self._clock()
             waiting_age = WAITING_LEASE_TERMS * self._lease_seconds
@@ -315,11 +316,11 @@ class TaskQueue:
                 if self._drop_lease(task_id) is None:
                     self._cancelled.add(task_id)
 
-    def channel_closed(self, channel: int) -> None:
+    def session_closed(self, session: int) -> None:
         """The connection that took these leases is gone: let them expire now, not at term."""
         with self._cond:
             for lease in self._leases.values():
-                if lease.channel == channel:
+                if lease.session == session:
                     lease.deadline = float("-inf")
 
     def expire(self) -> list[Lease]:

@@ -137,3 +137,32 @@ def test_clients_that_hang_up_mid_call_leave_the_server_serving(
     fresh = _client(server)
     assert fresh.describe()["root"] == b"/srv/logs"
     assert fresh.take("w2", 1, 1 << 20, 0) == []
+
+
+def test_each_connection_is_a_session_of_its_own_even_on_a_reused_thread() -> None:
+    contacts: list[int] = []
+    ended: list[int] = []
+    tasks = TaskQueue(
+        b"/srv/logs", rb"ERROR", on_contact=lambda _, s: contacts.append(s), secret=b"k" * 32
+    )
+    srv = ManagerServer(
+        ("127.0.0.1", 0),
+        KEY,
+        tasks,
+        ResultSink(queue.SimpleQueue()),
+        5.0,
+        on_disconnect=ended.append,
+    )
+    srv.start()
+    try:
+        for n in range(1, 6):
+            # One connection at a time, each from a thread that ends with it: the server's
+            # thread for the next one is likely to get the same thread id.
+            caller = threading.Thread(target=lambda: _client(srv).take("h:1", 1, 1, 0))
+            caller.start()
+            caller.join()
+            wait_for(lambda n=n: len(ended) == n)  # type: ignore[misc]
+    finally:
+        srv.stop()
+    assert len(set(contacts)) == 5
+    assert ended == contacts

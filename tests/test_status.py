@@ -40,7 +40,7 @@ def test_worker_states_follow_their_calls_and_connections() -> None:
     activity = Activity(clock, wall=lambda: 1_800_000_000.0)
     queue = TaskQueue(b"/srv/logs", b"ERROR", 30.0, clock, secret=b"k" * 32)
     queue.put_many([Pending(1, b"a/big.log", 10_000, 1), Pending(2, b"b/small.log", 10, 1)])
-    # Each worker on its own connection (the server passes its thread's id as the channel).
+    # Each worker on its own connection (the server gives each connection a session id).
     activity.contact("h1:1", 101)
     assert queue.take("h1:1", 1, 1 << 30, 0) != []
     activity.contact("h2:2", 102)

@@ -120,7 +120,7 @@ def test_calls_the_clients_never_make_are_refused_and_logged(
     assert _task_queue(server).describe()["root"] == b"/srv/logs"
 
 
-@pytest.mark.parametrize("method", ["__repr__", "__str__", "#GETVALUE", "channel_closed"])
+@pytest.mark.parametrize("method", ["__repr__", "__str__", "#GETVALUE", "session_closed"])
 def test_a_served_object_answers_only_its_exposed_methods(
     server: ManagerServer, caplog: pytest.LogCaptureFixture, method: str
 ) -> None:

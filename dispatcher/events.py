@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import stat
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from dispatcher.watcher import Scanner, Seen
+from dispatcher.inbox import Inbox, Seen
+from dispatcher.watcher import Scanner
 
 log = logging.getLogger("logdispatch.watcher")
 
@@ -38,7 +37,7 @@ class _EventHandler(FileSystemEventHandler):
     def __init__(
         self,
         root: bytes,
-        inbox: queue.SimpleQueue[Any],
+        inbox: Inbox,
         scanner: Scanner,
         root_changed: Callable[[], None],
     ) -> None:
@@ -86,9 +85,7 @@ class Watcher:
     that may be deleted and made again: a thread checks the root's identity and watches the
     new folder (with a rescan) as soon as there is one."""
 
-    def __init__(
-        self, root: bytes, inbox: queue.SimpleQueue[Any], scanner: Scanner, poll: float | None
-    ) -> None:
+    def __init__(self, root: bytes, inbox: Inbox, scanner: Scanner, poll: float | None) -> None:
         self._root = root
         self._inbox = inbox
         self._scanner = scanner

@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher import defaults
 from dispatcher.activity import Activity, Counted
+from dispatcher.inbox import Disposed, Inbox, ResultsIn, Scanned, Seen
 from dispatcher.ledger import Ledger, VersionStatus
-from dispatcher.ondone import KEEP, Action, Disposal, Disposed, Disposer, OnDone
-from dispatcher.server import ManagerServer, ResultsIn, ResultSink
+from dispatcher.ondone import KEEP, Action, Disposal, Disposer, OnDone
+from dispatcher.server import ManagerServer, ResultSink
 from dispatcher.status import MasterInfo, RootWatch, StatusService, status_document
 from dispatcher.taskqueue import Lease, Pending, TaskQueue, host_of
 from dispatcher.walk import lstat_under
-from dispatcher.watcher import Eligibility, Scanned, Scanner, Seen
+from dispatcher.watcher import Eligibility, Scanner
 from workers.common import DEFAULT_ADDRESS, ConfigError, TLSFiles, display_path
 from workers.counting import DEFAULT_ERROR_PATTERN
 from workers.protocol import Result, Status
@@ -105,7 +106,7 @@ class Master:
         self._clock = clock
         self._wall = wall
         self._root = os.fsencode(os.path.realpath(config.root))
-        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._inbox: Inbox = queue.SimpleQueue()
         config.on_done.prepare(self._root)  # a bad archive is refused before the ledger is taken
         self._stopping = False  # a plain flag: set from signal handlers, which must not lock
         self.scan_complete = False  # the first full scan has reported everything it found
@@ -323,17 +324,22 @@ class Master:
         except queue.Empty:
             return
         while True:
-            if isinstance(message, ResultsIn):
-                self._record_all(message.results)
-            elif isinstance(message, Scanned):
-                for seen in message.seen:
-                    self._consider(seen)
-                if message.complete:
-                    self.scan_complete = True
-            elif isinstance(message, Seen):
-                self._consider(message)
-            elif isinstance(message, Disposed):
-                self._ledger.record_disposals(message.outcomes)
+            match message:
+                case ResultsIn(results):
+                    self._record_all(results)
+                case Scanned(found, complete):
+                    for seen in found:
+                        self._consider(seen)
+                    if complete:
+                        self.scan_complete = True
+                case Seen():
+                    self._consider(message)
+                case Disposed(outcomes):
+                    self._ledger.record_disposals(outcomes)
+                case _:
+                    # Another thread posted what nothing handles: a bug, said loudly.
+                    log.error("the master's inbox got an unknown message: %r", message)
+                    raise TypeError(f"unknown inbox message {type(message).__name__}")
             try:
                 message = self._inbox.get_nowait()
             except queue.Empty:

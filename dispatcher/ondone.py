@@ -30,6 +30,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from dispatcher import defaults
+from dispatcher.inbox import Disposed
 from dispatcher.walk import SymlinkOnPath, open_folder
 from workers.common import ConfigError, decode_path, display_path, error_text
 
@@ -116,13 +117,6 @@ class Disposal:
 
 # (version id, state, note): the note is what the summary shows ("deleted", "moved to ...").
 Outcome = tuple[int, DisposalState, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Disposed:
-    """Outcomes of a batch, for the master loop to record."""
-
-    outcomes: list[Outcome]
 
 
 class _Refused(Exception):

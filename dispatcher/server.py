@@ -19,19 +19,18 @@ import heapq
 import itertools
 import logging
 import os
-import queue
 import socket
 import ssl
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, Listener
 from multiprocessing.managers import BaseManager, Server
 from typing import Any
 
 from dispatcher import defaults
+from dispatcher.inbox import Inbox, ResultsIn
 from dispatcher.protocol import REQUEST_TYPES, BadRequest, check_results, server_context
 from dispatcher.sessions import new_session, serving
 from dispatcher.status import StatusService
@@ -72,17 +71,10 @@ REFUSALS_LOGGED_EVERY = 10.0
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class ResultsIn:
-    """A batch of results on its way to the master loop."""
-
-    results: list[Result]
-
-
 class ResultSink:
     """Served as ``get_result_queue``: accepts results and hands them to the master loop."""
 
-    def __init__(self, inbox: queue.SimpleQueue[Any]) -> None:
+    def __init__(self, inbox: Inbox) -> None:
         self._inbox = inbox
 
     def put(self, results: list[Result]) -> None:

@@ -16,9 +16,8 @@ import stat
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
+from dispatcher.inbox import Inbox, Scanned, Seen
 from dispatcher.walk import open_path
 from workers.common import error_text
 
@@ -38,23 +37,6 @@ SCAN_RETRY_CAP_SECONDS = 60.0
 
 # A folder that is gone is not retried: it is missed by nothing.
 _GONE = (errno.ENOENT, errno.ENOTDIR)
-
-
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """A path that may be a new or changed file; ``size``/``mtime_ns`` None means stat it."""
-
-    path: bytes
-    size: int | None = None
-    mtime_ns: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Scanned:
-    """Part of a scan's findings; ``complete`` is set on the last part of a full scan."""
-
-    seen: list[Seen]
-    complete: bool = False
 
 
 class Eligibility:
@@ -89,7 +71,7 @@ def _glob(relpath: bytes, name: bytes, pattern: bytes) -> bool:
 class Scanner:
     """Walks the root (or part of it) on its own thread and reports eligible regular files."""
 
-    def __init__(self, root: bytes, eligibility: Eligibility, inbox: queue.SimpleQueue[Any]):
+    def __init__(self, root: bytes, eligibility: Eligibility, inbox: Inbox):
         self._root = root
         self._eligibility = eligibility
         self._inbox = inbox

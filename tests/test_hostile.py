@@ -13,7 +13,8 @@ from typing import Any
 
 from conftest import Cluster, as_unprivileged, wait_for
 
-from dispatcher.watcher import Eligibility, Scanned, Scanner
+from dispatcher.inbox import Scanned
+from dispatcher.watcher import Eligibility, Scanner
 
 
 def _rss_peak_kib(pid: int) -> int:

@@ -328,3 +328,13 @@ def test_commits_keep_their_interval_and_a_result_after_a_quiet_spell_is_committ
         assert h.files()["b.log"]["status"] == "done"
     finally:
         h.close()
+
+
+def test_a_message_nothing_handles_stops_the_loop_loudly(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    master = harness.start()
+    master._inbox.put(("not", "a message"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unknown inbox message tuple"):
+        master.step(timeout=0)
+    assert "unknown message" in caplog.text

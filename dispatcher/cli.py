@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 from dispatcher import defaults
 from dispatcher.config import show
 from workers.common import (
-    ConfigError,
-    LogDispatchError,
     StopSignals,
     add_connection_arguments,
     add_engine_argument,
@@ -35,12 +33,12 @@ from workers.common import (
 from workers.config import REQUIRED, add_config_option, resolve, subcommands, takes_config
 from workers.counting import (
     DEFAULT_ERROR_PATTERN,
-    CountError,
     ErrorMatcher,
     Expansion,
     check_engine,
     count_path,
 )
+from workers.errors import ConfigError, CountError, LogDispatchError
 
 # The master's, the ledger's and the workers' modules load only in the commands using them:
 # `count` starts without them.

@@ -7,8 +7,9 @@ import argparse
 import os
 from typing import Any, TextIO
 
-from workers.common import AUTHKEY_ENV, ConfigError, load_authkey
+from workers.common import AUTHKEY_ENV, load_authkey
 from workers.config import CONFIG_DEST, REQUIRED, Option, Resolution, Source
+from workers.errors import ConfigError
 
 
 def show(resolution: Resolution, out: TextIO, as_json: bool) -> None:

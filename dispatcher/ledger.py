@@ -23,7 +23,7 @@ from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from dispatcher import defaults
 from dispatcher.ondone import KEEP, Action, Disposal, DisposalState, OnDone, Outcome
-from workers.common import ConfigError, LogDispatchError
+from workers.errors import ConfigError, LedgerBusy, LedgerError
 from workers.protocol import Result
 
 log = logging.getLogger("logdispatch.ledger")
@@ -71,22 +71,6 @@ class VersionStatus(StrEnum):
     FAILED = "failed"
     VANISHED = "vanished"
     SUPERSEDED = "superseded"  # changed before it was counted; a newer version replaces it
-
-
-class LedgerBusy(LogDispatchError):
-    """Another master holds this state directory."""
-
-
-class LedgerError(LogDispatchError):
-    """The ledger cannot be read or written: damaged, not a ledger, unreadable, disk full.
-
-    ``exit_code`` 2 when starting again cannot help (a damaged ledger), 1 when it may (a full
-    disk, once space is freed).
-    """
-
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 # What sqlite3 errors mean for the operator, and whether a restart may help.

@@ -29,8 +29,9 @@ from dispatcher.status import MasterInfo, RootWatch, StatusService, status_docum
 from dispatcher.taskqueue import Lease, Pending, TaskQueue, host_of
 from dispatcher.walk import lstat_under
 from dispatcher.watcher import Eligibility, Scanner
-from workers.common import DEFAULT_ADDRESS, ConfigError, TLSFiles, display_path
+from workers.common import DEFAULT_ADDRESS, TLSFiles, display_path
 from workers.counting import DEFAULT_ERROR_PATTERN
+from workers.errors import ConfigError
 from workers.protocol import Result, Status
 
 if TYPE_CHECKING:

@@ -13,7 +13,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from dispatcher.activity import SECONDS_BUCKETS, ActivitySnapshot
 from dispatcher.httpguard import GuardedHandlerMixIn, GuardedServerMixIn
-from workers.common import ConfigError, format_address
+from workers.common import format_address
+from workers.errors import ConfigError
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric

@@ -31,8 +31,9 @@ from typing import NamedTuple
 
 from dispatcher import defaults
 from dispatcher.inbox import Disposed
-from dispatcher.walk import SymlinkOnPath, open_folder
-from workers.common import ConfigError, decode_path, display_path, error_text
+from dispatcher.walk import open_folder
+from workers.common import decode_path, display_path, error_text
+from workers.errors import ConfigError, SymlinkOnPath
 
 log = logging.getLogger("logdispatch.ondone")
 

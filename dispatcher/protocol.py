@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from workers.common import TLSFiles, printable
+from workers.errors import BadRequest
 from workers.protocol import (
     MAX_ATTEMPT,
     MAX_COUNT,
@@ -30,10 +31,6 @@ from workers.protocol import (
 # ssl loads only where TLS is used.
 if TYPE_CHECKING:
     import ssl
-
-
-class BadRequest(ValueError):
-    """A request a correct worker never sends: refused, logged, and its connection dropped."""
 
 
 def _is_int(value: object, low: int, high: int) -> TypeGuard[int]:

@@ -22,8 +22,9 @@ from markupsafe import Markup
 from dispatcher import charts, defaults, summary, views
 from dispatcher.ledger import FileRow, select_files, snapshot
 from dispatcher.messages import Tally, tally
-from workers.common import ConfigError, display_path, printable
+from workers.common import display_path, printable
 from workers.counting import SAMPLE_LINES
+from workers.errors import ConfigError
 
 FILES_COLOUR = "#2f6fad"
 ERRORS_COLOUR = "#c0392b"

@@ -31,19 +31,13 @@ from typing import Any
 
 from dispatcher import defaults
 from dispatcher.inbox import Inbox, ResultsIn
-from dispatcher.protocol import REQUEST_TYPES, BadRequest, check_results, server_context
+from dispatcher.protocol import REQUEST_TYPES, check_results, server_context
 from dispatcher.sessions import new_session, serving
 from dispatcher.status import StatusService
 from dispatcher.taskqueue import TaskQueue
 from workers.common import TLSFiles, error_text, format_address, printable
-from workers.protocol import (
-    SERIALIZER,
-    MessageRefused,
-    Result,
-    TLSConnection,
-    load_message,
-    tls_error_text,
-)
+from workers.errors import BadRequest, MessageRefused
+from workers.protocol import SERIALIZER, Result, TLSConnection, load_message, tls_error_text
 
 log = logging.getLogger("logdispatch.server")
 

@@ -17,13 +17,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.activity import RATE_WINDOW_SECONDS, ActivitySnapshot
 from dispatcher.taskqueue import QueueState, host_of
-from workers.common import (
-    LogDispatchError,
-    TLSFiles,
-    display_path,
-    error_text,
-    format_address,
-)
+from workers.common import TLSFiles, display_path, error_text, format_address
+from workers.errors import MasterUnreachable
 from workers.protocol import DispatchManager, forget_connection, tls_error_text
 
 if TYPE_CHECKING:
@@ -34,10 +29,6 @@ if TYPE_CHECKING:
 IN_FLIGHT_LISTED = 100
 # The table shows this many of them.
 IN_FLIGHT_SHOWN = 10
-
-
-class MasterUnreachable(LogDispatchError):
-    """No status from the master: not running, not reachable, or another key."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from dispatcher import defaults, summary
 from dispatcher.ledger import ERROR_RATE, FILE_COLUMNS, SORT_KEYS, FileRow, Select, read_latest
 from dispatcher.taskqueue import host_of
-from workers.common import ConfigError, decode_path, display_path, printable
+from workers.common import decode_path, display_path, printable
 from workers.counting import SAMPLE_LINES
+from workers.errors import ConfigError
 
 if TYPE_CHECKING:  # rich loads only with a table, the masking patterns with --errors
     from rich.text import Text

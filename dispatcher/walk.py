@@ -16,14 +16,9 @@ import os
 import stat
 from collections.abc import Iterator, Sequence
 
+from workers.errors import SymlinkOnPath
+
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class SymlinkOnPath(OSError):
-    """A folder on the way is a symbolic link; ``filename`` is its path."""
-
-    def __init__(self, path: bytes) -> None:
-        super().__init__(errno.ELOOP, "a symbolic link on the path: not followed", path)
 
 
 def open_folder(top: bytes, parts: Sequence[bytes], create: bool = False) -> int:

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 from dispatcher import defaults, report
 from dispatcher.httpguard import GuardedHandlerMixIn, GuardedHTTPServer
-from workers.common import ConfigError, LogDispatchError, format_address
+from workers.common import format_address
+from workers.errors import ConfigError, LogDispatchError
 
 log = logging.getLogger("logdispatch.http")
 

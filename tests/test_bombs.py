@@ -17,8 +17,8 @@ from conftest import AUTHKEY, LOGDISPATCH, Cluster, logdispatch, wait_for, write
 
 from dispatcher.cli import all_commands
 from dispatcher.taskqueue import Pending, TaskQueue
-from workers.common import ConfigError
 from workers.config import resolve
+from workers.errors import ConfigError
 from workers.worker import Worker, WorkerConfig
 
 MiB = 1024 * 1024

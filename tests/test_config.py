@@ -14,7 +14,6 @@ from conftest import AUTHKEY, Cluster, Proc, logdispatch, wait_for
 
 from dispatcher.cli import all_commands
 from workers.cli import build_parser as work_parser
-from workers.common import ConfigError
 from workers.config import (
     Resolution,
     Source,
@@ -22,6 +21,7 @@ from workers.config import (
     resolve,
     subcommands,
 )
+from workers.errors import ConfigError
 
 SAMPLES = Path(__file__).parent.parent / "sample_logs"
 DEPLOY = Path(__file__).parent.parent / "deploy"

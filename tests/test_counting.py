@@ -32,7 +32,6 @@ from workers.counting import (
     DEFAULT_ERROR_PATTERN,
     SAMPLE_BYTES,
     SAMPLE_LINES,
-    CountError,
     Counts,
     ErrorMatcher,
     Expansion,
@@ -41,6 +40,7 @@ from workers.counting import (
     count_fileobj,
     count_path,
 )
+from workers.errors import CountError
 
 SAMPLE_LOGS = Path(__file__).resolve().parent.parent / "sample_logs"
 # A comment changes nothing a regex matches but takes the pattern off the literal fast path.
@@ -149,8 +149,8 @@ def test_default_install_counts_without_the_accelerators(tmp_path: Path) -> None
 import sys
 # What an install without the extra sees: ImportError.
 sys.modules["hyperscan"] = sys.modules["stringzilla"] = None
-from workers.common import ConfigError
 from workers.counting import ErrorMatcher, count_path
+from workers.errors import ConfigError
 matcher = ErrorMatcher()
 counts = count_path({str(path)!r}, matcher)
 print(matcher.engine, matcher.newline_counter, counts.lines, counts.error_lines)

@@ -18,8 +18,9 @@ from conftest import AUTHKEY, LOGDISPATCH, Cluster, free_port, port_in_use, wait
 from reference import reference_counts
 
 from dispatcher.activity import FORGET_WORKER_SECONDS, SECONDS_BUCKETS, Activity
-from dispatcher.status import MasterInfo, MasterUnreachable, fetch, status_document
+from dispatcher.status import MasterInfo, fetch, status_document
 from dispatcher.taskqueue import Pending, TaskQueue
+from workers.errors import MasterUnreachable
 
 
 class FakeClock:

@@ -11,7 +11,6 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from workers.common import (
-    LogDispatchError,
     add_connection_arguments,
     add_engine_argument,
     add_max_expanded_argument,
@@ -22,6 +21,7 @@ from workers.common import (
 )
 from workers.config import Commands, add_config_option, resolve
 from workers.counting import check_engine
+from workers.errors import LogDispatchError
 
 # The worker loop loads when a worker runs: `logdispatch` reads this parser for `work`'s
 # options whenever it checks a configuration file.

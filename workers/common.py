@@ -19,24 +19,14 @@ from collections.abc import Callable
 from types import FrameType
 from typing import NamedTuple
 
+from workers.errors import ConfigError
+
 log = logging.getLogger("logdispatch.protocol")
 
 AUTHKEY_ENV = "LOGDISPATCH_AUTHKEY"
 DEFAULT_PORT = 50000
 # Loopback unless the operator says otherwise: the protocol is pickle with no encryption.
 DEFAULT_ADDRESS = ("127.0.0.1", DEFAULT_PORT)
-
-
-class LogDispatchError(Exception):
-    """Base of the project's own errors."""
-
-    # The command's exit status: 2 says starting again would only fail again (systemd units
-    # do not restart on it), 1 that it may work later.
-    exit_code = 2
-
-
-class ConfigError(LogDispatchError):
-    """Bad command-line or configuration input; the message is meant for the operator."""
 
 
 def decode_path(path: bytes) -> str:

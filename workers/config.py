@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from workers.common import AUTHKEY_ENV, ConfigError
+from workers.common import AUTHKEY_ENV
+from workers.errors import ConfigError
 
 ENV_PREFIX = "LOGDISPATCH_"
 CONFIG_ENV = "LOGDISPATCH_CONFIG"

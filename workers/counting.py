@@ -20,13 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Protocol
 
-from workers.common import (
-    ENGINES,
-    MAX_EXPANDED_BYTES,
-    ConfigError,
-    LogDispatchError,
-    format_size,
-)
+from workers.common import ENGINES, MAX_EXPANDED_BYTES, format_size
+from workers.errors import ConfigError, CountError
 
 # The optional accelerators: `pip install 'logdispatch[fast]'`.
 try:
@@ -73,10 +68,6 @@ _COMPRESSION_MAGIC = (
 )
 # What the stdlib decompressors raise on damaged or truncated input.
 _CORRUPT_ERRORS = (EOFError, zlib.error, lzma.LZMAError, OSError)
-
-
-class CountError(LogDispatchError):
-    """A file that cannot be counted (corrupt archive, not a regular file...)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,8 @@ from multiprocessing.managers import (  # type: ignore[attr-defined]
 )
 from typing import TYPE_CHECKING, Any
 
-from workers.common import ConfigError, TLSFiles, printable
+from workers.common import TLSFiles, printable
+from workers.errors import ConfigError, MessageRefused
 
 # ssl loads only where TLS is used: importing it would lengthen every worker's and status' start.
 if TYPE_CHECKING:
@@ -178,14 +179,6 @@ REPLY_TYPES: dict[tuple[str, str], Any] = {
         if isinstance(value, type) and issubclass(value, Exception)
     },
 }
-
-
-class MessageRefused(EOFError):
-    """A message refused before it is served (too long, malformed, naming a type outside its
-    allowed ones, or a call no client makes): the connection is dropped.
-
-    An ``EOFError``, so that whoever reads it treats the connection as lost.
-    """
 
 
 class _WireUnpickler(pickle.Unpickler):

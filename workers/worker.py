@@ -21,7 +21,6 @@ from typing import Any
 
 from workers.common import (
     MAX_EXPANDED_BYTES,
-    LogDispatchError,
     StopSignals,
     TLSFiles,
     display_path,
@@ -29,7 +28,8 @@ from workers.common import (
     format_address,
     printable,
 )
-from workers.counting import CountError, ErrorMatcher, Expansion, count_fd
+from workers.counting import ErrorMatcher, Expansion, count_fd
+from workers.errors import CountError, MasterRefused, PathRefused
 from workers.protocol import (
     MAX_ERROR_CHARS,
     DispatchManager,
@@ -61,14 +61,6 @@ RECONNECT_CAP_SECONDS = 30.0
 # Errors that mean "the connection to the master is gone" (a timeout included), not "this
 # call was wrong".
 CONNECTION_ERRORS = (OSError, EOFError)
-
-
-class MasterRefused(LogDispatchError):
-    """The master rejected this worker's authkey."""
-
-
-class PathRefused(LogDispatchError):
-    """A task path that would leave the worker's root."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from socketserver import TCPServer, ThreadingMixIn
 from typing import Any
 
 from dispatcher import defaults
+from workers.common import format_peer
 
 # A refusal is logged at once, then at most this often, with the count since the last line.
 REFUSALS_LOG_SECONDS = 60.0
@@ -103,7 +104,7 @@ class GuardedServerMixIn(ThreadingMixIn, TCPServer):
                 self._open[request] = time.monotonic() + self.request_timeout
         if full:
             self._refusals.note(
-                _peer(client_address), f"{self.max_connections} connections open, the most"
+                format_peer(client_address), f"{self.max_connections} connections open, the most"
             )
             self.shutdown_request(request)
             return
@@ -153,9 +154,9 @@ class GuardedServerMixIn(ThreadingMixIn, TCPServer):
         """A client that went away or stalled is no news; anything else is logged, not printed."""
         error = sys.exc_info()[1]
         if isinstance(error, (ConnectionError, TimeoutError)):
-            self.log.debug("%s: %s", _peer(client_address), error or type(error).__name__)
+            self.log.debug("%s: %s", format_peer(client_address), error or type(error).__name__)
         else:
-            self.log.warning("request from %s failed", _peer(client_address), exc_info=True)
+            self.log.warning("request from %s failed", format_peer(client_address), exc_info=True)
 
 
 class GuardedHTTPServer(GuardedServerMixIn, HTTPServer):
@@ -185,12 +186,6 @@ def _hang_up(sock: socket.socket) -> None:
 
 def _peer_of(sock: socket.socket) -> str:
     try:
-        return _peer(sock.getpeername())
+        return format_peer(sock.getpeername())
     except OSError:
         return "?"
-
-
-def _peer(address: Any) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)

@@ -35,7 +35,7 @@ from dispatcher.protocol import REQUEST_TYPES, check_results, server_context
 from dispatcher.sessions import new_session, serving
 from dispatcher.status import StatusService
 from dispatcher.taskqueue import TaskQueue
-from workers.common import TLSFiles, error_text, format_address, printable
+from workers.common import TLSFiles, error_text, format_address, format_peer, printable
 from workers.errors import BadRequest, MessageRefused
 from workers.protocol import SERIALIZER, Result, TLSConnection, load_message, tls_error_text
 
@@ -280,7 +280,7 @@ class _GuardedServer(Server):
             sock.close()
             self._logins.leave(host)
             return
-        peer = _peer_text(address)
+        peer = format_peer(address)
         guard = _LoginGuard(conn, new_session(), peer, host, self._logins, self._door, self.refusal)
         self._clients.add(guard)
         try:
@@ -424,7 +424,7 @@ class _DoorLog:
             self._logged_at[key] = now
             others = self._unlogged.pop(key, 0)
         more = f" (and {others} more from {host} since the last such line)" if others else ""
-        log.warning("refused connection from %s: %s%s", _peer_text(peer), reason, more)
+        log.warning("refused connection from %s: %s%s", format_peer(peer), reason, more)
 
 
 class _LoginGuard:
@@ -595,9 +595,3 @@ def _is_bad_request(reply: object) -> bool:
 def _shown(name: str) -> str:
     """A name from a request, for a log line: quoted, escaped, and cut short."""
     return repr(printable(name[:80]) + ("..." if len(name) > 80 else ""))
-
-
-def _peer_text(address: object) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        return format_address((str(address[0]), int(address[1])))
-    return str(address)

@@ -84,6 +84,13 @@ def format_address(address: tuple[str, int]) -> str:
     return f"{address[0]}:{address[1]}"
 
 
+def format_peer(address: object) -> str:
+    """A connection's remote address as text: ``HOST:PORT`` for an IP peer, else as given."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return format_address((str(address[0]), int(address[1])))
+    return str(address)
+
+
 def add_connection_arguments(parser: argparse.ArgumentParser, address_help: str) -> None:
     """``--address``, ``--authkey-file`` and the TLS files, the same for the master and the
     workers."""

@@ -8,6 +8,7 @@ import gzip
 import lzma
 import os
 import pickle
+import queue
 import secrets
 import shutil
 import signal
@@ -25,6 +26,9 @@ from typing import Any
 import pytest
 
 from dispatcher import summary
+from dispatcher.server import ManagerServer, ResultSink
+from dispatcher.taskqueue import Pending, TaskQueue
+from workers.protocol import DispatchManager
 
 AUTHKEY = secrets.token_hex(16)
 # `logdispatch` as the console script runs it, whichever environment the tests run in.
@@ -291,3 +295,26 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+@contextlib.contextmanager
+def manager_server(key: bytes, login_timeout: float, *pending: Pending) -> Iterator[ManagerServer]:
+    """A real manager server on loopback, serving a task queue that holds ``pending``."""
+    tasks = TaskQueue(b"/srv/logs", rb"ERROR", secret=b"k" * 32)
+    for version in pending:
+        tasks.put(version)
+    srv = ManagerServer(
+        ("127.0.0.1", 0), key, tasks, ResultSink(queue.SimpleQueue()), login_timeout
+    )
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def task_queue_of(srv: ManagerServer, key: bytes) -> Any:
+    """A client's proxy of the task queue ``srv`` serves."""
+    manager = DispatchManager(address=srv.address, authkey=key)
+    manager.connect()
+    return manager.get_task_queue()  # type: ignore[attr-defined]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import select
 import signal
 import socket
@@ -15,10 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import LOGDISPATCH, Cluster, wait_for
+from conftest import LOGDISPATCH, Cluster, manager_server, wait_for
 
-from dispatcher.server import ManagerServer, ResultSink
-from dispatcher.taskqueue import TaskQueue
+from dispatcher.server import ManagerServer
 
 ATTACKS = Path(__file__).parent / "attacks.py"
 # Longer than the test needs: the attacker is stopped once the test is done with it.
@@ -110,13 +108,8 @@ def test_status_and_workers_get_through_a_flood_from_another_host(
 
 @pytest.fixture
 def server() -> Iterator[ManagerServer]:
-    tasks = TaskQueue(b"/srv/logs", rb"ERROR", secret=b"k" * 32)
-    srv = ManagerServer(("127.0.0.1", 0), b"key", tasks, ResultSink(queue.SimpleQueue()), 5.0)
-    srv.start()
-    try:
+    with manager_server(b"key", 5.0) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_a_burst_of_connections_is_queued_not_dropped(server: ManagerServer) -> None:

@@ -12,34 +12,20 @@ from collections.abc import Iterator
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client
 from multiprocessing.managers import dispatch
-from typing import Any
 
 import pytest
-from conftest import wait_for
+from conftest import manager_server, task_queue_of, wait_for
 
 from dispatcher.server import ManagerServer, ResultSink
 from dispatcher.taskqueue import Pending, TaskQueue
-from workers.protocol import DispatchManager
 
 KEY = b"server-test-key"
 
 
 @pytest.fixture
 def server() -> Iterator[ManagerServer]:
-    tasks = TaskQueue(b"/srv/logs", rb"ERROR", secret=b"k" * 32)
-    tasks.put(Pending(1, b"a.log", 10, 1))
-    srv = ManagerServer(("127.0.0.1", 0), KEY, tasks, ResultSink(queue.SimpleQueue()), 0.5)
-    srv.start()
-    try:
+    with manager_server(KEY, 0.5, Pending(1, b"a.log", 10, 1)) as srv:
         yield srv
-    finally:
-        srv.stop()
-
-
-def _client(srv: ManagerServer, key: bytes = KEY) -> Any:
-    manager = DispatchManager(address=srv.address, authkey=key)
-    manager.connect()
-    return manager.get_task_queue()  # type: ignore[attr-defined]
 
 
 def _closed_by_server(sock: socket.socket, within: float) -> bool:
@@ -63,7 +49,7 @@ def test_silent_connection_is_dropped_after_the_login_timeout(
         assert _closed_by_server(silent, within=5)
     assert time.monotonic() - started < 3
     wait_for(lambda: "no login within 0.5 s" in caplog.text)
-    assert _client(server).describe()["root"] == b"/srv/logs"
+    assert task_queue_of(server, KEY).describe()["root"] == b"/srv/logs"
 
 
 def test_a_byte_at_a_time_does_not_outlast_the_login_timeout(server: ManagerServer) -> None:
@@ -93,7 +79,7 @@ def test_garbage_is_refused_and_logged(
         noisy.sendall(bytes(range(256)) * 8)
         assert _closed_by_server(noisy, within=5)
     assert "refused connection from 127.0.0.1" in caplog.text
-    [task] = _client(server).take("w1", 5, 1 << 20, 0)
+    [task] = task_queue_of(server, KEY).take("w1", 5, 1 << 20, 0)
     assert task.path == b"a.log"
 
 
@@ -102,14 +88,14 @@ def test_wrong_key_gets_no_traceback_and_workers_cannot_stop_the_server(
 ) -> None:
     caplog.set_level(logging.WARNING, "logdispatch.server")
     with pytest.raises(AuthenticationError):
-        _client(server, b"wrong")
+        task_queue_of(server, b"wrong")
     wait_for(lambda: "refused connection" in caplog.text)  # logged after the client's error
     conn = Client(server.address, authkey=KEY)
     with pytest.raises(EOFError):  # refused without an answer
         dispatch(conn, None, "shutdown")
     conn.close()
     assert "'shutdown' is not served" in caplog.text
-    assert _client(server).describe()["lease"] > 0
+    assert task_queue_of(server, KEY).describe()["lease"] > 0
 
 
 def test_clients_that_hang_up_mid_call_leave_the_server_serving(
@@ -124,7 +110,7 @@ def test_clients_that_hang_up_mid_call_leave_the_server_serving(
     # A proxy connection that dies while its take() waits on the server. On its own thread:
     # proxies cache one connection per thread, and this one is left broken.
     def dying_client() -> None:
-        proxy = _client(server)
+        proxy = task_queue_of(server, KEY)
         proxy.take("w0", 1, 1 << 20, 0)  # empties the queue
         raw = proxy._tls.connection
         raw.send((proxy._id, "take", ("w1", 1, 1 << 20, 2.0), {}))
@@ -134,7 +120,7 @@ def test_clients_that_hang_up_mid_call_leave_the_server_serving(
     thread.start()
     thread.join()
     time.sleep(0.2)
-    fresh = _client(server)
+    fresh = task_queue_of(server, KEY)
     assert fresh.describe()["root"] == b"/srv/logs"
     assert fresh.take("w2", 1, 1 << 20, 0) == []
 
@@ -158,7 +144,7 @@ def test_each_connection_is_a_session_of_its_own_even_on_a_reused_thread() -> No
         for n in range(1, 6):
             # One connection at a time, each from a thread that ends with it: the server's
             # thread for the next one is likely to get the same thread id.
-            caller = threading.Thread(target=lambda: _client(srv).take("h:1", 1, 1, 0))
+            caller = threading.Thread(target=lambda: task_queue_of(srv, KEY).take("h:1", 1, 1, 0))
             caller.start()
             caller.join()
             wait_for(lambda n=n: len(ended) == n)  # type: ignore[misc]

@@ -23,6 +23,7 @@ from workers.protocol import (
     DispatchManager,
     Result,
     Status,
+    Task,
     forget_connection,
     listener_client,
 )
@@ -64,6 +65,15 @@ def _queued(cluster: Cluster, count: int) -> bool:
     return bool(fetch(_address(cluster), AUTHKEY.encode())["files"]["queued"] >= count)
 
 
+def _handed(cluster: Cluster, name: str, content: bytes, worker: str) -> tuple[Any, Task]:
+    """Drop ``name`` into the root and take its task as ``worker``, on a connection of its own."""
+    (cluster.root / name).write_bytes(content)
+    wait_for(lambda: _queued(cluster, 1))
+    tasks, _ = _client(cluster)
+    [task] = tasks.take(worker, 1, 1 << 20, 0)
+    return tasks, task
+
+
 def test_a_result_held_across_a_crash_never_lands_on_another_file(cluster: Cluster) -> None:
     write_log(cluster.root / "big.log", 60)
     (cluster.tmp / "uncommitting_master.py").write_text(UNCOMMITTING_MASTER)
@@ -96,10 +106,8 @@ def test_a_result_held_across_a_crash_never_lands_on_another_file(cluster: Clust
 
 def test_malformed_requests_cost_their_sender_the_connection(cluster: Cluster) -> None:
     master = cluster.serve()
-    (cluster.root / "a.log").write_bytes(b"ERROR 1 x\nok\n")
-    wait_for(lambda: _queued(cluster, 1))
-    tasks, _ = _client(cluster)
-    [task] = tasks.take("intruder:1", 1, 1 << 20, 0)
+    # _holder keeps the connection that took the task, and so its lease, open.
+    _holder, task = _handed(cluster, "a.log", b"ERROR 1 x\nok\n", "intruder:1")
 
     def result(**fields: Any) -> Result:
         base: dict[str, Any] = {"worker": "intruder:1", "status": Status.DONE, "lease": task.lease}
@@ -181,10 +189,7 @@ def test_a_key_holder_cannot_unregister_what_the_master_serves(cluster: Cluster)
 
 def test_only_the_holder_of_a_lease_reports_extends_or_hands_it_back(cluster: Cluster) -> None:
     master = cluster.serve()
-    (cluster.root / "held.log").write_bytes(b"ERROR 1 x\nok\nok\n")
-    wait_for(lambda: _queued(cluster, 1))
-    holder, _ = _client(cluster)
-    [task] = holder.take("holder:1", 1, 1 << 20, 0)
+    holder, task = _handed(cluster, "held.log", b"ERROR 1 x\nok\nok\n", "holder:1")
 
     # Another key holder, without the lease, claims it under the holder's name.
     other, results = _client(cluster)

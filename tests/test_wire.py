@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AUTHKEY, Cluster, wait_for
+from conftest import AUTHKEY, Cluster, manager_server, task_queue_of, wait_for
 
-from dispatcher.server import ManagerServer, ResultSink
-from dispatcher.taskqueue import Pending, TaskQueue
+from dispatcher.server import ManagerServer
+from dispatcher.taskqueue import Pending
 from workers.protocol import DispatchManager
 
 KEY = b"wire-test-key"
@@ -36,20 +35,8 @@ class Touch:
 
 @pytest.fixture
 def server() -> Iterator[ManagerServer]:
-    tasks = TaskQueue(b"/srv/logs", rb"ERROR", secret=b"k" * 32)
-    tasks.put(Pending(1, b"a.log", 10, 1))
-    srv = ManagerServer(("127.0.0.1", 0), KEY, tasks, ResultSink(queue.SimpleQueue()), 5.0)
-    srv.start()
-    try:
+    with manager_server(KEY, 5.0, Pending(1, b"a.log", 10, 1)) as srv:
         yield srv
-    finally:
-        srv.stop()
-
-
-def _task_queue(srv: ManagerServer) -> Any:
-    manager = DispatchManager(address=srv.address, authkey=KEY)
-    manager.connect()
-    return manager.get_task_queue()  # type: ignore[attr-defined]
 
 
 def _is_dropped(conn: Any) -> bool:
@@ -117,7 +104,7 @@ def test_calls_the_clients_never_make_are_refused_and_logged(
     conn.close()
     wait_for(lambda: "refused request from 127.0.0.1" in caplog.text)
     assert "Traceback" not in caplog.text
-    assert _task_queue(server).describe()["root"] == b"/srv/logs"
+    assert task_queue_of(server, KEY).describe()["root"] == b"/srv/logs"
 
 
 @pytest.mark.parametrize("method", ["__repr__", "__str__", "#GETVALUE", "session_closed"])
@@ -131,7 +118,7 @@ def test_a_served_object_answers_only_its_exposed_methods(
     # On a thread of its own: proxies cache one connection per thread, and this one is dropped.
     def call() -> None:
         try:
-            proxy = _task_queue(server)
+            proxy = task_queue_of(server, KEY)
             proxy.describe()  # connects
             raw = proxy._tls.connection
             raw.send((proxy._id, method, (), {}))
@@ -143,7 +130,7 @@ def test_a_served_object_answers_only_its_exposed_methods(
     assert done.wait(10)
     assert dropped == [True]
     wait_for(lambda: f"{method!r} is not served" in caplog.text)
-    [task] = _task_queue(server).take("w1", 5, 1 << 20, 0)
+    [task] = task_queue_of(server, KEY).take("w1", 5, 1 << 20, 0)
     assert task.path == b"a.log"
 
 

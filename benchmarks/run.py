@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-CLI = [sys.executable, "-c", "import sys; from dispatcher.cli import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from dispatcher.cli.main import main; sys.exit(main())"]
 GREP_RE = r"\b(ERROR|FATAL|CRITICAL)\b"
 MB = 1 << 20
 OLD_AGE = 3600.0  # seconds: mtimes this far in the past are taken at once
@@ -697,7 +697,7 @@ def fig_scale(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> 
 
 def status_cost(m: Master, queued: int) -> tuple[float, float]:
     """Median milliseconds of one status request, and the whole `status --json` command."""
-    from dispatcher.status import fetch
+    from dispatcher.views.status import fetch
 
     key = m.key.read_text().strip().encode()
     times = []

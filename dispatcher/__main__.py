@@ -1,5 +1,5 @@
 import sys
 
-from dispatcher.cli import main
+from dispatcher.cli.main import main
 
 sys.exit(main(["serve", *sys.argv[1:]]))

@@ -83,8 +83,8 @@ print(summary.build(Path(sys.argv[1]))['totals']['done'])" "$work/state" 2>/dev/
     sleep 0.5
 done
 
-"$python" -c "import sys; from dispatcher.cli import main; sys.exit(main())" \
+"$python" -c "import sys; from dispatcher.cli.main import main; sys.exit(main())" \
     summary --state "$work/state"
 echo "== which host counted what:"
-"$python" -c "import sys; from dispatcher.cli import main; sys.exit(main())" \
+"$python" -c "import sys; from dispatcher.cli.main import main; sys.exit(main())" \
     summary --state "$work/state" --format csv | cut -d, -f1,6 | column -t -s,

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from dispatcher import summary
-from dispatcher.server import ManagerServer, ResultSink
-from dispatcher.taskqueue import Pending, TaskQueue
+from dispatcher.transport.server import ManagerServer, ResultSink
+from dispatcher.transport.taskqueue import Pending, TaskQueue
+from dispatcher.views import summary
 from workers.protocol import DispatchManager
 
 AUTHKEY = secrets.token_hex(16)
@@ -35,7 +35,7 @@ AUTHKEY = secrets.token_hex(16)
 LOGDISPATCH = [
     sys.executable,
     "-c",
-    "import sys; from dispatcher.cli import main; sys.exit(main())",
+    "import sys; from dispatcher.cli.main import main; sys.exit(main())",
 ]
 
 

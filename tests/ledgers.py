@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dispatcher.ledger import Ledger, VersionStatus
+from dispatcher.ledger.writer import Ledger, VersionStatus
 from workers.protocol import Result, Status
 
 # Names and log lines that must stay text in every view: markup, quotes, ampersands, bytes

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import AUTHKEY, LOGDISPATCH, Cluster, logdispatch, wait_for, write_bomb, write_log
 
-from dispatcher.cli import all_commands
-from dispatcher.taskqueue import Pending, TaskQueue
+from dispatcher.cli.main import all_commands
+from dispatcher.transport.taskqueue import Pending, TaskQueue
 from workers.config import resolve
 from workers.errors import ConfigError
 from workers.worker import Worker, WorkerConfig

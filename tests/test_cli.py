@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import reference_counts
 
-from dispatcher import summary
-from dispatcher.ledger import SCHEMA, FileRow, Ledger
+from dispatcher.ledger.writer import SCHEMA, FileRow, Ledger
+from dispatcher.views import summary
 from workers.common import decode_path
 
 SAMPLES = Path(__file__).parent.parent / "sample_logs"

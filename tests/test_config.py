@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import AUTHKEY, Cluster, Proc, logdispatch, wait_for
 
-from dispatcher.cli import all_commands
+from dispatcher.cli.main import all_commands
 from workers.cli import build_parser as work_parser
 from workers.config import (
     Resolution,
@@ -398,7 +398,7 @@ def test_every_log_line_names_its_component(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     # run's own progress lines are its output, not log lines.
     lines = [line for line in result.stderr.splitlines() if not line.startswith("logdispatch run:")]
-    pattern = re.compile(r"\S+ \S+ (logdispatch\.[a-z]+|watchdog\.[a-z.]+) [A-Z]+ ")
+    pattern = re.compile(r"\S+ \S+ (logdispatch\.[a-z_.]+|watchdog\.[a-z.]+) [A-Z]+ ")
     assert [line for line in lines if not pattern.match(line)] == []
     named = {line.split()[2] for line in lines}
-    assert {"logdispatch.server", "logdispatch.worker"} <= named
+    assert {"logdispatch.dispatcher.transport.server", "logdispatch.workers.worker"} <= named

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.cli import all_commands
+from dispatcher.cli.main import all_commands
 from workers.config import REQUIRED, Source, resolve
 
 DEPLOY = Path(__file__).parent.parent / "deploy"

@@ -14,7 +14,7 @@ from typing import Any
 from conftest import Cluster, as_unprivileged, wait_for
 
 from dispatcher.inbox import Scanned
-from dispatcher.watcher import Eligibility, Scanner
+from dispatcher.watch.scanner import Eligibility, Scanner
 
 
 def _rss_peak_kib(pid: int) -> int:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import dispatcher.ledger as ledger_module
-from dispatcher.ledger import Ledger, ledger_path
+import dispatcher.ledger.writer as ledger_module
+from dispatcher.ledger.writer import Ledger, ledger_path
 from workers.protocol import Result, Status
 
 # More rows than one statement takes, so that every write is split.
@@ -83,7 +83,7 @@ def test_bulk_writes_leave_what_one_statement_per_row_leaves(
 
 def test_device_and_inode_numbers_keep_all_64_bits(tmp_path: Path) -> None:
     """st_ino and st_dev are unsigned 64-bit; SQLite's INTEGER is signed."""
-    from dispatcher.ondone import Action, OnDone
+    from dispatcher.master.ondone import Action, OnDone
 
     ledger = Ledger(tmp_path / "state", tmp_path)
     huge = (1 << 64) - 5

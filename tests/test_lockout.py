@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import LOGDISPATCH, Cluster, manager_server, wait_for
 
-from dispatcher.server import ManagerServer
+from dispatcher.transport.server import ManagerServer
 
 ATTACKS = Path(__file__).parent / "attacks.py"
 # Longer than the test needs: the attacker is stopped once the test is done with it.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_on_done import _run_once, _summary
 
-from dispatcher.walk import lstat_under
+from dispatcher.watch.walk import lstat_under
 
 FOLDERS = [b"%02d-" % i + b"d" * 197 for i in range(30)]  # 30 names of 200 bytes
 DEEP = b"/".join([*FOLDERS, b"deep.log"])

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from dispatcher.master import Master, MasterConfig
-from dispatcher.summary import build
+from dispatcher.master.config import MasterConfig
+from dispatcher.master.loop import Master
+from dispatcher.views.summary import build
 from workers.protocol import DispatchManager, Result, Status, Task
 
 KEY = b"test-key"

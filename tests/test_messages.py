@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatcher.messages import ELLIPSIS, line_text, mask, message_of, tally
+from dispatcher.views.messages import ELLIPSIS, line_text, mask, message_of, tally
 from workers.counting import SAMPLE_BYTES
 
 PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -25,8 +25,8 @@ from reference import reference_counts
 from test_cli import logdispatch
 from test_master import Harness, _old_file
 
-from dispatcher.ledger import SCHEMA, Ledger, VersionStatus
-from dispatcher.ondone import KEEP, Action, Disposal, DisposalState, Disposer, OnDone
+from dispatcher.ledger.writer import SCHEMA, Ledger, VersionStatus
+from dispatcher.master.ondone import KEEP, Action, Disposal, DisposalState, Disposer, OnDone
 from workers.protocol import Result, Status
 
 # Logs of a few shapes: nested folders, an archive, a name that is not UTF-8.

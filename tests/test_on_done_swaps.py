@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from conftest import Cluster, as_unprivileged, wait_for
 
-from dispatcher.ledger import Ledger
-from dispatcher.ondone import Action, Disposal, DisposalState, Disposer, OnDone
+from dispatcher.ledger.writer import Ledger
+from dispatcher.master.ondone import Action, Disposal, DisposalState, Disposer, OnDone
 from workers.protocol import Result, Status, Task
 from workers.worker import Worker, WorkerConfig
 

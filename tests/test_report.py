@@ -26,11 +26,11 @@ from conftest import Cluster, free_port, logdispatch, port_in_use, wait_for
 from ledgers import HOSTILE_LINE, HOSTILE_NAMES, Finished, write_ledger
 from test_summary_views import BROKEN, Counted, as_json
 
-from dispatcher import charts, report, summary, views
 from dispatcher.defaults import REPORT_BARS, REPORT_FOLDERS, REPORT_TOP_FILES
-from dispatcher.ledger import Ledger
-from dispatcher.messages import line_text
-from dispatcher.web import ReportServer
+from dispatcher.ledger.writer import Ledger
+from dispatcher.views import charts, groups, report, summary
+from dispatcher.views.messages import line_text
+from dispatcher.views.web import ReportServer
 from workers.common import decode_path, display_path, printable
 
 # The ledger test_summary_views counts with `run --once`: seven folders, a failed gzip, the
@@ -118,7 +118,7 @@ def test_failed_list_is_summary_failed(counted: Counted) -> None:
 def test_messages_are_summary_errors(counted: Counted) -> None:
     found = _read(counted.state)
     expected = as_json(counted.state, "--errors", "--top", "20")
-    assert [views.message_entry(m) for m in found.messages.messages[:20]] == expected["messages"]
+    assert [groups.message_entry(m) for m in found.messages.messages[:20]] == expected["messages"]
     assert (found.messages.files, found.messages.sampled_lines, found.files_with_errors) == (
         expected["sampled"]["files"],
         expected["sampled"]["lines"],
@@ -460,7 +460,10 @@ def test_serve_http_serves_the_live_page_and_the_status_document(cluster: Cluste
     assert code == 200 and body == b"" and int(headers["Content-Length"]) > 1000
     code, headers, _ = _get(port, "/", "POST")
     assert code == 405 and headers["Allow"] == "GET, HEAD"
-    assert re.search(r"logdispatch\.http DEBUG 127\.0\.0\.1 \"GET / HTTP/1\.1\" 200", master.output)
+    assert re.search(
+        r"logdispatch\.dispatcher\.views\.web DEBUG 127\.0\.0\.1 \"GET / HTTP/1\.1\" 200",
+        master.output,
+    )
     master.signal(signal.SIGTERM)  # the page's server stops with the master
     assert master.wait() == 0
 

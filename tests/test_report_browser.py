@@ -15,7 +15,7 @@ from conftest import logdispatch
 from ledgers import HOSTILE_LINE, HOSTILE_NAMES, busy_day, write_ledger
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
-from dispatcher.messages import line_text
+from dispatcher.views.messages import line_text
 from workers.common import display_path, printable
 
 CHROMIUM = shutil.which("chromium")

@@ -16,8 +16,8 @@ from multiprocessing.managers import dispatch
 import pytest
 from conftest import manager_server, task_queue_of, wait_for
 
-from dispatcher.server import ManagerServer, ResultSink
-from dispatcher.taskqueue import Pending, TaskQueue
+from dispatcher.transport.server import ManagerServer, ResultSink
+from dispatcher.transport.taskqueue import Pending, TaskQueue
 
 KEY = b"server-test-key"
 
@@ -43,7 +43,7 @@ def _closed_by_server(sock: socket.socket, within: float) -> bool:
 def test_silent_connection_is_dropped_after_the_login_timeout(
     server: ManagerServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, "logdispatch.server")
+    caplog.set_level(logging.WARNING, "logdispatch.dispatcher.transport")
     started = time.monotonic()
     with socket.create_connection(server.address) as silent:
         assert _closed_by_server(silent, within=5)
@@ -74,7 +74,7 @@ def test_a_byte_at_a_time_does_not_outlast_the_login_timeout(server: ManagerServ
 def test_garbage_is_refused_and_logged(
     server: ManagerServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, "logdispatch.server")
+    caplog.set_level(logging.WARNING, "logdispatch.dispatcher.transport")
     with socket.create_connection(server.address) as noisy:
         noisy.sendall(bytes(range(256)) * 8)
         assert _closed_by_server(noisy, within=5)
@@ -86,7 +86,7 @@ def test_garbage_is_refused_and_logged(
 def test_wrong_key_gets_no_traceback_and_workers_cannot_stop_the_server(
     server: ManagerServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, "logdispatch.server")
+    caplog.set_level(logging.WARNING, "logdispatch.dispatcher.transport")
     with pytest.raises(AuthenticationError):
         task_queue_of(server, b"wrong")
     wait_for(lambda: "refused connection" in caplog.text)  # logged after the client's error
@@ -101,7 +101,7 @@ def test_wrong_key_gets_no_traceback_and_workers_cannot_stop_the_server(
 def test_clients_that_hang_up_mid_call_leave_the_server_serving(
     server: ManagerServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, "logdispatch.server")
+    caplog.set_level(logging.WARNING, "logdispatch.dispatcher.transport")
     # Logged in, then half a request and gone.
     conn = Client(server.address, authkey=KEY)
     conn._send(struct.pack("!i", 1000) + b"partial")  # type: ignore[attr-defined]

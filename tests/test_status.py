@@ -17,9 +17,9 @@ import pytest
 from conftest import AUTHKEY, LOGDISPATCH, Cluster, free_port, port_in_use, wait_for, write_log
 from reference import reference_counts
 
-from dispatcher.activity import FORGET_WORKER_SECONDS, SECONDS_BUCKETS, Activity
-from dispatcher.status import MasterInfo, fetch, status_document
-from dispatcher.taskqueue import Pending, TaskQueue
+from dispatcher.transport.taskqueue import Pending, TaskQueue
+from dispatcher.views.activity import FORGET_WORKER_SECONDS, SECONDS_BUCKETS, Activity
+from dispatcher.views.status import MasterInfo, fetch, status_document
 from workers.errors import MasterUnreachable
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import AUTHKEY, Cluster, Proc, logdispatch, wait_for, write_log
 
-from dispatcher.status import fetch
+from dispatcher.views.status import fetch
 from workers.protocol import (
     SERIALIZER,
     DispatchManager,
@@ -36,7 +36,8 @@ SLOW_PATTERN = r".*ERROR\s+\d+"
 UNCOMMITTING_MASTER = """
 import sys
 from pathlib import Path
-from dispatcher.master import Master, MasterConfig
+from dispatcher.master.config import MasterConfig
+from dispatcher.master.loop import Master
 root, state, port, key = sys.argv[1:]
 config = MasterConfig(
     root=Path(root), authkey=key.encode(), address=("127.0.0.1", int(port)),

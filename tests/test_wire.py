@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from conftest import AUTHKEY, Cluster, manager_server, task_queue_of, wait_for
 
-from dispatcher.server import ManagerServer
-from dispatcher.taskqueue import Pending
+from dispatcher.transport.server import ManagerServer
+from dispatcher.transport.taskqueue import Pending
 from workers.protocol import DispatchManager
 
 KEY = b"wire-test-key"
@@ -97,7 +97,7 @@ def test_a_pickled_call_is_refused_before_it_runs_and_the_master_keeps_counting(
 def test_calls_the_clients_never_make_are_refused_and_logged(
     server: ManagerServer, caplog: pytest.LogCaptureFixture, request_: tuple[Any, ...]
 ) -> None:
-    caplog.set_level(logging.WARNING, "logdispatch.server")
+    caplog.set_level(logging.WARNING, "logdispatch.dispatcher.transport")
     conn = Client(server.address, authkey=KEY)
     conn.send(request_)
     assert _is_dropped(conn)
@@ -111,7 +111,7 @@ def test_calls_the_clients_never_make_are_refused_and_logged(
 def test_a_served_object_answers_only_its_exposed_methods(
     server: ManagerServer, caplog: pytest.LogCaptureFixture, method: str
 ) -> None:
-    caplog.set_level(logging.WARNING, "logdispatch.server")
+    caplog.set_level(logging.WARNING, "logdispatch.dispatcher.transport")
     done = threading.Event()
     dropped: list[bool] = []
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import as_unprivileged
 
-from dispatcher.taskqueue import Pending, TaskQueue
+from dispatcher.transport.taskqueue import Pending, TaskQueue
 from workers.counting import DEFAULT_ERROR_PATTERN
 from workers.protocol import Status, Task
 from workers.worker import Worker, WorkerConfig

@@ -1,8 +1,8 @@
 """``logdispatch report``: the ledger as one self-contained HTML page (inline CSS and SVG, no
 script), also served live by ``serve --http``.
 
-Its numbers come from the queries of ``logdispatch summary`` (the ledger's and dispatcher.views'
-``select_*``), all run in one snapshot of the ledger.
+Its numbers come from the queries of ``logdispatch summary`` (the ledger's and
+``dispatcher.views.groups``' ``select_*``), all run in one snapshot of the ledger.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any
 
 from markupsafe import Markup
 
-from dispatcher import charts, defaults, summary, views
-from dispatcher.ledger import FileRow, select_files, snapshot
-from dispatcher.messages import Tally, tally
+from dispatcher import defaults
+from dispatcher.ledger.writer import FileRow, select_files, snapshot
+from dispatcher.views import charts, groups, summary
+from dispatcher.views.messages import Tally, tally
 from workers.common import display_path, printable
 from workers.counting import SAMPLE_LINES
 from workers.errors import ConfigError
@@ -48,7 +49,7 @@ class Report:
     totals: dict[str, int]
     first: float | None  # the first and last finished_at, of any file
     last: float | None
-    folders: list[dict[str, Any]]  # views.group_entry()s, most error lines first
+    folders: list[dict[str, Any]]  # groups.group_entry()s, most error lines first
     folder_count: int
     by_rate: list[FileRow]
     by_errors: list[FileRow]
@@ -65,9 +66,9 @@ def read(state_dir: Path) -> Report:
 
 
 def _read(db: sqlite3.Connection, totals: dict[str, int]) -> Report:
-    by_folder = views.View("dir", sort="errors", top=defaults.REPORT_FOLDERS)
-    folders = list(views.select_groups(by_folder)(db, totals))
-    files_with_errors, samples = views.select_samples(db)
+    by_folder = groups.View("dir", sort="errors", top=defaults.REPORT_FOLDERS)
+    folders = list(groups.select_groups(by_folder)(db, totals))
+    files_with_errors, samples = groups.select_samples(db)
     first, last, timeline = _timeline(db)
     (root,) = db.execute("SELECT value FROM meta WHERE key = 'root'").fetchone() or (None,)
     return Report(
@@ -75,11 +76,11 @@ def _read(db: sqlite3.Connection, totals: dict[str, int]) -> Report:
         totals=totals,
         first=first,
         last=last,
-        folders=[views.group_entry("dir", group) for group in folders],
+        folders=[groups.group_entry("dir", group) for group in folders],
         folder_count=folders[0][-1] if folders else 0,
         by_rate=_files(select_files(sort="rate", top=defaults.REPORT_TOP_FILES)(db, totals)),
         by_errors=_files(select_files(sort="errors", top=defaults.REPORT_TOP_FILES)(db, totals)),
-        failed=_files(views.select_failed(defaults.REPORT_FAILED_FILES)(db, totals)),
+        failed=_files(groups.select_failed(defaults.REPORT_FAILED_FILES)(db, totals)),
         messages=tally(samples),
         files_with_errors=files_with_errors,
         timeline=timeline,
@@ -99,7 +100,7 @@ def _timeline(db: sqlite3.Connection) -> tuple[float | None, float | None, Timel
         return None, None, Timeline(charts.Buckets("minute", []), [], [])
     if last - first > defaults.REPORT_HOURS_UP_TO:
         # Local days, as summary --by day has them.
-        unit, key = "day", views.DAY
+        unit, key = "day", groups.DAY
         day, end = _local_day(first), _local_day(last)
         keys: list[Any] = []
         while day <= end:
@@ -251,7 +252,7 @@ def _failed_entry(row: FileRow) -> dict[str, Any]:
         "status": row.status,
         "attempts": row.attempts,
         "worker": printable(row.worker or "-"),
-        "when": views.local_time(row.finished_at),
+        "when": groups.local_time(row.finished_at),
         "reason": printable(row.error or "-"),
     }
 
@@ -263,7 +264,7 @@ def _message_entries(found: Tally) -> list[dict[str, Any]]:
     for message in shown:
         entry = {
             k: printable(v) if isinstance(v, str) else v
-            for k, v in views.message_entry(message).items()
+            for k, v in groups.message_entry(message).items()
         }
         entry["bar"] = _share(message.sampled_lines, most)
         entries.append(entry)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dispatcher import defaults
-from dispatcher.config import show
+from dispatcher.cli.config import show
 from workers.common import (
     StopSignals,
     add_connection_arguments,
@@ -43,9 +43,9 @@ from workers.errors import ConfigError, CountError, LogDispatchError
 # The master's, the ledger's and the workers' modules load only in the commands using them:
 # `count` starts without them.
 if TYPE_CHECKING:
-    from dispatcher.master import MasterConfig
+    from dispatcher.master.config import MasterConfig
 
-log = logging.getLogger("logdispatch.cli")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 # How long `run` gives its workers to finish their batch after SIGTERM before killing them.
 WORKER_STOP_SECONDS = 10.0
@@ -304,8 +304,8 @@ def _add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
 
 
 def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -> MasterConfig:
-    from dispatcher.master import MasterConfig
-    from dispatcher.ondone import OnDone
+    from dispatcher.master.config import MasterConfig
+    from dispatcher.master.ondone import OnDone
 
     options: dict[str, Any] = {
         "root": args.root,
@@ -363,7 +363,7 @@ def raise_descriptor_limit() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from dispatcher.master import Master
+    from dispatcher.master.loop import Master
 
     raise_descriptor_limit()
     metrics_address = None if args.metrics is None else parse_address(args.metrics)
@@ -374,14 +374,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as side_servers:  # they stop before the master closes
             master.start()
             if metrics_address is not None:
-                from dispatcher.metrics import serve_metrics
+                from dispatcher.views.metrics import serve_metrics
 
                 side_servers.callback(
                     serve_metrics(metrics_address, master.status, master.activity.snapshot)
                 )
                 log.info("metrics at http://%s/metrics", format_address(metrics_address))
             if http_address is not None:
-                from dispatcher.web import serve_http
+                from dispatcher.views.web import serve_http
 
                 side_servers.callback(serve_http(http_address, args.state, master.status))
                 log.info("report at http://%s/", format_address(http_address))
@@ -397,7 +397,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--workers must be at least 1")
     import secrets
 
-    from dispatcher.master import Master
+    from dispatcher.master.loop import Master
     from workers.local import LocalWorkers
     from workers.worker import WorkerConfig
 
@@ -417,7 +417,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     progress = None
     if args.once and not args.quiet:
-        from dispatcher.progress import RunProgress
+        from dispatcher.views.progress import RunProgress
 
         progress = RunProgress(master.activity)
 
@@ -466,7 +466,7 @@ def _report_run(config: MasterConfig, signals: StopSignals, crashed: bool) -> in
             file=sys.stderr,
         )
         return 128 + signals.first
-    from dispatcher import summary
+    from dispatcher.views import summary
 
     document = summary.build(config.state_dir, defaults.TABLE_ROWS)
     summary.render_table(document, sys.stdout)
@@ -474,7 +474,7 @@ def _report_run(config: MasterConfig, signals: StopSignals, crashed: bool) -> in
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from dispatcher import status
+    from dispatcher.views import status
 
     if args.interval <= 0:
         raise ConfigError("--interval must be positive")
@@ -499,15 +499,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from dispatcher import views
+    from dispatcher.views import groups
 
-    view = views.View(args.by, args.depth, args.sort, args.top, args.failed, args.errors)
-    views.show(args.state, view, args.format, sys.stdout, args.rows)
+    view = groups.View(args.by, args.depth, args.sort, args.top, args.failed, args.errors)
+    groups.show(args.state, view, args.format, sys.stdout, args.rows)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from dispatcher import report
+    from dispatcher.views import report
 
     report.write(args.state, args.out)
     return 0

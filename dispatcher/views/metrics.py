@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from dispatcher.activity import SECONDS_BUCKETS, ActivitySnapshot
-from dispatcher.httpguard import GuardedHandlerMixIn, GuardedServerMixIn
+from dispatcher.views.activity import SECONDS_BUCKETS, ActivitySnapshot
+from dispatcher.views.httpguard import GuardedHandlerMixIn, GuardedServerMixIn
 from workers.common import format_address
 from workers.errors import ConfigError
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 WORKER_STATES = ("counting", "idle", "lost", "gone")
 
-log = logging.getLogger("logdispatch.metrics")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 
 class _MetricsServer(GuardedServerMixIn, WSGIServer):

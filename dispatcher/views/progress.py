@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from rich.filesize import decimal
 
-from dispatcher.activity import Activity
+from dispatcher.views.activity import Activity
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID

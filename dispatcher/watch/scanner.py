@@ -1,5 +1,5 @@
 """Finding candidate files: which names are eligible, and full scans (watchdog's events are
-in ``dispatcher.events``, loaded only by a master that watches).
+in ``dispatcher.watch.events``, loaded only by a master that watches).
 
 Everything here only reports what it saw to the master's inbox; deciding whether a file has
 settled and recording it is the master loop's job. Events are hints, the directory is the truth.
@@ -18,10 +18,10 @@ import time
 from collections.abc import Sequence
 
 from dispatcher.inbox import Inbox, Scanned, Seen
-from dispatcher.walk import open_path
+from dispatcher.watch.walk import open_path
 from workers.common import error_text
 
-log = logging.getLogger("logdispatch.watcher")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 # Names that are still being written by common tools (editors, downloaders, atomic writers).
 UNFINISHED_SUFFIXES = (b".tmp", b".part", b".swp", b"~")

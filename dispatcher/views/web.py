@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from dispatcher import defaults, report
-from dispatcher.httpguard import GuardedHandlerMixIn, GuardedHTTPServer
+from dispatcher import defaults
+from dispatcher.views import report
+from dispatcher.views.httpguard import GuardedHandlerMixIn, GuardedHTTPServer
 from workers.common import format_address
 from workers.errors import ConfigError, LogDispatchError
 
-log = logging.getLogger("logdispatch.http")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 HTML = "text/html; charset=utf-8"
 JSON = "application/json"

@@ -76,7 +76,7 @@ class Series:
 def environment() -> jinja2.Environment:
     """The Jinja2 environment of the report and its charts: everything escaped unless Markup."""
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("dispatcher", "templates"),
+        loader=jinja2.PackageLoader("dispatcher.views", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

@@ -9,7 +9,7 @@ destination. Only the version that was counted is touched: a file whose size or 
 since is left alone, and its new version is counted as usual; one of the same size and mtime
 but another inode than the worker counted is another file, left alone too. Its path is walked
 from the root one folder at a time without following symlinks, and the file is checked and
-acted on relative to its folder's descriptor (see dispatcher.walk), as are the folders made
+acted on relative to its folder's descriptor (see dispatcher.watch.walk), as are the folders made
 in the archive.
 """
 
@@ -31,11 +31,11 @@ from typing import NamedTuple
 
 from dispatcher import defaults
 from dispatcher.inbox import Disposed
-from dispatcher.walk import open_folder
+from dispatcher.watch.walk import open_folder
 from workers.common import decode_path, display_path, error_text
 from workers.errors import ConfigError, SymlinkOnPath
 
-log = logging.getLogger("logdispatch.ondone")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 # A move that cannot hard-link the file copies it instead: another filesystem (EXDEV), a
 # filesystem without hard links, or a file the master may not link (fs.protected_hardlinks

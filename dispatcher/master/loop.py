@@ -10,75 +10,33 @@ import hmac
 import logging
 import os
 import queue
-import re
 import socket
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dispatcher import defaults
-from dispatcher.activity import Activity, Counted
 from dispatcher.inbox import Disposed, Inbox, ResultsIn, Scanned, Seen
-from dispatcher.ledger import Ledger, VersionStatus
-from dispatcher.ondone import KEEP, Action, Disposal, Disposer, OnDone
-from dispatcher.server import ManagerServer, ResultSink
-from dispatcher.status import MasterInfo, RootWatch, StatusService, status_document
-from dispatcher.taskqueue import Lease, Pending, TaskQueue, host_of
-from dispatcher.walk import lstat_under
-from dispatcher.watcher import Eligibility, Scanner
-from workers.common import DEFAULT_ADDRESS, TLSFiles, display_path
-from workers.counting import DEFAULT_ERROR_PATTERN
+from dispatcher.ledger.writer import Ledger, VersionStatus
+from dispatcher.master.config import MasterConfig
+from dispatcher.master.ondone import Action, Disposal, Disposer
+from dispatcher.transport.server import ManagerServer, ResultSink
+from dispatcher.transport.taskqueue import Lease, Pending, TaskQueue, host_of
+from dispatcher.views.activity import Activity, Counted
+from dispatcher.views.status import MasterInfo, RootWatch, StatusService, status_document
+from dispatcher.watch.scanner import Eligibility, Scanner
+from dispatcher.watch.walk import lstat_under
+from workers.common import display_path
 from workers.errors import ConfigError
 from workers.protocol import Result, Status
 
 if TYPE_CHECKING:
-    from dispatcher.events import Watcher
+    from dispatcher.watch.events import Watcher
 
-log = logging.getLogger("logdispatch.master")
-ledger_log = logging.getLogger("logdispatch.ledger")
-
-
-@dataclass(frozen=True)
-class MasterConfig:
-    root: Path
-    authkey: bytes
-    address: tuple[str, int] = DEFAULT_ADDRESS
-    state_dir: Path = Path(defaults.STATE_DIR)
-    poll: float | None = None
-    settle: float = defaults.SETTLE_SECONDS
-    include: Sequence[str] = ()
-    exclude: Sequence[str] = ()
-    error_pattern: bytes = DEFAULT_ERROR_PATTERN
-    lease: float = defaults.LEASE_SECONDS
-    max_lease_age: float = defaults.MAX_LEASE_AGE_SECONDS
-    max_attempts: int = defaults.MAX_ATTEMPTS
-    rescan: float = defaults.RESCAN_SECONDS
-    events: bool = True  # False: no watcher at all, only the rescans find files
-    once: bool = False  # count what is there now, then finish: no watching, no rescans
-    commit_interval: float = defaults.COMMIT_SECONDS
-    on_done: OnDone = KEEP
-    tls: TLSFiles | None = None  # the server's certificate, key and clients' CA
-
-    def __post_init__(self) -> None:
-        if not self.root.is_dir():
-            raise ConfigError(f"root {self.root} is not a directory")
-        try:
-            re.compile(self.error_pattern)
-        except re.error as e:
-            raise ConfigError(f"--error-pattern is not a valid regex: {e}") from None
-        if self.rescan <= 0:
-            raise ConfigError("--rescan must be positive")
-        if self.poll is not None and self.poll <= 0:
-            raise ConfigError("--poll must be positive")
-        if self.max_attempts < 1:
-            raise ConfigError("--max-attempts must be at least 1")
-        if self.lease <= 0 or self.settle < 0:
-            raise ConfigError("--lease must be positive and --settle not negative")
-        if self.max_lease_age < self.lease:
-            raise ConfigError("--max-lease-age must be at least --lease")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 
 @dataclass(slots=True)
@@ -172,7 +130,7 @@ class Master:
         self._server.start()
         self._scanner.start()
         if not self.config.once and self.config.events:
-            from dispatcher.events import Watcher
+            from dispatcher.watch.events import Watcher
 
             self._watcher = Watcher(self._root, self._inbox, self._scanner, self.config.poll)
             try:
@@ -457,7 +415,7 @@ class Master:
             self.activity.counted(counted)
         if refused:  # one line a batch: a batch is up to thousands of results
             result, version = refused[0]
-            ledger_log.warning(
+            log.warning(
                 "%d result(s) from %s refused: not handed out for the version they name; the "
                 "first, task %d attempt %d, for %s (size %d, mtime %d)",
                 len(refused),
@@ -482,7 +440,7 @@ class Master:
         if version is None:
             # Counted already (a late duplicate), or handed out by a master that stopped before
             # it recorded the version: ids are never given twice, so it cannot land elsewhere.
-            ledger_log.info(
+            log.info(
                 "result for task %d attempt %d from %s refused: no open version has that id",
                 result.task_id,
                 result.attempt,
@@ -500,7 +458,7 @@ class Master:
                 result.attempt,
                 result.worker,
             ):
-                ledger_log.info(
+                log.info(
                     "failure from %s on an attempt that no longer holds %s ignored: %s",
                     result.worker,
                     display_path(version.path),

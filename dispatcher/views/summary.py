@@ -1,5 +1,5 @@
 """Summaries of the ledger: one row per file (its latest version) and totals; the JSON, CSV
-and table pieces the other views (dispatcher.views) share."""
+and table pieces the other views (dispatcher.views.groups) share."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.defaults import TABLE_ROWS
-from dispatcher.ledger import FileRow, read_summary
-from dispatcher.ondone import MOVED_TO
+from dispatcher.ledger.writer import FileRow, read_summary
+from dispatcher.master.ondone import MOVED_TO
 from workers.common import decode_path, printable
 
 if TYPE_CHECKING:  # rich loads only with a table

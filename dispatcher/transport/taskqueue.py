@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dispatcher import defaults
-from dispatcher.protocol import check_int, check_leases, check_seconds, check_worker_id
-from dispatcher.sessions import current_session
-from dispatcher.weight import work_weight
+from dispatcher.transport.requests import check_int, check_leases, check_seconds, check_worker_id
+from dispatcher.transport.sessions import current_session
+from dispatcher.transport.weight import work_weight
 from workers.protocol import Task
 
 MAX_BATCH_ITEMS = 1000
@@ -85,7 +85,7 @@ class Lease:
     task: Task
     worker: str
     deadline: float
-    session: int  # the connection that took it (see dispatcher.sessions)
+    session: int  # the connection that took it (see dispatcher.transport.sessions)
     taken_at: float
     avoid: frozenset[str] = frozenset()  # carried over from the Pending, for a hand-back
     # Once its worker has moved on to another file, a lease is no longer kept alive as the one

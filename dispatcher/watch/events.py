@@ -1,6 +1,6 @@
 """watchdog's events as hints for the master: a file to look at, a folder to scan.
 
-Apart from ``dispatcher.watcher`` so that a master that does not watch (``run --once``,
+Apart from ``dispatcher.watch.scanner`` so that a master that does not watch (``run --once``,
 ``--no-events``) starts without loading watchdog.
 """
 
@@ -19,9 +19,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from dispatcher.inbox import Inbox, Seen
-from dispatcher.watcher import Scanner
+from dispatcher.watch.scanner import Scanner
 
-log = logging.getLogger("logdispatch.watcher")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 
 # How often the watcher makes sure the root is still the folder it watches: a root deleted and

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from dispatcher import defaults
-from dispatcher.ondone import KEEP, Action, Disposal, DisposalState, OnDone, Outcome
+from dispatcher.master.ondone import KEEP, Action, Disposal, DisposalState, OnDone, Outcome
 from workers.errors import ConfigError, LedgerBusy, LedgerError
 from workers.protocol import Result
 
-log = logging.getLogger("logdispatch.ledger")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,10 +50,10 @@ CREATE TABLE IF NOT EXISTS versions (
     replaced INTEGER NOT NULL DEFAULT 0,  -- 1 once a newer version of the path exists
     on_done TEXT,                 -- move or delete, recorded with the counts; NULL: keep
     on_done_dir BLOB,             -- the archive folder of a move
-    on_done_state TEXT,           -- pending, done, failed or skipped (dispatcher/ondone.py)
+    on_done_state TEXT,           -- pending, done, failed or skipped (dispatcher/master/ondone.py)
     on_done_note TEXT,            -- what became of the file: "deleted" or "moved to ..."
     -- The st_dev and st_ino of the file counted as its worker found them: --on-done acts on
-    -- that inode only (dispatcher/ondone.py). NULL: not known. The comments from here up to
+    -- that inode only (dispatcher/master/ondone.py). NULL: not known. The comments from here up to
     -- on_done_note hold no comma: DROP COLUMN (tests use it) cuts back to the last it finds.
     device INTEGER,
     inode INTEGER

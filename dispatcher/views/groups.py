@@ -1,5 +1,5 @@
-"""What ``logdispatch summary`` shows: one row per file (dispatcher.summary), totals per folder,
-worker, host or day, the failed and vanished files, or the most frequent error messages."""
+"""What ``logdispatch summary`` shows: one row per file (dispatcher.views.summary), totals per
+folder, worker, host or day, the failed and vanished files, or the most frequent error messages."""
 
 from __future__ import annotations
 
@@ -11,9 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dispatcher import defaults, summary
-from dispatcher.ledger import ERROR_RATE, FILE_COLUMNS, SORT_KEYS, FileRow, Select, read_latest
-from dispatcher.taskqueue import host_of
+from dispatcher import defaults
+from dispatcher.ledger.writer import (
+    ERROR_RATE,
+    FILE_COLUMNS,
+    SORT_KEYS,
+    FileRow,
+    Select,
+    read_latest,
+)
+from dispatcher.transport.taskqueue import host_of
+from dispatcher.views import summary
 from workers.common import decode_path, display_path, printable
 from workers.counting import SAMPLE_LINES
 from workers.errors import ConfigError
@@ -21,7 +29,7 @@ from workers.errors import ConfigError
 if TYPE_CHECKING:  # rich loads only with a table, the masking patterns with --errors
     from rich.text import Text
 
-    from dispatcher.messages import Message, Tally
+    from dispatcher.views.messages import Message, Tally
 
 GROUP_FIELDS = (
     "key", "files", "done", "failed", "vanished", "pending", "lines", "error_lines", "bytes",
@@ -342,7 +350,7 @@ def read_messages(state_dir: Path) -> tuple[dict[str, int], Tally, int]:
         files_with_errors, samples = select_samples(db)
         return samples
 
-    from dispatcher.messages import tally
+    from dispatcher.views.messages import tally
 
     totals, samples = read_latest(state_dir, select)
     return totals, tally(samples), files_with_errors
@@ -380,7 +388,7 @@ def _show_messages(state_dir: Path, top: int | None, fmt: str, out: TextIO, rows
 
 
 def message_entry(message: Message) -> dict[str, Any]:
-    from dispatcher.messages import line_text
+    from dispatcher.views.messages import line_text
 
     return {
         "message": line_text(message.text),

@@ -9,7 +9,7 @@ to the stranger, and not one per connection in a flood), requests checked before
 
 It is the master's one user of the stdlib server's private parts (each marked "stdlib
 internal" with what it relies on; checked on Python 3.11 to 3.13): no other module of the
-master touches them. Each connection is known by its session id (``dispatcher.sessions``).
+master touches them. Each connection is known by its session id (``dispatcher.transport.sessions``).
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ from typing import Any
 
 from dispatcher import defaults
 from dispatcher.inbox import Inbox, ResultsIn
-from dispatcher.protocol import REQUEST_TYPES, check_results, server_context
-from dispatcher.sessions import new_session, serving
-from dispatcher.status import StatusService
-from dispatcher.taskqueue import TaskQueue
+from dispatcher.transport.requests import REQUEST_TYPES, check_results, server_context
+from dispatcher.transport.sessions import new_session, serving
+from dispatcher.transport.taskqueue import TaskQueue
+from dispatcher.views.status import StatusService
 from workers.common import TLSFiles, error_text, format_address, format_peer, printable
 from workers.errors import BadRequest, MessageRefused
 from workers.protocol import SERIALIZER, Result, TLSConnection, load_message, tls_error_text
 
-log = logging.getLogger("logdispatch.server")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 # What a connection may ask before it is a proxy's (``accept_connection``): the calls the
 # stdlib's clients make, each with the arguments it takes (stdlib internal: the names of

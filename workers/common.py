@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from workers.errors import ConfigError
 
-log = logging.getLogger("logdispatch.protocol")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 AUTHKEY_ENV = "LOGDISPATCH_AUTHKEY"
 DEFAULT_PORT = 50000

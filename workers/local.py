@@ -19,7 +19,7 @@ from multiprocessing.context import ForkContext, SpawnContext
 from workers.common import setup_logging
 from workers.worker import Worker, WorkerConfig
 
-log = logging.getLogger("logdispatch.cli")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 
 def process_context() -> ForkContext | SpawnContext:

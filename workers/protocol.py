@@ -45,7 +45,7 @@ from workers.errors import ConfigError, MessageRefused
 if TYPE_CHECKING:
     import ssl
 
-log = logging.getLogger("logdispatch.protocol")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 # A master that does not accept within this is unreachable for now.
 CONNECT_TIMEOUT_SECONDS = 10.0

@@ -41,7 +41,7 @@ from workers.protocol import (
     tls_refused,
 )
 
-log = logging.getLogger("logdispatch.worker")
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 # Small files are taken a hundred at a time (one round trip each way per batch); big files one
 # or a few at a time, so one worker does not sit on work another could start.

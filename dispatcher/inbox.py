@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from workers.protocol import Result
 
 if TYPE_CHECKING:
-    from dispatcher.master.ondone import Outcome
+    from dispatcher.versions import Outcome
 
 
 @dataclass(frozen=True, slots=True)

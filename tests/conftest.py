@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 
 from dispatcher.transport.server import ManagerServer, ResultSink
-from dispatcher.transport.taskqueue import Pending, TaskQueue
+from dispatcher.transport.taskqueue import TaskQueue
+from dispatcher.versions import OpenVersion, Version
 from dispatcher.views import summary
 from workers.protocol import DispatchManager
 
@@ -298,11 +299,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 @contextlib.contextmanager
-def manager_server(key: bytes, login_timeout: float, *pending: Pending) -> Iterator[ManagerServer]:
-    """A real manager server on loopback, serving a task queue that holds ``pending``."""
-    tasks = TaskQueue(b"/srv/logs", rb"ERROR", secret=b"k" * 32)
-    for version in pending:
-        tasks.put(version)
+def manager_server(key: bytes, login_timeout: float, *queued: Version) -> Iterator[ManagerServer]:
+    """A real manager server on loopback, serving a task queue that holds ``queued``."""
+    versions = open_versions(*queued)
+    tasks = TaskQueue(b"/srv/logs", rb"ERROR", versions.get, secret=b"k" * 32)
+    tasks.put_many(list(versions))
     srv = ManagerServer(
         ("127.0.0.1", 0), key, tasks, ResultSink(queue.SimpleQueue()), login_timeout
     )
@@ -311,6 +312,11 @@ def manager_server(key: bytes, login_timeout: float, *pending: Pending) -> Itera
         yield srv
     finally:
         srv.stop()
+
+
+def open_versions(*versions: Version) -> dict[int, OpenVersion]:
+    """Versions as the master's registry holds them, for a task queue without a master."""
+    return {v.id: OpenVersion(v) for v in versions}
 
 
 def task_queue_of(srv: ManagerServer, key: bytes) -> Any:

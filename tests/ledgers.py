@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dispatcher.ledger.writer import Ledger, VersionStatus
+from dispatcher.ledger.writer import Ledger
+from dispatcher.versions import VersionStatus
 from workers.protocol import Result, Status
 
 # Names and log lines that must stay text in every view: markup, quotes, ampersands, bytes

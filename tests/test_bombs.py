@@ -13,10 +13,20 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import AUTHKEY, LOGDISPATCH, Cluster, logdispatch, wait_for, write_bomb, write_log
+from conftest import (
+    AUTHKEY,
+    LOGDISPATCH,
+    Cluster,
+    logdispatch,
+    open_versions,
+    wait_for,
+    write_bomb,
+    write_log,
+)
 
 from dispatcher.cli.main import all_commands
-from dispatcher.transport.taskqueue import Pending, TaskQueue
+from dispatcher.transport.taskqueue import TaskQueue
+from dispatcher.versions import Version
 from workers.config import resolve
 from workers.errors import ConfigError
 from workers.worker import Worker, WorkerConfig
@@ -176,12 +186,13 @@ def test_max_expanded_comes_from_flags_variables_and_files_like_its_siblings(
 
 
 def test_a_compressed_file_weighs_more_than_its_size_in_a_batch() -> None:
-    queue = TaskQueue(b"/r", b"ERROR", secret=b"k" * 32)
-    for i in range(10):
-        queue.put(Pending(i, f"{i}.log".encode(), size=100_000, mtime_ns=1))
-    for i in range(10, 20):
-        queue.put(Pending(i, f"{i}.log.GZ".encode(), size=100_000, mtime_ns=1))
-    queue.put(Pending(20, b"last.log.bz2", size=100, mtime_ns=1))
+    versions = open_versions(
+        *[Version(i, f"{i}.log".encode(), size=100_000, mtime_ns=1) for i in range(10)],
+        *[Version(i, f"{i}.log.GZ".encode(), size=100_000, mtime_ns=1) for i in range(10, 20)],
+        Version(20, b"last.log.bz2", size=100, mtime_ns=1),
+    )
+    queue = TaskQueue(b"/r", b"ERROR", versions.get, secret=b"k" * 32)
+    queue.put_many(list(versions))
     assert len(queue.take("w", 100, 2 * MiB, 0)) == 10  # the plain files: 1 MB in all
     assert [t.id for t in queue.take("w", 100, 2 * MiB, 0)] == [10]  # 3.2 MB of work alone
     assert [t.id for t in queue.take("w", 100, 2 * MiB, 0)] == [11]

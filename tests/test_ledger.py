@@ -83,7 +83,7 @@ def test_bulk_writes_leave_what_one_statement_per_row_leaves(
 
 def test_device_and_inode_numbers_keep_all_64_bits(tmp_path: Path) -> None:
     """st_ino and st_dev are unsigned 64-bit; SQLite's INTEGER is signed."""
-    from dispatcher.master.ondone import Action, OnDone
+    from dispatcher.versions import Action, OnDone
 
     ledger = Ledger(tmp_path / "state", tmp_path)
     huge = (1 << 64) - 5

@@ -1,7 +1,9 @@
-"""The master's bookkeeping, driven step by step with a fake clock over a real manager server.
+"""The master's bookkeeping, driven step by step with a fake clock.
 
-The test plays the worker through a real DispatchManager client on loopback, so leases, results
-and restarts go through the same queue and ledger a remote worker would reach.
+The test plays the worker, either through a real DispatchManager client on loopback, so leases,
+results and restarts go through the same queue and ledger a remote worker would reach, or (the
+"in-process" runs) by calling the master's own task queue and result sink, through a server
+factory that opens no socket: the master's bookkeeping does not depend on the transport.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from typing import Any
 import pytest
 
 from dispatcher.master.config import MasterConfig
-from dispatcher.master.loop import Master
+from dispatcher.master.loop import Master, Server
+from dispatcher.transport.server import ResultSink
+from dispatcher.transport.taskqueue import TaskQueue
+from dispatcher.views.status import StatusService
 from dispatcher.views.summary import build
 from workers.protocol import DispatchManager, Result, Status, Task
 
@@ -35,8 +40,26 @@ def _old_file(path: Path, data: bytes) -> None:
     os.utime(path, (1_600_000_000, 1_600_000_000))  # long settled
 
 
+class InProcess:
+    """A server without sockets: the test calls the task queue and the result sink itself."""
+
+    address = ("127.0.0.1", 0)
+
+    def __init__(self, tasks: TaskQueue, sink: ResultSink, status: StatusService) -> None:
+        self.tasks, self.sink, self.status = tasks, sink, status
+        self.running = False
+
+    def start(self) -> None:
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False
+
+
 class Harness:
-    def __init__(self, tmp_path: Path, **options: Any) -> None:
+    def __init__(self, tmp_path: Path, sockets: bool = True, **options: Any) -> None:
+        self.sockets = sockets
+        self.server: InProcess | None = None
         self.root = tmp_path / "root"
         self.root.mkdir(exist_ok=True)
         self.state = tmp_path / "state"
@@ -53,13 +76,25 @@ class Harness:
             state_dir=self.state,
             **self.options,
         )
-        self.master = Master(config, clock=self.clock)
+        if self.sockets:
+            self.master = Master(config, clock=self.clock)
+            self.master.start()
+            manager = DispatchManager(address=self.master.address, authkey=KEY)
+            manager.connect()
+            self.tasks: Any = manager.get_task_queue()  # type: ignore[attr-defined]
+            self.results: Any = manager.get_result_queue()  # type: ignore[attr-defined]
+            return self.master
+        self.master = Master(config, serve=self._in_process, clock=self.clock)
         self.master.start()
-        manager = DispatchManager(address=self.master.address, authkey=KEY)
-        manager.connect()
-        self.tasks: Any = manager.get_task_queue()  # type: ignore[attr-defined]
-        self.results: Any = manager.get_result_queue()  # type: ignore[attr-defined]
+        assert self.server is not None and self.server.running
+        self.tasks, self.results = self.server.tasks, self.server.sink
         return self.master
+
+    def _in_process(
+        self, tasks: TaskQueue, sink: ResultSink, status: StatusService, _: Any
+    ) -> Server:
+        self.server = InProcess(tasks, sink, status)
+        return self.server
 
     def step_until(self, predicate: Any, steps: int = 200) -> None:
         assert self.master is not None
@@ -90,11 +125,12 @@ class Harness:
             del self.tasks, self.results
             self.master.close()
             self.master = None
+            assert self.server is None or not self.server.running  # close() stopped it
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path)
+@pytest.fixture(params=["sockets", "in-process"])
+def harness(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Harness]:
+    h = Harness(tmp_path, sockets=request.param == "sockets")
     try:
         yield h
     finally:
@@ -238,7 +274,7 @@ def test_a_file_still_being_written_waits_for_settle(harness: Harness) -> None:
 
 
 def _settling(master: Master) -> dict[bytes, Any]:
-    return master._settling
+    return master._versions._settling  # type: ignore[return-value]
 
 
 def test_a_quick_failure_is_not_overwritten_by_its_own_lease(harness: Harness) -> None:

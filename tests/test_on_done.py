@@ -25,8 +25,17 @@ from reference import reference_counts
 from test_cli import logdispatch
 from test_master import Harness, _old_file
 
-from dispatcher.ledger.writer import SCHEMA, Ledger, VersionStatus
-from dispatcher.master.ondone import KEEP, Action, Disposal, DisposalState, Disposer, OnDone
+from dispatcher.ledger.writer import SCHEMA, Ledger
+from dispatcher.master.ondone import Disposer
+from dispatcher.versions import (
+    KEEP,
+    Action,
+    Disposal,
+    DisposalState,
+    OnDone,
+    Version,
+    VersionStatus,
+)
 from workers.protocol import Result, Status
 
 # Logs of a few shapes: nested folders, an archive, a name that is not UTF-8.
@@ -460,11 +469,11 @@ class _Files:
             st = os.stat(self.root / rel)
             size, mtime_ns = st.st_size, st.st_mtime_ns
         archive = os.fsencode(self.archive) if action is Action.MOVE else None
-        return Disposal(7, os.fsencode(rel), size, mtime_ns, action, archive)
+        return Disposal(Version(7, os.fsencode(rel), size, mtime_ns), action, archive)
 
     def dispose(self, disposal: Disposal) -> tuple[DisposalState, str]:
         vid, state, note = self.disposer.dispose(disposal)
-        assert vid == disposal.version_id
+        assert vid == disposal.version.id
         return state, note
 
 

@@ -22,7 +22,8 @@ import pytest
 from conftest import Cluster, as_unprivileged, wait_for
 
 from dispatcher.ledger.writer import Ledger
-from dispatcher.master.ondone import Action, Disposal, DisposalState, Disposer, OnDone
+from dispatcher.master.ondone import Disposer
+from dispatcher.versions import Action, Disposal, DisposalState, OnDone, Version
 from workers.protocol import Result, Status, Task
 from workers.worker import Worker, WorkerConfig
 
@@ -162,12 +163,13 @@ def test_a_pending_delete_from_a_ledger_without_inodes_follows_no_symlink(
 
 def _disposal(share: _Share, action: Action, inode: int | None) -> Disposal:
     archive = os.fsencode(share.archive) if action is Action.MOVE else None
-    return Disposal(7, b"a/secret.log", len(SECRET), MTIME_NS, action, archive, 2049, inode)
+    version = Version(7, b"a/secret.log", len(SECRET), MTIME_NS)
+    return Disposal(version, action, archive, 2049, inode)
 
 
 def _dispose(share: _Share, disposal: Disposal) -> tuple[DisposalState, str]:
     vid, state, note = Disposer(os.fsencode(share.root), lambda _: None).dispose(disposal)
-    assert vid == disposal.version_id
+    assert vid == disposal.version.id
     return state, note
 
 

@@ -17,14 +17,15 @@ import pytest
 from conftest import manager_server, task_queue_of, wait_for
 
 from dispatcher.transport.server import ManagerServer, ResultSink
-from dispatcher.transport.taskqueue import Pending, TaskQueue
+from dispatcher.transport.taskqueue import TaskQueue
+from dispatcher.versions import Version
 
 KEY = b"server-test-key"
 
 
 @pytest.fixture
 def server() -> Iterator[ManagerServer]:
-    with manager_server(KEY, 0.5, Pending(1, b"a.log", 10, 1)) as srv:
+    with manager_server(KEY, 0.5, Version(1, b"a.log", 10, 1)) as srv:
         yield srv
 
 
@@ -129,7 +130,11 @@ def test_each_connection_is_a_session_of_its_own_even_on_a_reused_thread() -> No
     contacts: list[int] = []
     ended: list[int] = []
     tasks = TaskQueue(
-        b"/srv/logs", rb"ERROR", on_contact=lambda _, s: contacts.append(s), secret=b"k" * 32
+        b"/srv/logs",
+        rb"ERROR",
+        {}.get,
+        on_contact=lambda _, s: contacts.append(s),
+        secret=b"k" * 32,
     )
     srv = ManagerServer(
         ("127.0.0.1", 0),

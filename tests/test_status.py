@@ -14,10 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AUTHKEY, LOGDISPATCH, Cluster, free_port, port_in_use, wait_for, write_log
+from conftest import (
+    AUTHKEY,
+    LOGDISPATCH,
+    Cluster,
+    free_port,
+    open_versions,
+    port_in_use,
+    wait_for,
+    write_log,
+)
 from reference import reference_counts
 
-from dispatcher.transport.taskqueue import Pending, TaskQueue
+from dispatcher.transport.taskqueue import TaskQueue
+from dispatcher.versions import Version
 from dispatcher.views.activity import FORGET_WORKER_SECONDS, SECONDS_BUCKETS, Activity
 from dispatcher.views.status import MasterInfo, fetch, status_document
 from workers.errors import MasterUnreachable
@@ -39,8 +49,9 @@ def _document(queue: TaskQueue, activity: Activity, clock: FakeClock) -> dict[st
 def test_worker_states_follow_their_calls_and_connections() -> None:
     clock = FakeClock()
     activity = Activity(clock, wall=lambda: 1_800_000_000.0)
-    queue = TaskQueue(b"/srv/logs", b"ERROR", 30.0, clock, secret=b"k" * 32)
-    queue.put_many([Pending(1, b"a/big.log", 10_000, 1), Pending(2, b"b/small.log", 10, 1)])
+    versions = open_versions(Version(1, b"a/big.log", 10_000, 1), Version(2, b"b/small.log", 10, 1))
+    queue = TaskQueue(b"/srv/logs", b"ERROR", versions.get, 30.0, clock, secret=b"k" * 32)
+    queue.put_many(list(versions))
     # Each worker on its own connection (the server gives each connection a session id).
     activity.contact("h1:1", 101)
     assert queue.take("h1:1", 1, 1 << 30, 0) != []

@@ -27,7 +27,8 @@ from conftest import logdispatch
 from reference import DEFAULT, reference_counts
 
 from dispatcher.defaults import ERROR_SAMPLE_FILES
-from dispatcher.ledger.writer import Ledger, VersionStatus
+from dispatcher.ledger.writer import Ledger
+from dispatcher.versions import VersionStatus
 from workers.common import decode_path, printable
 from workers.protocol import Result, Status
 

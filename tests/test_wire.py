@@ -17,7 +17,7 @@ import pytest
 from conftest import AUTHKEY, Cluster, manager_server, task_queue_of, wait_for
 
 from dispatcher.transport.server import ManagerServer
-from dispatcher.transport.taskqueue import Pending
+from dispatcher.versions import Version
 from workers.protocol import DispatchManager
 
 KEY = b"wire-test-key"
@@ -35,7 +35,7 @@ class Touch:
 
 @pytest.fixture
 def server() -> Iterator[ManagerServer]:
-    with manager_server(KEY, 5.0, Pending(1, b"a.log", 10, 1)) as srv:
+    with manager_server(KEY, 5.0, Version(1, b"a.log", 10, 1)) as srv:
         yield srv
 
 

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import as_unprivileged
+from conftest import as_unprivileged, open_versions
 
-from dispatcher.transport.taskqueue import Pending, TaskQueue
+from dispatcher.transport.taskqueue import TaskQueue
+from dispatcher.versions import Version
 from workers.counting import DEFAULT_ERROR_PATTERN
 from workers.protocol import Status, Task
 from workers.worker import Worker, WorkerConfig
@@ -99,10 +100,13 @@ def test_unreadable_file_is_an_error_result(public_dir: Path) -> None:
 
 
 def test_take_batches_by_count_and_bytes_and_release_returns_work() -> None:
-    queue = TaskQueue(b"/r", b"ERROR", secret=b"k" * 32)
-    for i in range(5):
-        queue.put(Pending(i, f"{i}.log".encode(), size=10, mtime_ns=1))
-    queue.put(Pending(5, b"big.log", size=1000, mtime_ns=1))
+    versions = open_versions(
+        *[Version(i, f"{i}.log".encode(), size=10, mtime_ns=1) for i in range(5)],
+        Version(5, b"big.log", size=1000, mtime_ns=1),
+    )
+    queue = TaskQueue(b"/r", b"ERROR", versions.get, secret=b"k" * 32)
+    for version_id in versions:
+        queue.put(version_id)
     assert [t.id for t in queue.take("w", 2, 1 << 20, 0)] == [0, 1]
     assert [t.id for t in queue.take("w", 10, 25, 0)] == [2, 3]  # third would pass 25 bytes
     batch = queue.take("w", 10, 25, 0)
@@ -116,11 +120,12 @@ def test_take_batches_by_count_and_bytes_and_release_returns_work() -> None:
 
 def test_a_waiting_take_gets_the_whole_scan_batch() -> None:
     """New work arrives in one put: a worker waiting for it gets a full batch, not one file."""
-    queue = TaskQueue(b"/r", b"ERROR", secret=b"k" * 32)
+    versions = open_versions(*[Version(i, f"{i}.log".encode(), 10, 1) for i in range(50)])
+    queue = TaskQueue(b"/r", b"ERROR", versions.get, secret=b"k" * 32)
     batches: list[list[Task]] = []
     taker = threading.Thread(target=lambda: batches.append(queue.take("w", 100, 1 << 20, 5)))
     taker.start()
     time.sleep(0.2)  # waiting in take()
-    queue.put_many([Pending(i, f"{i}.log".encode(), size=10, mtime_ns=1) for i in range(50)])
+    queue.put_many(list(versions))
     taker.join(5)
     assert [len(b) for b in batches] == [50]

@@ -255,3 +255,8 @@ def load_authkey(path: str | None) -> bytes:
     if not key:
         raise ConfigError(f"{source} is empty")
     return key
+
+
+def host_of(worker_id: str) -> str:
+    """The host part of a worker id (``host:pid``)."""
+    return worker_id.rpartition(":")[0] or worker_id

@@ -305,7 +305,7 @@ def _add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
 
 def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -> MasterConfig:
     from dispatcher.master.config import MasterConfig
-    from dispatcher.master.ondone import OnDone
+    from dispatcher.versions import OnDone
 
     options: dict[str, Any] = {
         "root": args.root,

@@ -16,13 +16,22 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from dispatcher import defaults
-from dispatcher.master.ondone import KEEP, Action, Disposal, DisposalState, OnDone, Outcome
+from dispatcher.versions import (
+    KEEP,
+    Action,
+    Disposal,
+    DisposalState,
+    OnDone,
+    OpenVersion,
+    Outcome,
+    Version,
+    VersionStatus,
+    sql_open,
+)
 from workers.errors import ConfigError, LedgerBusy, LedgerError
 from workers.protocol import Result
 
@@ -62,15 +71,6 @@ CREATE INDEX IF NOT EXISTS versions_path ON versions (path, id);
 -- Every status change paid for this index; the one query it served runs once, at start-up.
 DROP INDEX IF EXISTS versions_open;
 """
-
-
-class VersionStatus(StrEnum):
-    QUEUED = "queued"
-    LEASED = "leased"
-    DONE = "done"
-    FAILED = "failed"
-    VANISHED = "vanished"
-    SUPERSEDED = "superseded"  # changed before it was counted; a newer version replaces it
 
 
 # What sqlite3 errors mean for the operator, and whether a restart may help.
@@ -165,18 +165,6 @@ def _guarded(
             raise self._fail(e) from None
 
     return guarded
-
-
-@dataclass(frozen=True, slots=True)
-class OpenVersion:
-    """A version not yet final, as found in the ledger at start-up."""
-
-    id: int
-    path: bytes
-    size: int
-    mtime_ns: int
-    status: VersionStatus
-    attempts: int
 
 
 class FileRow(NamedTuple):
@@ -530,11 +518,14 @@ class Ledger:
 
     @_guarded
     def open_versions(self) -> list[OpenVersion]:
+        """The versions not final when the master last stopped, oldest first."""
+        # A leased row's attempts count the attempt in flight, which was not the file's fault
+        # and is not counted against it.
         rows = self._db.execute(
-            "SELECT id, path, size, mtime_ns, status, attempts FROM versions "
-            "WHERE status IN ('queued', 'leased') ORDER BY id"
+            "SELECT id, path, size, mtime_ns, max(attempts - (status = 'leased'), 0) "
+            f"FROM versions WHERE {sql_open()} ORDER BY id"
         )
-        return [OpenVersion(i, p, s, m, VersionStatus(st), a) for i, p, s, m, st, a in rows]
+        return [OpenVersion(Version(i, p, s, m), a) for i, p, s, m, a in rows]
 
     @_guarded
     def add_version(self, path: bytes, size: int, mtime_ns: int, seen_at: float) -> int:
@@ -612,7 +603,7 @@ class Ledger:
             "WHERE on_done_state IN ('pending', 'failed') ORDER BY id"
         )
         return [
-            Disposal(i, p, s, m, Action(a), d, _unsigned64(dev), _unsigned64(ino))
+            Disposal(Version(i, p, s, m), Action(a), d, _unsigned64(dev), _unsigned64(ino))
             for i, p, s, m, a, d, dev, ino in rows
         ]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dispatcher import defaults
-from dispatcher.master.ondone import KEEP, OnDone
+from dispatcher.versions import KEEP, OnDone
 from workers.common import DEFAULT_ADDRESS, TLSFiles
 from workers.counting import DEFAULT_ERROR_PATTERN
 from workers.errors import ConfigError

@@ -1,7 +1,8 @@
 """The master loop: settle candidates, queue new versions, record results, reap leases.
 
-One thread runs ``step()`` over and over; it is the only writer of the ledger. Scanner, watcher
-and manager-server threads talk to it through ``inbox`` only.
+One thread runs ``step()`` over and over; it is the only writer of the ledger and of the
+registry. Scanner, watcher, manager-server and disposer threads talk to it through ``inbox``
+only. Each of them is a Service: started once by ``start()``, stopped once by ``close()``.
 """
 
 from __future__ import annotations
@@ -14,50 +15,86 @@ import socket
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dispatcher import defaults
 from dispatcher.inbox import Disposed, Inbox, ResultsIn, Scanned, Seen
-from dispatcher.ledger.writer import Ledger, VersionStatus
+from dispatcher.ledger.writer import Ledger
 from dispatcher.master.config import MasterConfig
-from dispatcher.master.ondone import Action, Disposal, Disposer
+from dispatcher.master.ondone import Disposer, prepare_archive
+from dispatcher.master.registry import Registry
 from dispatcher.transport.server import ManagerServer, ResultSink
-from dispatcher.transport.taskqueue import Lease, Pending, TaskQueue, host_of
+from dispatcher.transport.taskqueue import Lease, TaskQueue
+from dispatcher.versions import Action, Disposal, OpenVersion, Version, VersionStatus
 from dispatcher.views.activity import Activity, Counted
 from dispatcher.views.status import MasterInfo, RootWatch, StatusService, status_document
 from dispatcher.watch.scanner import Eligibility, Scanner
 from dispatcher.watch.walk import lstat_under
-from workers.common import display_path
+from workers.common import display_path, host_of
 from workers.errors import ConfigError
 from workers.protocol import Result, Status
-
-if TYPE_CHECKING:
-    from dispatcher.watch.events import Watcher
 
 log = logging.getLogger(f"logdispatch.{__name__}")
 
 
-@dataclass(slots=True)
-class _Observation:
-    size: int
-    mtime_ns: int
-    since: float  # monotonic time it was first seen with this size and mtime
+class Service(Protocol):
+    """A part of the master that runs on threads of its own. ``stop()`` returns once they are
+    done (or given up on) and is safe when ``start()`` never ran or failed."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
-@dataclass(slots=True)
-class _OpenVersion:
-    path: bytes
-    size: int
-    mtime_ns: int
-    avoid: frozenset[str] = frozenset()  # hosts whose attempts failed
+class Server(Service, Protocol):
+    """Serves the task queue, the result sink and the status to workers and clients."""
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+
+# What builds the server from the task queue, the result sink, the status service and the
+# callback for a closed connection's session.
+ServerFactory = Callable[[TaskQueue, ResultSink, StatusService, Callable[[int], None]], Server]
+
+
+def manager_server(config: MasterConfig) -> ServerFactory:
+    """The manager server on ``config.address``, as workers reach it."""
+
+    def build(
+        tasks: TaskQueue,
+        sink: ResultSink,
+        status: StatusService,
+        on_disconnect: Callable[[int], None],
+    ) -> Server:
+        try:
+            return ManagerServer(
+                config.address,
+                config.authkey,
+                tasks,
+                sink,
+                status=status,
+                on_disconnect=on_disconnect,
+                tls=config.tls,
+            )
+        except OSError as e:
+            host, port = config.address
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+    return build
 
 
 class Master:
+    """The master of one root: its collaborators are handed in, so that a test can give it a
+    ledger of its own or a server without sockets; ``Master(config)`` makes the real ones."""
+
     def __init__(
         self,
         config: MasterConfig,
+        *,
+        ledger: Ledger | None = None,
+        serve: ServerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -66,32 +103,37 @@ class Master:
         self._wall = wall
         self._root = os.fsencode(os.path.realpath(config.root))
         self._inbox: Inbox = queue.SimpleQueue()
-        config.on_done.prepare(self._root)  # a bad archive is refused before the ledger is taken
+        prepare_archive(config.on_done, self._root)  # refused before the ledger is taken
         self._stopping = False  # a plain flag: set from signal handlers, which must not lock
         self.scan_complete = False  # the first full scan has reported everything it found
-        self._ledger = Ledger(config.state_dir, Path(os.fsdecode(self._root)))
+        if ledger is None:
+            ledger = Ledger(config.state_dir, Path(os.fsdecode(self._root)))
+        self._ledger = ledger
         self._committed_at = clock()
         self.activity = Activity(clock, wall)
+        self._versions = Registry(ledger.known_versions())
         self.tasks = TaskQueue(
             self._root,
             config.error_pattern,
+            self._versions.get,
             config.lease,
             clock,
             self.activity.contact,
-            secret=self._ledger.lease_secret,
+            secret=ledger.lease_secret,
             max_lease_age=config.max_lease_age,
         )
-        self._server: ManagerServer | None = None
+        self._serve = serve or manager_server(config)
+        self._server: Server | None = None
         self._eligibility = Eligibility(config.include, config.exclude)
         self._scanner = Scanner(self._root, self._eligibility, self._inbox)
-        self._watcher: Watcher | None = None
-        self._known = self._ledger.known_versions()  # path -> (size, mtime_ns) of latest version
-        self._open: dict[int, _OpenVersion] = {}
-        self._open_by_path: dict[bytes, int] = {}
+        self._watcher: Service | None = None
+        self._watch_mode = "once" if config.once else "rescans only"
+        # Started in this order and stopped in the reverse one; the disposer outlives them all
+        # (see close()).
+        self._inputs: list[Service] = []
         # New work is handed to the queue once per step: one put per file woke a waiting
         # take() for every file, which then returned a batch of one.
-        self._to_queue: list[Pending] = []
-        self._settling: dict[bytes, _Observation] = {}
+        self._to_queue: list[Version] = []
         self._next_rescan = clock() + config.rescan
         self._disposer = Disposer(self._root, self._inbox.put)
         self._to_dispose: list[Disposal] = []  # counted since the last commit, acted on after it
@@ -114,33 +156,23 @@ class Master:
         """
         self._restore()
         self._disposer.start()
-        try:
-            self._server = ManagerServer(
-                self.config.address,
-                self.config.authkey,
-                self.tasks,
-                ResultSink(self._inbox),
-                status=StatusService(self.status),
-                on_disconnect=self.activity.hung_up,
-                tls=self.config.tls,
-            )
-        except OSError as e:
-            host, port = self.config.address
-            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-        self._server.start()
-        self._scanner.start()
+        self._run_service(self._scanner)
         if not self.config.once and self.config.events:
             from dispatcher.watch.events import Watcher
 
-            self._watcher = Watcher(self._root, self._inbox, self._scanner, self.config.poll)
+            watcher = Watcher(self._root, self._inbox, self._scanner, self.config.poll)
             try:
-                self._watcher.start()
+                self._run_service(watcher)
             except OSError as e:
-                self._watcher = None
                 raise ConfigError(
                     f"cannot watch {os.fsdecode(self._root)}: {e.strerror} (raise "
                     "fs.inotify.max_user_watches, or use --poll SECONDS or --no-events)"
                 ) from None
+            self._watcher, self._watch_mode = watcher, watcher.mode
+        self._server = self._serve(
+            self.tasks, ResultSink(self._inbox), StatusService(self.status), self.activity.hung_up
+        )
+        self._run_service(self._server)
         if not self.config.once:
             log.info(
                 "watching %s (%s, full rescan every %g s)",
@@ -151,14 +183,16 @@ class Master:
         # The watcher starts first, so a file landing during the scan is seen by one or the other.
         self._scanner.request()
 
+    def _run_service(self, service: Service) -> None:
+        self._inputs.append(service)  # stopped by close() even if it fails to start
+        service.start()
+
     def _restore(self) -> None:
-        for row in self._ledger.open_versions():
-            # A lease that was in flight when the master stopped is not the file's fault.
-            attempts = row.attempts - 1 if row.status is VersionStatus.LEASED else row.attempts
-            self._track_open(row.id, row.path, row.size, row.mtime_ns, max(attempts, 0))
+        for record in self._ledger.open_versions():
+            self._open_version(record)
         self._queue_new()
-        if self._open:
-            log.info("re-queued %d unfinished files from the ledger", len(self._open))
+        if self._versions:
+            log.info("re-queued %d unfinished files from the ledger", len(self._versions))
         # Whatever --on-done says now: these were decided when the files were counted.
         unfinished = self._ledger.unfinished_disposals()
         if unfinished:
@@ -186,13 +220,10 @@ class Master:
     def close(self) -> None:
         """Stop handing out work, record what has arrived, and release everything."""
         self.tasks.close()
-        # Stop serving before the last drain: a result the server accepts is then recorded;
-        # a worker that cannot deliver keeps its results for the next master.
-        if self._server is not None:
-            self._server.stop()
-        if self._watcher is not None:
-            self._watcher.stop()
-        self._scanner.stop()
+        # The server stops first, before the last drain: a result the server accepts is then
+        # recorded; a worker that cannot deliver keeps its results for the next master.
+        for service in reversed(self._inputs):
+            service.stop()
         try:
             self._drain(timeout=0)
             self._commit()
@@ -209,9 +240,7 @@ class Master:
 
     @property
     def watch_mode(self) -> str:
-        if self.config.once:
-            return "once"
-        return self._watcher.mode if self._watcher else "rescans only"
+        return self._watch_mode
 
     def status(self) -> dict[str, Any]:
         """The document of ``logdispatch status``; called on a manager-server thread."""
@@ -224,21 +253,23 @@ class Master:
             self.config.lease,
         )
         now = self.activity.now()
-        # len() of the loop's dict from another thread: a moment's count, which is all it is.
-        settling = len(self._settling)
+        # A count of the loop's dict from another thread: a moment's count, which is all it is.
+        settling = self._versions.settling
         return status_document(
             info, self.tasks.state(), self.activity.snapshot(), settling, now, self._root_watch()
         )
 
     def _root_watch(self) -> RootWatch:
-        if self._watcher is not None:
+        from dispatcher.watch.events import Watcher
+
+        if isinstance(self._watcher, Watcher):
             return RootWatch(self._watcher.root_state, self._watcher.rewatched)
         return RootWatch("ok" if os.path.isdir(self._root) else "gone")
 
     @property
     def finished(self) -> bool:
         """True once the first scan is complete and every file it found is final."""
-        return self.scan_complete and not self._open and not self._settling
+        return self.scan_complete and not self._versions and not self._versions.settling
 
     # --- one iteration -------------------------------------------------------------------
 
@@ -267,7 +298,7 @@ class Master:
         False when there was nothing to commit."""
         # Leases are written with the commit that makes them durable anyway, and only those
         # still open then: a small file is usually counted by now, and its row written once.
-        self._ledger.mark_leased(t for t in self.tasks.drain_taken() if t[0] in self._open)
+        self._ledger.mark_leased(t for t in self.tasks.drain_taken() if t[0] in self._versions)
         if not self._ledger.dirty:
             return False
         self._ledger.commit()
@@ -321,55 +352,36 @@ class Master:
                 return
             found = self._stat(seen.path)
             if found is None:
-                self._settling.pop(seen.path, None)
+                self._versions.unsettle(seen.path)
                 return
             size, mtime_ns = found
-        if self._known.get(seen.path) == (size, mtime_ns):
-            self._settling.pop(seen.path, None)
-            return
-        now = self._clock()
-        previous = self._settling.get(seen.path)
-        held_still = (
-            previous is not None
-            and (previous.size, previous.mtime_ns) == (size, mtime_ns)
-            and now - previous.since >= self.config.settle
-        )
         # Every write moves mtime to "now": an mtime older than the settle time means the
         # file has held still that long already (the clocks of master and file server agree).
         old_enough = self._wall() - mtime_ns / 1e9 >= self.config.settle
-        if held_still or old_enough:
-            self._settling.pop(seen.path, None)
+        now = self._clock()
+        if self._versions.settled(seen.path, size, mtime_ns, now, self.config.settle, old_enough):
             self._add_version(seen.path, size, mtime_ns)
-        elif previous is None or (previous.size, previous.mtime_ns) != (size, mtime_ns):
-            self._settling[seen.path] = _Observation(size, mtime_ns, now)
 
     def _check_settling(self) -> None:
-        now = self._clock()
-        due = [p for p, o in self._settling.items() if now - o.since >= self.config.settle]
-        for path in due:
+        for path in self._versions.due(self._clock(), self.config.settle):
             self._consider(Seen(path))
 
     def _add_version(self, path: bytes, size: int, mtime_ns: int) -> None:
-        older = self._open_by_path.get(path)
+        older = self._versions.open_on(path)
         if older is not None:
             # Changed again before it was counted: only the newest version is worth counting.
-            self.tasks.discard([older])
             self._close(older, VersionStatus.SUPERSEDED, "changed before it was counted")
         version_id = self._ledger.add_version(path, size, mtime_ns, self._wall())
-        self._known[path] = (size, mtime_ns)
-        self._track_open(version_id, path, size, mtime_ns, attempts=0)
+        self._open_version(OpenVersion(Version(version_id, path, size, mtime_ns)))
 
-    def _track_open(
-        self, version_id: int, path: bytes, size: int, mtime_ns: int, attempts: int
-    ) -> None:
-        self._open[version_id] = _OpenVersion(path, size, mtime_ns)
-        self._open_by_path[path] = version_id
-        self._to_queue.append(Pending(version_id, path, size, mtime_ns, attempts))
+    def _open_version(self, record: OpenVersion) -> None:
+        self._versions.add(record)
+        self._to_queue.append(record.version)
 
     def _queue_new(self) -> None:
         if self._to_queue:
-            self.tasks.put_many(self._to_queue)
-            self.activity.queued(len(self._to_queue), sum(p.size for p in self._to_queue))
+            self.tasks.put_many([v.id for v in self._to_queue])
+            self.activity.queued(len(self._to_queue), sum(v.size for v in self._to_queue))
             self._to_queue = []
 
     # --- results and leases ----------------------------------------------------------------
@@ -381,9 +393,10 @@ class Master:
         done_ids: list[int] = []
         on_done = self.config.on_done
         now = self._wall()
-        refused: list[tuple[Result, _OpenVersion]] = []
+        refused: list[tuple[Result, Version]] = []
         for result in results:
-            version = self._open.get(result.task_id)
+            record = self._versions.get(result.task_id)
+            version = None if record is None else record.version
             if version is not None and not self._issued(result, version):
                 refused.append((result, version))
                 continue
@@ -391,25 +404,17 @@ class Master:
                 self._record(result, version)
                 continue
             # The first result wins: any later one finds the version closed.
+            self._versions.close(version.id)
             self._ledger.record_result(result, now, on_done)
-            done_ids.append(result.task_id)
+            done_ids.append(version.id)
             counted.append(
                 (version.size, result.worker, result.lines, result.error_lines, result.seconds)
             )
             if on_done.action is not Action.KEEP:
+                device, inode = result.device or None, result.inode or None
                 self._to_dispose.append(
-                    Disposal(
-                        result.task_id,
-                        version.path,
-                        version.size,
-                        version.mtime_ns,
-                        on_done.action,
-                        on_done.archive,
-                        result.device or None,
-                        result.inode or None,
-                    )
+                    Disposal(version, on_done.action, on_done.archive, device, inode)
                 )
-            self._forget(result.task_id)
         if counted:
             self.tasks.discard(done_ids)
             self.activity.counted(counted)
@@ -427,15 +432,15 @@ class Master:
                 version.mtime_ns,
             )
 
-    def _issued(self, result: Result, version: _OpenVersion) -> bool:
+    def _issued(self, result: Result, version: Version) -> bool:
         """Whether ``result`` answers a lease this master (or one before it on this ledger)
         handed out for exactly this version: its path, size and mtime are in the signature."""
         expected = self.tasks.sign(
-            result.task_id, result.attempt, version.path, version.size, version.mtime_ns
+            version.id, result.attempt, version.path, version.size, version.mtime_ns
         )
         return hmac.compare_digest(expected, result.lease)
 
-    def _record(self, result: Result, version: _OpenVersion | None) -> None:
+    def _record(self, result: Result, version: Version | None) -> None:
         """A result that is not a count: a failure, a file gone or changed, or a late one."""
         if version is None:
             # Counted already (a late duplicate), or handed out by a master that stopped before
@@ -453,7 +458,7 @@ class Master:
             # master still sees this very version has another view of the share (a missing
             # mount, a stale cache, another timestamp precision): that is a failure too,
             # retried on other hosts first, not a final state.
-            lease = self.tasks.lease(result.task_id)
+            lease = self.tasks.lease(version.id)
             if lease is None or (lease.task.attempt, lease.worker) != (
                 result.attempt,
                 result.worker,
@@ -465,26 +470,24 @@ class Master:
                     result.error,
                 )
                 return
-            self.tasks.discard([result.task_id])
+            self.tasks.discard([version.id])
             error = result.error or "error"
             if result.status is not Status.ERROR:
                 error = f"worker {result.worker} cannot see this version: {error}"
-            self._retry_or_fail(result.task_id, version, result.attempt, error, result.worker)
+            self._retry_or_fail(version, result.attempt, error, result.worker)
             return
         # Gone or changed, and the master agrees: final for this version.
-        self.tasks.discard([result.task_id])
-        if master_sees is None:
-            self._close(result.task_id, VersionStatus.VANISHED, result.error, result.worker)
-            self._known.pop(version.path, None)
-        else:  # the new version settles and is counted as itself
-            self._close(result.task_id, VersionStatus.SUPERSEDED, result.error, result.worker)
-            self._known.pop(version.path, None)
+        status = VersionStatus.VANISHED if master_sees is None else VersionStatus.SUPERSEDED
+        self._close(version.id, status, result.error, result.worker)
+        self._versions.forget(version.path)
+        if master_sees is not None:  # the new version settles and is counted as itself
             self._consider(Seen(version.path))
 
     def _lease_expired(self, lease: Lease) -> None:
-        version = self._open.get(lease.task.id)
-        if version is None:
+        record = self._versions.get(lease.task.id)
+        if record is None:
             return
+        version = record.version
         log.warning(
             "lease on %s (attempt %d) held by %s expired or its connection closed",
             display_path(version.path),
@@ -493,24 +496,16 @@ class Master:
         )
         reason = f"worker {lease.worker} stopped responding or disconnected"
         # The worker is gone, not necessarily because of the file: the next one may start now.
-        self._retry_or_fail(
-            lease.task.id, version, lease.task.attempt, reason, lease.worker, backoff=False
-        )
+        self._retry_or_fail(version, lease.task.attempt, reason, lease.worker, backoff=False)
 
     def _retry_or_fail(
-        self,
-        version_id: int,
-        version: _OpenVersion,
-        attempt: int,
-        error: str,
-        worker: str,
-        backoff: bool = True,
+        self, version: Version, attempt: int, error: str, worker: str, backoff: bool = True
     ) -> None:
         if attempt >= self.config.max_attempts:
             log.warning(
                 "%s failed after %d attempts: %s", display_path(version.path), attempt, error
             )
-            self._close(version_id, VersionStatus.FAILED, error, worker, attempts=attempt)
+            self._close(version.id, VersionStatus.FAILED, error, worker, attempts=attempt)
             return
         delay = 0.0
         if backoff:
@@ -525,12 +520,9 @@ class Master:
             error,
             delay,
         )
-        self._ledger.mark_queued(version_id, attempt, error)
-        version.avoid |= {host_of(worker)}
-        pending = Pending(
-            version_id, version.path, version.size, version.mtime_ns, attempt, version.avoid
-        )
-        self.tasks.put(pending, delay)
+        self._ledger.mark_queued(version.id, attempt, error)
+        self._versions.failed(version.id, attempt, host_of(worker))
+        self.tasks.put(version.id, delay)
 
     def _close(
         self,
@@ -540,12 +532,9 @@ class Master:
         worker: str | None = None,
         attempts: int | None = None,
     ) -> None:
+        """Final without counts. Closed in the registry before its lease ends: a take() in
+        between finds it gone rather than handing it out again."""
+        version = self._versions.close(version_id)
+        self.tasks.discard([version_id])
         self._ledger.record_end(version_id, status, error, self._wall(), worker, attempts)
-        version = self._open[version_id]
         self.activity.closed(status.value, version.size, version.path, error)
-        self._forget(version_id)
-
-    def _forget(self, version_id: int) -> None:
-        version = self._open.pop(version_id)
-        if self._open_by_path.get(version.path) == version_id:
-            del self._open_by_path[version.path]

@@ -25,12 +25,11 @@ import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import NamedTuple
 
 from dispatcher import defaults
 from dispatcher.inbox import Disposed
+from dispatcher.versions import MOVED_TO, Action, Disposal, DisposalState, OnDone, Outcome
 from dispatcher.watch.walk import open_folder
 from workers.common import decode_path, display_path, error_text
 from workers.errors import ConfigError, SymlinkOnPath
@@ -41,83 +40,29 @@ log = logging.getLogger(f"logdispatch.{__name__}")
 # filesystem without hard links, or a file the master may not link (fs.protected_hardlinks
 # refuses links to files of other users that it cannot write).
 _COPY_INSTEAD = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP})
-MOVED_TO = "moved to "  # how a move's outcome begins, before the file's new path
 # Names tried in the archive for one file before the move is recorded as failed.
 _MAX_NAMES = 1000
 # Bytes read at a time when comparing a file in the archive with the one to move.
 _COMPARE_CHUNK = 1024 * 1024
 
 
-class Action(StrEnum):
-    KEEP = "keep"
-    MOVE = "move"
-    DELETE = "delete"
-
-
-class DisposalState(StrEnum):
-    PENDING = "pending"  # recorded with the counts, not acted on yet
-    DONE = "done"
-    FAILED = "failed"  # tried again when the master next starts
-    SKIPPED = "skipped"  # changed since it was counted, or gone: left alone for good
-
-
-@dataclass(frozen=True)
-class OnDone:
-    """The --on-done setting: keep, delete, or move under ``archive`` (an absolute path)."""
-
-    action: Action = Action.KEEP
-    archive: bytes | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> OnDone:
-        if text in (Action.KEEP, Action.DELETE):
-            return cls(Action(text))
-        action, colon, folder = text.partition(":")
-        if action == Action.MOVE and colon and folder:
-            return cls(Action.MOVE, os.path.abspath(os.fsencode(folder)))
-        raise ConfigError(f"--on-done must be keep, delete or move:DIR, not {text!r}")
-
-    def prepare(self, root: bytes) -> None:
-        """Refuse an archive inside the root, create it, and check that it can be written."""
-        if self.archive is None:
-            return
-        shown = f"--on-done move:{os.fsdecode(self.archive)}"
-        if _within(os.path.realpath(self.archive), os.path.realpath(root)):
-            raise ConfigError(
-                f"{shown}: the folder is inside the watched root {os.fsdecode(root)}, where "
-                "what is moved would be counted again"
-            )
-        try:
-            os.makedirs(self.archive, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=self.archive, prefix=b".logdispatch-probe-")
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
-            raise ConfigError(f"{shown}: cannot create or write to it: {error_text(e)}") from None
-
-
-KEEP = OnDone()
-
-
-@dataclass(frozen=True, slots=True)
-class Disposal:
-    """A counted version to move or delete, as recorded with its counts."""
-
-    version_id: int
-    path: bytes  # relative to the root
-    size: int
-    mtime_ns: int
-    action: Action
-    archive: bytes | None
-    # The counted file's st_dev and st_ino as the worker's fstat saw them; None when unknown (a
-    # ledger or a worker from before they were recorded). Only the inode is compared, see
-    # _is_counted.
-    device: int | None = None
-    inode: int | None = None
-
-
-# (version id, state, note): the note is what the summary shows ("deleted", "moved to ...").
-Outcome = tuple[int, DisposalState, str]
+def prepare_archive(on_done: OnDone, root: bytes) -> None:
+    """Refuse an archive inside the root, create it, and check that it can be written."""
+    if on_done.archive is None:
+        return
+    shown = f"--on-done move:{os.fsdecode(on_done.archive)}"
+    if _within(os.path.realpath(on_done.archive), os.path.realpath(root)):
+        raise ConfigError(
+            f"{shown}: the folder is inside the watched root {os.fsdecode(root)}, where "
+            "what is moved would be counted again"
+        )
+    try:
+        os.makedirs(on_done.archive, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=on_done.archive, prefix=b".logdispatch-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{shown}: cannot create or write to it: {error_text(e)}") from None
 
 
 class _Refused(Exception):
@@ -166,17 +111,17 @@ class Disposer:
         except (_Refused, OSError) as e:
             note = f"{disposal.action} failed: {e if isinstance(e, _Refused) else error_text(e)}"
         except Exception:  # a bug must cost this file's action only, never the master
-            log.exception("cannot %s %s", disposal.action, display_path(disposal.path))
+            log.exception("cannot %s %s", disposal.action, display_path(disposal.version.path))
             note = f"{disposal.action} failed: unexpected error (see the master's log)"
         else:
-            return disposal.version_id, state, note
-        log.warning("%s: %s", display_path(disposal.path), note)
-        return disposal.version_id, DisposalState.FAILED, note
+            return disposal.version.id, state, note
+        log.warning("%s: %s", display_path(disposal.version.path), note)
+        return disposal.version.id, DisposalState.FAILED, note
 
     def _act(self, d: Disposal) -> tuple[DisposalState, str]:
-        *folders, name = d.path.split(b"/")
+        *folders, name = d.version.path.split(b"/")
         if any(part in (b"", b".", b"..") for part in (*folders, name)):
-            raise _Refused(f"{decode_path(d.path)} does not name a file under the root")
+            raise _Refused(f"{decode_path(d.version.path)} does not name a file under the root")
         # The folders are opened one by one without following a symlink, and the file is
         # looked at and acted on relative to its folder's descriptor: a folder swapped for a
         # symlink after the file was counted cannot lead the action elsewhere.
@@ -188,7 +133,7 @@ class Disposer:
             where = os.fsencode(e.filename)
             log.warning(
                 "%s: %s is a symbolic link now: left alone",
-                display_path(d.path),
+                display_path(d.version.path),
                 display_path(where),
             )
             return (
@@ -198,7 +143,9 @@ class Disposer:
         try:
             return self._act_in(d, source, folders, name)
         except _Replaced:
-            log.warning("%s was replaced while it was moved: left alone", display_path(d.path))
+            log.warning(
+                "%s was replaced while it was moved: left alone", display_path(d.version.path)
+            )
             return DisposalState.SKIPPED, "left in place: replaced while it was moved"
         finally:
             if source is not None:
@@ -214,14 +161,14 @@ class Disposer:
         if found is not None and not _is_version(found, d):
             log.info(
                 "%s changed since it was counted: left in place, its new version is counted",
-                display_path(d.path),
+                display_path(d.version.path),
             )
             return DisposalState.SKIPPED, "left in place: changed since it was counted"
         if found is not None and not _is_counted(found, d):
             log.warning(
                 "%s is another file than the one counted (same size and mtime, another inode): "
                 "left alone",
-                display_path(d.path),
+                display_path(d.version.path),
             )
             return DisposalState.SKIPPED, "left in place: another file than the one counted"
         # The check and the action are separate calls (there is no conditional unlink): a write
@@ -231,29 +178,31 @@ class Disposer:
                 assert source is not None
                 _unlink_if_there(source, name)
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("deleted %s", display_path(d.path))
+                log.debug("deleted %s", display_path(d.version.path))
             return DisposalState.DONE, "deleted"
         assert d.archive is not None
-        target = os.path.join(d.archive, d.path)
+        target = os.path.join(d.archive, d.version.path)
         holds_root = self._holds_root.get(d.archive)
         if holds_root is None:
             holds_root = self._holds_root[d.archive] = _within(
                 self._root, os.path.realpath(d.archive)
             )
         # With ROOT inside the archive, ARCHIVE/<path> may fall inside ROOT.
-        if holds_root and _within(os.path.join(os.path.realpath(d.archive), d.path), self._root):
+        if holds_root and _within(
+            os.path.join(os.path.realpath(d.archive), d.version.path), self._root
+        ):
             raise _Refused(f"{decode_path(target)} would be inside the watched root")
         if found is None:
             moved = _moved_earlier(d.archive, folders, name, d)
             if moved is None:
-                log.info("%s was gone before it could be moved", display_path(d.path))
+                log.info("%s was gone before it could be moved", display_path(d.version.path))
                 return DisposalState.SKIPPED, "gone before it could be moved"
         else:
             assert source is not None
-            moved = self._move(_Source(source, name, found), d.archive, folders, d.version_id)
+            moved = self._move(_Source(source, name, found), d.archive, folders, d.version.id)
         moved = os.path.join(os.path.dirname(target), moved)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("moved %s to %s", display_path(d.path), display_path(moved))
+            log.debug("moved %s to %s", display_path(d.version.path), display_path(moved))
         return DisposalState.DONE, MOVED_TO + decode_path(moved)
 
     def _move(self, source: _Source, archive: bytes, folders: list[bytes], vid: int) -> bytes:
@@ -436,8 +385,8 @@ def _moved_earlier(archive: bytes, folders: list[bytes], name: bytes, d: Disposa
 
 def _is_version(found: os.stat_result, d: Disposal) -> bool:
     return stat.S_ISREG(found.st_mode) and (found.st_size, found.st_mtime_ns) == (
-        d.size,
-        d.mtime_ns,
+        d.version.size,
+        d.version.mtime_ns,
     )
 
 

@@ -5,6 +5,11 @@ taking a batch records a lease for each task in the same step, so a worker that 
 tasks loses nothing: its leases expire and the master puts the tasks back. Each lease is signed
 (LeaseSigner), and only its signature extends or hands it back. Everything else is called by
 the master loop.
+
+The queue holds version ids and leases only. What a version is, how many attempts it had and
+which hosts to avoid are the master's registry's, read through ``versions`` when a task is
+handed out: an id whose version is final by then (counted from a result held across a restart,
+or superseded) is skipped.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from dispatcher import defaults
 from dispatcher.transport.requests import check_int, check_leases, check_seconds, check_worker_id
 from dispatcher.transport.sessions import current_session
 from dispatcher.transport.weight import work_weight
+from dispatcher.versions import OpenVersion, Version
+from workers.common import host_of
 from workers.protocol import Task
 
 MAX_BATCH_ITEMS = 1000
@@ -37,23 +44,6 @@ WAITING_LEASE_TERMS = 4
 # recently: a host with a broken mount must not burn every attempt of the files it cannot see.
 OTHER_HOSTS_ACTIVE_SECONDS = 10.0
 MAX_HOSTS_REMEMBERED = 1000
-
-
-def host_of(worker_id: str) -> str:
-    """The host part of a worker id (``host:pid``)."""
-    return worker_id.rpartition(":")[0] or worker_id
-
-
-@dataclass(slots=True)
-class Pending:
-    """A version waiting for a worker; ``attempts`` counts the attempts already made."""
-
-    id: int
-    path: bytes
-    size: int
-    mtime_ns: int
-    attempts: int = 0
-    avoid: frozenset[str] = frozenset()  # hosts whose attempts failed: others go first
 
 
 _SIGNED_NUMBERS = struct.Struct("<QQQq")  # version id, attempt, size, mtime_ns
@@ -87,7 +77,6 @@ class Lease:
     deadline: float
     session: int  # the connection that took it (see dispatcher.transport.sessions)
     taken_at: float
-    avoid: frozenset[str] = frozenset()  # carried over from the Pending, for a hand-back
     # Once its worker has moved on to another file, a lease is no longer kept alive as the one
     # being counted.
     passed: bool = False
@@ -109,6 +98,7 @@ class TaskQueue:
         self,
         root: bytes,
         error_pattern: bytes,
+        versions: Callable[[int], OpenVersion | None],
         lease_seconds: float = defaults.LEASE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         on_contact: Callable[[str, int], None] | None = None,
@@ -117,15 +107,15 @@ class TaskQueue:
         max_lease_age: float = defaults.MAX_LEASE_AGE_SECONDS,
     ) -> None:
         self._root = root
+        self._versions = versions
         self.sign = LeaseSigner(secret)
         self._max_lease_age = max_lease_age
         self._on_contact = on_contact  # (worker id, session) of every take and heartbeat
         self._error_pattern = error_pattern
         self._lease_seconds = lease_seconds
         self._clock = clock
-        self._ready: deque[Pending] = deque()
-        self._delayed: list[tuple[float, int, Pending]] = []  # heap by due time
-        self._cancelled: set[int] = set()  # ids to drop when they reach the front
+        self._ready: deque[int] = deque()  # version ids, first to hand out first
+        self._delayed: list[tuple[float, int]] = []  # (due time, version id): a heap
         self._leases: dict[int, Lease] = {}
         self._held_by: Counter[str] = Counter()  # worker id -> leases it holds
         self._counting: dict[str, int] = {}  # worker id -> the task its heartbeats say it counts
@@ -178,35 +168,26 @@ class TaskQueue:
                 h != host and now - t < OTHER_HOSTS_ACTIVE_SECONDS
                 for h, t in self._last_take.items()
             )
-            withheld: list[Pending] = []
+            withheld: list[int] = []
             while self._ready and len(batch) < max_items:
-                pending = self._ready[0]
-                weight = work_weight(pending.path, pending.size)
+                version_id = self._ready[0]
+                record = self._versions(version_id)
+                if record is None or version_id in self._leases:
+                    self._ready.popleft()  # final since it was queued, or queued twice
+                    continue
+                version = record.version
+                weight = work_weight(version.path, version.size)
                 if batch and total + weight > max_bytes:
                     break
                 self._ready.popleft()
-                if pending.id in self._cancelled:
-                    self._cancelled.discard(pending.id)
-                    continue
-                if others_active and host in pending.avoid:
-                    withheld.append(pending)
+                if others_active and host in record.avoid:
+                    withheld.append(version_id)
                     if len(withheld) >= MAX_BATCH_ITEMS:
                         break  # a host that failed much of the queue must not scan all of it
                     continue
-                attempt = pending.attempts + 1
-                task = Task(
-                    pending.id,
-                    pending.path,
-                    pending.size,
-                    pending.mtime_ns,
-                    attempt,
-                    self._error_pattern,
-                    self.sign(pending.id, attempt, pending.path, pending.size, pending.mtime_ns),
-                )
+                task = self._task(version, record.attempts + 1)
                 deadline = now + self._lease_seconds
-                self._leases[task.id] = Lease(
-                    task, worker_id, deadline, session, now, pending.avoid
-                )
+                self._leases[task.id] = Lease(task, worker_id, deadline, session, now)
                 self._held_by[worker_id] += 1
                 self._taken.append((task.id, task.attempt, worker_id))
                 batch.append(task)
@@ -256,65 +237,50 @@ class TaskQueue:
         with self._cond:
             returned = []
             for task_id, token in leases:
-                if self._held(task_id, token) is None:
-                    continue
-                lease = self._drop_lease(task_id)
-                assert lease is not None
-                task = lease.task
-                returned.append(
-                    Pending(
-                        task.id, task.path, task.size, task.mtime_ns, task.attempt - 1, lease.avoid
-                    )
-                )
+                if self._held(task_id, token) is not None:
+                    self._drop_lease(task_id)
+                    returned.append(task_id)
             if not self._closed:  # the master is stopping: the ledger has them as open
                 self._ready.extendleft(reversed(returned))  # back at the front, in order
                 self._cond.notify_all()
 
     # --- master loop side ----------------------------------------------------------------
 
-    def put(self, pending: Pending, delay: float = 0.0) -> None:
+    def put(self, version_id: int, delay: float = 0.0) -> None:
         with self._cond:
             if self._closed:
                 return  # the master is stopping; the ledger still has it as open
             if delay > 0:
-                heapq.heappush(self._delayed, (self._clock() + delay, pending.id, pending))
+                heapq.heappush(self._delayed, (self._clock() + delay, version_id))
             else:
-                self._ready.append(pending)
+                self._ready.append(version_id)
             self._cond.notify()
 
-    def put_many(self, pendings: list[Pending]) -> None:
+    def put_many(self, version_ids: list[int]) -> None:
         """Queue new work in one go: waiting takes wake once, to full batches."""
         with self._cond:
             if self._closed:
                 return
-            self._ready.extend(pendings)
+            self._ready.extend(version_ids)
             self._cond.notify_all()
 
     def state(self) -> QueueState:
-        with self._cond:  # every take() waits for this lock: copy, sort outside
-            cancelled = sum(p.id in self._cancelled for p in self._ready) if self._cancelled else 0
-            ready, delayed, leases = (
-                len(self._ready) - cancelled,
-                len(self._delayed),
-                [*self._leases.values()],
-            )
+        with self._cond:  # every take() waits for this lock: copy, count and sort outside
+            ready, delayed, leases = [*self._ready], len(self._delayed), [*self._leases.values()]
+        live = sum(1 for i in ready if self._versions(i) is not None and i not in self._leases)
         leases.sort(key=lambda lease: lease.taken_at)
-        return QueueState(ready, delayed, leases)
+        return QueueState(live, delayed, leases)
 
     def lease(self, task_id: int) -> Lease | None:
         with self._cond:
             return self._leases.get(task_id)
 
     def discard(self, task_ids: list[int]) -> None:
-        """Forget tasks wherever they are: queued, delayed or leased.
-
-        A queued entry is only marked, and dropped when it reaches the front; an entry put
-        again meanwhile (a retry) is a second entry and stays live.
-        """
+        """End the leases on these tasks. Their versions are final or about to be retried: an
+        id still queued is skipped once the registry has closed its version."""
         with self._cond:
             for task_id in task_ids:
-                if self._drop_lease(task_id) is None:
-                    self._cancelled.add(task_id)
+                self._drop_lease(task_id)
 
     def session_closed(self, session: int) -> None:
         """The connection that took these leases is gone: let them expire now, not at term."""
@@ -347,6 +313,18 @@ class TaskQueue:
 
     # --- internals (lock held) ------------------------------------------------------------
 
+    def _task(self, version: Version, attempt: int) -> Task:
+        signature = self.sign(version.id, attempt, version.path, version.size, version.mtime_ns)
+        return Task(
+            version.id,
+            version.path,
+            version.size,
+            version.mtime_ns,
+            attempt,
+            self._error_pattern,
+            signature,
+        )
+
     def _held(self, task_id: int, token: bytes) -> Lease | None:
         """The live lease on ``task_id`` if ``token`` is its signature: only its holder has it."""
         lease = self._leases.get(task_id)
@@ -368,7 +346,7 @@ class TaskQueue:
     def _promote_due(self) -> None:
         now = self._clock()
         while self._delayed and self._delayed[0][0] <= now:
-            self._ready.append(heapq.heappop(self._delayed)[2])
+            self._ready.append(heapq.heappop(self._delayed)[1])
 
     def _next_due_in(self) -> float:
         if not self._delayed:

@@ -20,9 +20,8 @@ from dispatcher.ledger.writer import (
     Select,
     read_latest,
 )
-from dispatcher.transport.taskqueue import host_of
 from dispatcher.views import summary
-from workers.common import decode_path, display_path, printable
+from workers.common import decode_path, display_path, host_of, printable
 from workers.counting import SAMPLE_LINES
 from workers.errors import ConfigError
 

@@ -15,9 +15,9 @@ from multiprocessing import AuthenticationError
 from multiprocessing.managers import RemoteError
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dispatcher.transport.taskqueue import QueueState, host_of
+from dispatcher.transport.taskqueue import QueueState
 from dispatcher.views.activity import RATE_WINDOW_SECONDS, ActivitySnapshot
-from workers.common import TLSFiles, display_path, error_text, format_address
+from workers.common import TLSFiles, display_path, error_text, format_address, host_of
 from workers.errors import MasterUnreachable
 from workers.protocol import DispatchManager, forget_connection, tls_error_text
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.defaults import TABLE_ROWS
 from dispatcher.ledger.writer import FileRow, read_summary
-from dispatcher.master.ondone import MOVED_TO
+from dispatcher.versions import MOVED_TO
 from workers.common import decode_path, printable
 
 if TYPE_CHECKING:  # rich loads only with a table

@@ -1,0 +1,110 @@
+"""What the master knows of each file version while it runs: the latest version of every path,
+the paths settling, and the versions not yet final with their attempts and the hosts to avoid.
+
+The master loop is its only writer. The task queue reads ``get`` from the manager server's
+threads: each open version is an immutable record replaced whole, and a dict read is atomic, so
+a reader sees either the record before a change or the one after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from dispatcher.versions import OpenVersion, Version
+
+
+@dataclass(frozen=True, slots=True)
+class _Settling:
+    size: int
+    mtime_ns: int
+    since: float  # monotonic time it was first seen with this size and mtime
+
+
+class Registry:
+    def __init__(self, known: dict[bytes, tuple[int, int]]) -> None:
+        # Size and mtime of the latest version of every path in the root (from the ledger at
+        # start): a file seen with them again is not new.
+        self._known = known
+        self._settling: dict[bytes, _Settling] = {}
+        self._open: dict[int, OpenVersion] = {}
+        self._open_by_path: dict[bytes, int] = {}
+
+    # --- settling --------------------------------------------------------------------------
+
+    def settled(
+        self, path: bytes, size: int, mtime_ns: int, now: float, settle: float, old_enough: bool
+    ) -> bool:
+        """Whether ``path`` with this size and mtime is a new version to count now.
+
+        It is when it is not the latest version known and it held still for ``settle``
+        seconds, or is ``old_enough`` already; otherwise it is remembered as settling from now
+        (or from when it was first seen so, if it was).
+        """
+        if self._known.get(path) == (size, mtime_ns):
+            self._settling.pop(path, None)
+            return False
+        previous = self._settling.get(path)
+        unchanged = previous is not None and (previous.size, previous.mtime_ns) == (size, mtime_ns)
+        if old_enough or (unchanged and previous is not None and now - previous.since >= settle):
+            self._settling.pop(path, None)
+            return True
+        if not unchanged:
+            self._settling[path] = _Settling(size, mtime_ns, now)
+        return False
+
+    def due(self, now: float, settle: float) -> list[bytes]:
+        """The settling paths to look at again: unchanged for ``settle`` seconds, if still so."""
+        return [p for p, s in self._settling.items() if now - s.since >= settle]
+
+    def unsettle(self, path: bytes) -> None:
+        """``path`` is gone, or no longer a file to count."""
+        self._settling.pop(path, None)
+
+    @property
+    def settling(self) -> int:
+        return len(self._settling)
+
+    # --- open versions ---------------------------------------------------------------------
+
+    def add(self, record: OpenVersion) -> None:
+        """A version to count; it is now the latest known version of its path."""
+        version = record.version
+        self._open[version.id] = record
+        self._open_by_path[version.path] = version.id
+        self._known[version.path] = (version.size, version.mtime_ns)
+
+    def get(self, version_id: int) -> OpenVersion | None:
+        """The open version with this id; None once it is final (or never was)."""
+        return self._open.get(version_id)
+
+    def open_on(self, path: bytes) -> int | None:
+        """The id of the open version of ``path``, if one is open."""
+        return self._open_by_path.get(path)
+
+    def failed(self, version_id: int, attempt: int, host: str) -> OpenVersion:
+        """Record that ``attempt`` failed on ``host``; returns the version as it now stands."""
+        record = self._open[version_id].failed(attempt, host)
+        self._open[version_id] = record
+        return record
+
+    def close(self, version_id: int) -> Version:
+        """The version is final: counted, failed for good, vanished or superseded."""
+        version = self._open.pop(version_id).version
+        if self._open_by_path.get(version.path) == version_id:
+            del self._open_by_path[version.path]
+        return version
+
+    def forget(self, path: bytes) -> None:
+        """The latest version of ``path`` is no longer there: whatever is found there is new."""
+        self._known.pop(path, None)
+
+    def __contains__(self, version_id: int) -> bool:
+        return version_id in self._open
+
+    def __len__(self) -> int:
+        """How many versions are open."""
+        return len(self._open)
+
+    def __iter__(self) -> Iterator[OpenVersion]:
+        return iter(self._open.values())

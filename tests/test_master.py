@@ -18,9 +18,8 @@ import pytest
 
 from dispatcher.master.config import MasterConfig
 from dispatcher.master.loop import Master, Server
-from dispatcher.transport.server import ResultSink
+from dispatcher.transport.server import ResultSink, StatusService
 from dispatcher.transport.taskqueue import TaskQueue
-from dispatcher.views.status import StatusService
 from dispatcher.views.summary import build
 from workers.protocol import DispatchManager, Result, Status, Task
 

@@ -24,11 +24,11 @@ from dispatcher.ledger.writer import Ledger
 from dispatcher.master.config import MasterConfig
 from dispatcher.master.ondone import Disposer, prepare_archive
 from dispatcher.master.registry import Registry
-from dispatcher.transport.server import ManagerServer, ResultSink
+from dispatcher.transport.server import ManagerServer, ResultSink, StatusService
 from dispatcher.transport.taskqueue import Lease, TaskQueue
 from dispatcher.versions import Action, Disposal, OpenVersion, Version, VersionStatus
 from dispatcher.views.activity import Activity, Counted
-from dispatcher.views.status import MasterInfo, RootWatch, StatusService, status_document
+from dispatcher.views.status import MasterInfo, RootWatch, status_document
 from dispatcher.watch.scanner import Eligibility, Scanner
 from dispatcher.watch.walk import lstat_under
 from workers.common import display_path, host_of

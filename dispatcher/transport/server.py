@@ -34,7 +34,6 @@ from dispatcher.inbox import Inbox, ResultsIn
 from dispatcher.transport.requests import REQUEST_TYPES, check_results, server_context
 from dispatcher.transport.sessions import new_session, serving
 from dispatcher.transport.taskqueue import TaskQueue
-from dispatcher.views.status import StatusService
 from workers.common import TLSFiles, error_text, format_address, format_peer, printable
 from workers.errors import BadRequest, MessageRefused
 from workers.protocol import SERIALIZER, Result, TLSConnection, load_message, tls_error_text
@@ -75,6 +74,16 @@ class ResultSink:
         # Checked here, on the sender's own thread: a bad batch costs its sender the connection
         # (BadRequest, see _LoginGuard.send), and nothing of it reaches the master loop.
         self._inbox.put(ResultsIn(check_results(results)))
+
+
+class StatusService:
+    """Served as ``get_status``: the master's status document on request."""
+
+    def __init__(self, build: Callable[[], dict[str, Any]]) -> None:
+        self._build = build
+
+    def status(self) -> dict[str, Any]:
+        return self._build()
 
 
 class ManagerServer:

@@ -8,7 +8,7 @@ JSON, or refreshed in place.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing import AuthenticationError
@@ -144,16 +144,6 @@ def status_document(
             for f in reversed(activity.failures)
         ],
     }
-
-
-class StatusService:
-    """Served as ``get_status``: the master's status document on request."""
-
-    def __init__(self, build: Callable[[], dict[str, Any]]) -> None:
-        self._build = build
-
-    def status(self) -> dict[str, Any]:
-        return self._build()
 
 
 def fetch(address: tuple[str, int], authkey: bytes, tls: TLSFiles | None = None) -> dict[str, Any]:

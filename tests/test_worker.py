@@ -12,7 +12,7 @@ import pytest
 from conftest import as_unprivileged
 
 from dispatcher.transport.taskqueue import Pending, TaskQueue
-from workers.counting import DEFAULT_ERROR_PATTERN
+from workers.matching import DEFAULT_ERROR_PATTERN
 from workers.protocol import Status, Task
 from workers.worker import Worker, WorkerConfig
 

@@ -31,14 +31,10 @@ from workers.common import (
     tls_files,
 )
 from workers.config import REQUIRED, add_config_option, resolve, subcommands, takes_config
-from workers.counting import (
-    DEFAULT_ERROR_PATTERN,
-    ErrorMatcher,
-    Expansion,
-    check_engine,
-    count_path,
-)
+from workers.counting import count_path
 from workers.errors import ConfigError, CountError, LogDispatchError
+from workers.expansion import Expansion
+from workers.matching import DEFAULT_ERROR_PATTERN, ErrorMatcher, check_engine
 
 # The master's, the ledger's and the workers' modules load only in the commands using them:
 # `count` starts without them.

@@ -25,22 +25,13 @@ from conftest import as_unprivileged, write_bomb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workers import counting
+from workers import matching
 from workers.common import MAX_EXPANDED_BYTES, format_size, parse_size
-from workers.counting import (
-    CHUNK_SIZE,
-    DEFAULT_ERROR_PATTERN,
-    SAMPLE_BYTES,
-    SAMPLE_LINES,
-    Counts,
-    ErrorMatcher,
-    Expansion,
-    count_chunks,
-    count_fd,
-    count_fileobj,
-    count_path,
-)
+from workers.counting import CHUNK_SIZE, count_fd, count_fileobj, count_path
 from workers.errors import CountError
+from workers.expansion import Expansion
+from workers.matching import DEFAULT_ERROR_PATTERN, ErrorMatcher, count_chunks
+from workers.scans import SAMPLE_BYTES, SAMPLE_LINES, Counts
 
 SAMPLE_LOGS = Path(__file__).resolve().parent.parent / "sample_logs"
 # A comment changes nothing a regex matches but takes the pattern off the literal fast path.
@@ -149,7 +140,8 @@ def test_default_install_counts_without_the_accelerators(tmp_path: Path) -> None
 import sys
 # What an install without the extra sees: ImportError.
 sys.modules["hyperscan"] = sys.modules["stringzilla"] = None
-from workers.counting import ErrorMatcher, count_path
+from workers.counting import count_path
+from workers.matching import ErrorMatcher
 from workers.errors import ConfigError
 matcher = ErrorMatcher()
 counts = count_path({str(path)!r}, matcher)
@@ -642,7 +634,7 @@ def test_newline_counters_agree(data: bytes) -> None:
     """stringzilla's SIMD count against bytes.count, on lengths across its block sizes."""
     for start in (0, 1, 15, 33):
         piece = data[start:]
-        assert counting._count_newlines_simd(piece) == counting._count_newlines(piece)
+        assert matching._count_newlines_simd(piece) == matching._count_newlines(piece)
 
 
 @PROPERTY

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispatcher.views.messages import ELLIPSIS, line_text, mask, message_of, tally
-from workers.counting import SAMPLE_BYTES
+from workers.scans import SAMPLE_BYTES
 
 PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

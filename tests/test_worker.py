@@ -13,7 +13,7 @@ from conftest import as_unprivileged, open_versions
 
 from dispatcher.transport.taskqueue import TaskQueue
 from dispatcher.versions import Version
-from workers.counting import DEFAULT_ERROR_PATTERN
+from workers.matching import DEFAULT_ERROR_PATTERN
 from workers.protocol import Status, Task
 from workers.worker import Worker, WorkerConfig
 

@@ -20,8 +20,8 @@ from workers.common import (
     tls_files,
 )
 from workers.config import Commands, add_config_option, resolve
-from workers.counting import check_engine
 from workers.errors import LogDispatchError
+from workers.matching import check_engine
 
 # The worker loop loads when a worker runs: `logdispatch` reads this parser for `work`'s
 # options whenever it checks a configuration file.

@@ -28,8 +28,10 @@ from workers.common import (
     format_address,
     printable,
 )
-from workers.counting import ErrorMatcher, Expansion, count_fd
+from workers.counting import count_fd
 from workers.errors import CountError, MasterRefused, PathRefused
+from workers.expansion import Expansion
+from workers.matching import ErrorMatcher
 from workers.protocol import (
     MAX_ERROR_CHARS,
     DispatchManager,

@@ -10,8 +10,8 @@ from pathlib import Path
 from dispatcher import defaults
 from dispatcher.versions import KEEP, OnDone
 from workers.common import DEFAULT_ADDRESS, TLSFiles
-from workers.counting import DEFAULT_ERROR_PATTERN
 from workers.errors import ConfigError
+from workers.matching import DEFAULT_ERROR_PATTERN
 
 
 @dataclass(frozen=True)

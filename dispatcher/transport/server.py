@@ -6,6 +6,8 @@ network needs: a deadline for the authkey handshake, limits on the connections s
 in (in all and per host), log lines for refused connections (instead of a traceback sent back
 to the stranger, and not one per connection in a flood), requests checked before they run
 (only the protocol's types, only the calls its clients make), optional TLS, and a clean stop.
+The connections still logging in, their limits, deadlines and refusals, are
+``dispatcher.transport.logins``'s; what the stdlib's requests and replies mean is said here.
 
 It is the master's one user of the stdlib server's private parts (each marked "stdlib
 internal" with what it relies on; checked on Python 3.11 to 3.13): no other module of the
@@ -15,8 +17,6 @@ master touches them. Each connection is known by its session id (``dispatcher.tr
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
 import os
 import socket
@@ -31,12 +31,13 @@ from typing import Any
 
 from dispatcher import defaults
 from dispatcher.inbox import Inbox, ResultsIn
-from dispatcher.transport.requests import REQUEST_TYPES, check_results, server_context
+from dispatcher.transport.logins import DoorLog, LoginGuard, Logins
+from dispatcher.transport.requests import check_results, server_context
 from dispatcher.transport.sessions import new_session, serving
 from dispatcher.transport.taskqueue import TaskQueue
-from workers.common import TLSFiles, error_text, format_address, format_peer, printable
-from workers.errors import BadRequest, MessageRefused
-from workers.protocol import SERIALIZER, Result, TLSConnection, load_message, tls_error_text
+from workers.common import TLSFiles, format_address, format_peer, printable
+from workers.errors import BadRequest
+from workers.protocol import SERIALIZER, Result, TLSConnection
 
 log = logging.getLogger(f"logdispatch.{__name__}")
 
@@ -51,17 +52,6 @@ _ENTRY_POINTS = {"create": 1, "accept_connection": 1, "incref": 1, "decref": 1, 
 # left out waited for its connection attempt to be retried (seconds). The kernel caps this at
 # net.core.somaxconn.
 LISTEN_BACKLOG = 4096
-# Each connection gets a thread before it logs in; past this many waiting at once, new ones are
-# refused at the door, so a flood cannot exhaust threads while real workers keep theirs...
-MAX_WAITING_LOGINS = 256
-# ...and past this many from one host, so that one host cannot take all the places. A host
-# whose workers all connect at once may see a few refused: they try again.
-MAX_WAITING_LOGINS_PER_HOST = 32
-# Refused connections are logged once per host and reason per this many seconds, with their
-# number.
-REFUSALS_LOGGED_EVERY = 10.0
-# The largest request accepted: a full batch of results with their samples is a few MB.
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 class ResultSink:
@@ -72,7 +62,7 @@ class ResultSink:
 
     def put(self, results: list[Result]) -> None:
         # Checked here, on the sender's own thread: a bad batch costs its sender the connection
-        # (BadRequest, see _LoginGuard.send), and nothing of it reaches the master loop.
+        # (BadRequest, see LoginGuard.send), and nothing of it reaches the master loop.
         self._inbox.put(ResultsIn(check_results(results)))
 
 
@@ -197,9 +187,9 @@ class _GuardedServer(Server):
         self._socket.listen(LISTEN_BACKLOG)  # listening again only changes the backlog
         self._on_disconnect = on_disconnect
         self.stop_event = threading.Event()  # the stdlib makes it in serve_forever(), unused here
-        self._logins = _Logins(login_timeout)
-        self._door = _DoorLog()
-        self._clients: weakref.WeakSet[_LoginGuard] = weakref.WeakSet()
+        self._logins = Logins(login_timeout)
+        self._door = DoorLog()
+        self._clients: weakref.WeakSet[LoginGuard] = weakref.WeakSet()
 
     def refusal(self, request: Any, serving: bool) -> str | None:
         """Why ``request`` is not served (None: it is), before the stdlib looks at it.
@@ -226,6 +216,31 @@ class _GuardedServer(Server):
         if method == "create" and args[0] not in self.registry:
             return f"{_shown(args[0])} is not served"
         return None
+
+    @staticmethod
+    def failed_login(reply: Any) -> str | None:
+        """Why the login failed, when ``reply`` is the answer to a failed login (else None).
+
+        Stdlib internal: the server answers a failed login or request with a ("#TRACEBACK",
+        text) reply (3.11 to 3.13).
+        """
+        if isinstance(reply, tuple) and reply[:1] == ("#TRACEBACK",):
+            return str(reply[1]).strip().splitlines()[-1]
+        return None
+
+    @staticmethod
+    def bad_request(reply: Any) -> bool:
+        """Whether a reply of the stdlib server answers a call that raised BadRequest.
+
+        Stdlib internal: serve_client() answers a served method's exception with ("#ERROR",
+        exception) (3.11 to 3.13).
+        """
+        return (
+            isinstance(reply, tuple)
+            and len(reply) == 2
+            and reply[0] == "#ERROR"
+            and isinstance(reply[1], BadRequest)
+        )
 
     def accepter(self) -> None:
         """Accept connections and give each a thread; the handshake happens on that thread.
@@ -290,7 +305,7 @@ class _GuardedServer(Server):
             self._logins.leave(host)
             return
         peer = format_peer(address)
-        guard = _LoginGuard(conn, new_session(), peer, host, self._logins, self._door, self.refusal)
+        guard = LoginGuard(conn, new_session(), peer, host, self._logins, self._door, self)
         self._clients.add(guard)
         try:
             threading.Thread(
@@ -339,266 +354,6 @@ class _GuardedServer(Server):
             socket.create_connection((wake_host, port), timeout=1).close()
         for guard in list(self._clients):
             guard.hang_up()
-
-
-class _Logins:
-    """The connections still logging in: counted per host, and hung up at their deadline.
-
-    One thread keeps all the deadlines, so a connection costs one thread while it logs in.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._waiting = 0
-        self._per_host: dict[str, int] = {}
-        self._deadlines: list[tuple[float, int, _LoginGuard]] = []  # a heap
-        self._order = itertools.count()  # ties in the heap never compare guards
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="login-deadlines", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopping = True
-            self._wake.notify()
-        self._thread.join(timeout=5)
-
-    def enter(self, host: str) -> str | None:
-        """Take a place for a connection from ``host``; why not, if there is none."""
-        with self._lock:
-            if self._waiting >= MAX_WAITING_LOGINS:
-                return f"{self._waiting} connections still logging in"
-            here = self._per_host.get(host, 0)
-            if here >= MAX_WAITING_LOGINS_PER_HOST:
-                return f"{here} connections from there still logging in"
-            self._waiting += 1
-            self._per_host[host] = here + 1
-            return None
-
-    def leave(self, host: str) -> None:
-        with self._lock:
-            self._waiting -= 1
-            here = self._per_host.pop(host) - 1
-            if here:
-                self._per_host[host] = here
-
-    def watch(self, guard: _LoginGuard) -> None:
-        """Hang ``guard`` up if it has not logged in within the timeout."""
-        with self._lock:
-            entry = (time.monotonic() + self.timeout, next(self._order), guard)
-            heapq.heappush(self._deadlines, entry)
-            if self._deadlines[0] is entry:
-                self._wake.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._stopping and (
-                    not self._deadlines or self._deadlines[0][0] > time.monotonic()
-                ):
-                    wait = self._deadlines[0][0] - time.monotonic() if self._deadlines else None
-                    self._wake.wait(wait)
-                if self._stopping:
-                    return
-                _, _, guard = heapq.heappop(self._deadlines)
-            guard.login_deadline()
-
-
-class _DoorLog:
-    """Logs refused connections, one line per host and reason per ``REFUSALS_LOGGED_EVERY``
-    seconds with the number since: a flood of connections would flood the log too."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._unlogged: dict[tuple[str, str], int] = {}
-        self._logged_at: dict[tuple[str, str], float] = {}
-
-    def refused(self, host: str, peer: object, reason: str) -> None:
-        now = time.monotonic()
-        key = (host, reason)
-        with self._lock:
-            if now - self._logged_at.get(key, -REFUSALS_LOGGED_EVERY) < REFUSALS_LOGGED_EVERY:
-                self._unlogged[key] = self._unlogged.get(key, 0) + 1
-                return
-            if len(self._logged_at) > 1000:  # forget what was not refused lately
-                for old in [
-                    k for k, t in self._logged_at.items() if now - t > REFUSALS_LOGGED_EVERY
-                ]:
-                    del self._logged_at[old]
-                    self._unlogged.pop(old, None)
-            self._logged_at[key] = now
-            others = self._unlogged.pop(key, 0)
-        more = f" (and {others} more from {host} since the last such line)" if others else ""
-        log.warning("refused connection from %s: %s%s", format_peer(peer), reason, more)
-
-
-class _LoginGuard:
-    """A new connection until its first request: bounded in time, quiet when refused.
-
-    Its deadline hangs up a connection that has not logged in by then, however it spends the
-    time (silent, or dripping a byte at a time).
-    """
-
-    def __init__(
-        self,
-        conn: Connection,
-        session: int,
-        peer: str,
-        host: str,
-        logins: _Logins,
-        door: _DoorLog,
-        refusal: Callable[[Any, bool], str | None],
-    ) -> None:
-        self._conn = conn
-        self.session = session  # the connection's id for the served methods
-        self._peer = peer
-        self._host = host
-        self._logins = logins
-        self._door = door
-        self._refusal = refusal
-        self.serving = False  # a proxy's connection: its requests are calls on a served object
-        self._refused = False
-        self.logged_in = False
-        self.closed = False
-        self._waiting = True  # holds a place among the connections logging in
-        # Closing and hanging up exclude each other: the descriptor of a closed connection may
-        # be another's by the time a late hang-up comes.
-        self._lock = threading.Lock()
-        self._timed_out = False
-        self._hung_up = False  # by the server: a refusal is then no news
-        logins.watch(self)
-
-    def _stop_waiting(self) -> None:
-        with self._lock:
-            if not self._waiting:
-                return
-            self._waiting = False
-        self._logins.leave(self._host)
-
-    def handshake(self) -> bool:
-        """The TLS handshake, if the connection is TLS; False (logged) if it failed."""
-        if not isinstance(self._conn, TLSConnection):
-            return True
-        try:
-            self._conn.tls_socket.do_handshake()
-        except ssl.SSLError as e:
-            self._refused_login(f"TLS handshake failed: {tls_error_text(e)}")
-            return False
-        except OSError as e:
-            self._refused_login(f"TLS handshake failed: {e.strerror or e}")
-            return False
-        return True
-
-    def _refused_login(self, reason: str) -> None:
-        if self._timed_out:
-            reason = f"no login within {self._logins.timeout:g} s"
-        if self._hung_up and not self._timed_out:
-            log.debug("refused connection from %s: %s", self._peer, reason)
-        else:
-            self._door.refused(self._host, self._peer, reason)
-
-    def login_deadline(self) -> None:
-        if not self.logged_in:
-            self._timed_out = True
-            self.hang_up()
-
-    def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        return self._conn.recv_bytes(maxlength)
-
-    def recv(self) -> Any:
-        try:
-            # Bounded before anything is read into memory: the stdlib reads whatever length a
-            # message announces.
-            data = self._conn.recv_bytes(MAX_REQUEST_BYTES)
-        except OSError as e:
-            if e.args != ("bad message length",):
-                # The connection failed (reset, or closed mid-message): as lost as at its end.
-                raise EOFError(error_text(e)) from None
-            raise self._refuse(f"longer than {MAX_REQUEST_BYTES} bytes") from None
-        # The handshake is done in bytes messages; the first pickled message is a request.
-        if not self.logged_in:
-            self.logged_in = True
-            self._stop_waiting()
-        try:
-            request = load_message(data, REQUEST_TYPES)
-            reason = self._refusal(request, self.serving)
-        except MessageRefused as e:
-            reason = str(e)
-        if reason is not None:
-            # Raised as a lost connection: the stdlib then hangs up without an answer.
-            raise self._refuse(reason)
-        return request
-
-    def _refuse(self, reason: str) -> MessageRefused:
-        """Log a request no client of ours sends; the connection gets no answer any more."""
-        self._refused = True
-        log.warning("refused request from %s: %s; connection dropped", self._peer, reason)
-        return MessageRefused(reason)
-
-    def send(self, obj: Any) -> None:
-        if self._refused:
-            return  # logged when refused
-        if self.serving and _is_bad_request(obj):
-            # A call whose arguments no client of ours sends (out of range, of the wrong type):
-            # whoever sent it holds the key but is not to be trusted with this connection.
-            self._refuse(printable(str(obj[1])))
-            self.hang_up()
-            return
-        # Stdlib internal: the server answers a failed login or request with a ("#TRACEBACK",
-        # text) reply (3.11 to 3.13).
-        if not self.logged_in and isinstance(obj, tuple) and obj[:1] == ("#TRACEBACK",):
-            self._refused_login(str(obj[1]).strip().splitlines()[-1])
-            return  # a stranger gets no traceback
-        self._conn.send(obj)
-
-    def send_bytes(self, buf: bytes, offset: int = 0, size: int | None = None) -> None:
-        self._conn.send_bytes(buf, offset, size)
-
-    def poll(self, timeout: float = 0.0) -> bool:
-        return self._conn.poll(timeout)
-
-    def fileno(self) -> int:
-        return self._conn.fileno()
-
-    def close(self) -> None:
-        with self._lock:
-            self.closed = True
-            self._conn.close()
-        self._stop_waiting()
-
-    def hang_up(self) -> None:
-        """End the connection under a thread blocked reading it (closing the fd would not)."""
-        with self._lock:
-            if self.closed:
-                return
-            self._hung_up = True
-            # On the connection's own descriptor, not a dup: out of descriptors, a dup fails
-            # and the connection would keep its place for good.
-            sock = socket.socket(fileno=self._conn.fileno())
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # gone meanwhile
-            finally:
-                sock.detach()  # the connection still owns and closes it
-
-
-def _is_bad_request(reply: object) -> bool:
-    """Whether a reply of the stdlib server answers a call that raised BadRequest.
-
-    Stdlib internal: serve_client() answers a served method's exception with ("#ERROR",
-    exception) (3.11 to 3.13).
-    """
-    return (
-        isinstance(reply, tuple)
-        and len(reply) == 2
-        and reply[0] == "#ERROR"
-        and isinstance(reply[1], BadRequest)
-    )
 
 
 def _shown(name: str) -> str:

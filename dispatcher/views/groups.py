@@ -22,8 +22,8 @@ from dispatcher.ledger.writer import (
 )
 from dispatcher.views import summary
 from workers.common import decode_path, display_path, host_of, printable
-from workers.counting import SAMPLE_LINES
 from workers.errors import ConfigError
+from workers.scans import SAMPLE_LINES
 
 if TYPE_CHECKING:  # rich loads only with a table, the masking patterns with --errors
     from rich.text import Text

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from workers.counting import SAMPLE_BYTES
+from workers.scans import SAMPLE_BYTES
 
 # Each pattern that can begins with a character class, so that the search skips quickly over
 # the bytes that cannot start a match; its guards come after that byte.

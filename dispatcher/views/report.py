@@ -24,8 +24,8 @@ from dispatcher.ledger.writer import FileRow, select_files, snapshot
 from dispatcher.views import charts, groups, summary
 from dispatcher.views.messages import Tally, tally
 from workers.common import display_path, printable
-from workers.counting import SAMPLE_LINES
 from workers.errors import ConfigError
+from workers.scans import SAMPLE_LINES
 
 FILES_COLOUR = "#2f6fad"
 ERRORS_COLOUR = "#c0392b"

@@ -1,0 +1,117 @@
+"""Options that several commands take, and the values they share."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+from dispatcher import defaults
+from workers.common import add_connection_arguments
+from workers.config import REQUIRED
+from workers.matching import DEFAULT_ERROR_PATTERN
+
+if TYPE_CHECKING:
+    # What add_subparsers() gives: each command's module adds its parser to it.
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def add_root_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "root",
+        type=Path,
+        nargs="?",
+        default=REQUIRED,
+        metavar="ROOT",
+        help=f"{what} (or root in the configuration file)",
+    )
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
+
+
+def add_state_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=Path(defaults.STATE_DIR),
+        metavar="DIR",
+        help=f"ledger directory (default: {defaults.STATE_DIR} in the working directory)",
+    )
+
+
+def add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
+    if listen:
+        add_connection_arguments(parser, "where workers connect; 0.0.0.0:PORT: all interfaces")
+        parser.add_argument(
+            "--metrics",
+            metavar="H:P",
+            help="serve Prometheus metrics at http://H:P/metrics (the [metrics] extra); "
+            ":PORT is loopback",
+        )
+        parser.add_argument(
+            "--http",
+            metavar="H:P",
+            help="serve the report page, live, at http://H:P/ and the status document at "
+            "/status.json; :PORT is loopback",
+        )
+    add_state_option(parser)
+    parser.add_argument(
+        "--poll",
+        type=float,
+        metavar="SECONDS",
+        help="poll the folder every SECONDS instead of inotify events (use on NFS)",
+    )
+    parser.add_argument(
+        "--rescan",
+        type=float,
+        default=defaults.RESCAN_SECONDS,
+        metavar="SECONDS",
+        help="full rescan of ROOT this often, to find what events missed (default %(default)g)",
+    )
+    parser.add_argument(
+        "--no-events",
+        dest="events",
+        action="store_false",
+        help="no inotify or polling watcher: only the rescans find new files",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=defaults.SETTLE_SECONDS,
+        metavar="SECONDS",
+        help="a file is counted once its size and mtime held still this long (default %(default)s)",
+    )
+    parser.add_argument("--include", action="append", default=[], metavar="GLOB")
+    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    parser.add_argument(
+        "--error-pattern",
+        default=None,
+        metavar="RE",
+        help="bytes regex for error lines (default: \\b(?:ERROR|FATAL|CRITICAL)\\b)",
+    )
+    parser.add_argument("--lease", type=float, default=defaults.LEASE_SECONDS, metavar="SECONDS")
+    parser.add_argument(
+        "--max-lease-age",
+        type=float,
+        default=defaults.MAX_LEASE_AGE_SECONDS,
+        metavar="SECONDS",
+        help="a lease ends this long after it was taken, however often its worker heartbeats "
+        "(default: %(default)g)",
+    )
+    parser.add_argument("--max-attempts", type=int, default=defaults.MAX_ATTEMPTS, metavar="N")
+    parser.add_argument(
+        "--on-done",
+        default="keep",
+        metavar="keep|move:DIR|delete",
+        help="once a file's counts are safely in the ledger: keep it (default), move it to "
+        "DIR/<its path under ROOT>, or delete it",
+    )
+    add_verbosity(parser)
+
+
+def error_pattern(text: str | None) -> bytes:
+    return DEFAULT_ERROR_PATTERN if text is None else os.fsencode(text)

@@ -1,0 +1,130 @@
+"""The views of a master's work: ``logdispatch status``, ``summary`` and ``report``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dispatcher import defaults
+from dispatcher.cli.options import add_state_option, add_verbosity
+from workers.common import add_connection_arguments, load_authkey, parse_address, tls_files
+from workers.config import REQUIRED
+from workers.errors import ConfigError
+
+# The views' modules (and the ledger's) load only when their command runs.
+if TYPE_CHECKING:
+    from dispatcher.cli.options import Subparsers
+
+
+def add_status_parser(commands: Subparsers) -> None:
+    stat = commands.add_parser("status", help="what the running master is doing now")
+    add_connection_arguments(stat, "the master's address")
+    view = stat.add_mutually_exclusive_group()
+    view.add_argument("--json", action="store_true", help="print the status document as JSON")
+    view.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    stat.add_argument(
+        "--interval",
+        type=float,
+        default=defaults.STATUS_INTERVAL_SECONDS,
+        metavar="SECONDS",
+        help="refresh period of --watch (default %(default)g)",
+    )
+    add_verbosity(stat)
+    stat.set_defaults(func=cmd_status)
+
+
+def add_summary_parser(commands: Subparsers) -> None:
+    summ = commands.add_parser("summary", help="per-file counts and totals from the ledger")
+    add_state_option(summ)
+    summ.add_argument("--format", choices=defaults.SUMMARY_FORMATS, default="table")
+    summ.add_argument(
+        "--rows",
+        type=int,
+        default=defaults.TABLE_ROWS,
+        metavar="N",
+        help="rows shown in the table at most (default %(default)s; 0: all)",
+    )
+    summ.add_argument(
+        "--by",
+        choices=defaults.SUMMARY_GROUPS,
+        default="file",
+        help="one row per file (default), or totals per top-level folder, worker, worker host "
+        "or day counted",
+    )
+    summ.add_argument(
+        "--depth", type=int, metavar="N", help="with --by dir: the first N folders (default 1)"
+    )
+    summ.add_argument(
+        "--sort",
+        choices=defaults.SUMMARY_SORTS,
+        help="most lines, error lines or highest error rate first",
+    )
+    summ.add_argument(
+        "--top", type=int, metavar="N", help="the first N rows only (by error lines unless --sort)"
+    )
+    summ.add_argument(
+        "--failed", action="store_true", help="only the failed and vanished files, and why"
+    )
+    summ.add_argument(
+        "--errors", action="store_true", help="the most frequent error messages (sampled lines)"
+    )
+    add_verbosity(summ)
+    summ.set_defaults(func=cmd_summary)
+
+
+def add_report_parser(commands: Subparsers) -> None:
+    page = commands.add_parser("report", help="the ledger as one HTML page, with charts")
+    add_state_option(page)
+    page.add_argument(
+        "--out",
+        type=Path,
+        default=REQUIRED,
+        metavar="FILE",
+        help="the page to write (- for standard output)",
+    )
+    add_verbosity(page)
+    page.set_defaults(func=cmd_report)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dispatcher.views import status
+
+    if args.interval <= 0:
+        raise ConfigError("--interval must be positive")
+    address = parse_address(args.address)
+    authkey = load_authkey(args.authkey_file)
+    tls = tls_files(args)
+    if tls is not None:
+        from workers.protocol import client_context
+
+        client_context(tls)  # unreadable files are an error now, not a lost master
+    if args.watch:
+        with contextlib.suppress(KeyboardInterrupt):  # the way out of --watch
+            status.watch(address, authkey, args.interval, sys.stdout, tls)
+        return 0
+    document = status.fetch(address, authkey, tls)
+    if args.json:
+        json.dump(document, sys.stdout, indent=2)
+        print()
+    else:
+        status.show(document, sys.stdout)
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from dispatcher.views import groups
+
+    view = groups.View(args.by, args.depth, args.sort, args.top, args.failed, args.errors)
+    groups.show(args.state, view, args.format, sys.stdout, args.rows)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dispatcher.views import report
+
+    report.write(args.state, args.out)
+    return 0

@@ -1,0 +1,92 @@
+"""Compressed content: told by its magic bytes, decompressed as a stream, bounded against bombs.
+
+gzip, bzip2 and xz are counted as their decompressed content (docs/counting.md, "Compressed
+files"), which may expand to at most ``Expansion.limit`` bytes (--max-expanded).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import BinaryIO
+
+from workers.common import MAX_EXPANDED_BYTES, format_size
+from workers.errors import CountError
+from workers.matching import ErrorMatcher, count_chunks
+from workers.scans import Counts
+
+_DECOMPRESSORS: dict[str, Callable[[BinaryIO], io.BufferedIOBase]] = {
+    "gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
+    "bzip2": bz2.BZ2File,
+    "xz": lzma.LZMAFile,
+}
+_COMPRESSION_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+# What the stdlib decompressors raise on damaged or truncated input.
+_CORRUPT_ERRORS = (EOFError, zlib.error, lzma.LZMAError, OSError)
+# How many first bytes tell every format above.
+MAGIC_BYTES = max(len(magic) for magic, _ in _COMPRESSION_MAGIC)
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """How far compressed content may expand, and who hears when it is about to.
+
+    ``limit``: the most decompressed bytes of one file; more is refused as a decompression bomb.
+    ``on_start``: called once content is found compressed, before it is decompressed: its
+    counting may take long, so a caller holding results of other files sends them first.
+    """
+
+    limit: int = MAX_EXPANDED_BYTES
+    on_start: Callable[[], None] | None = None
+
+
+def detect_compression(magic: bytes) -> str | None:
+    for prefix, name in _COMPRESSION_MAGIC:
+        if magic.startswith(prefix):
+            return name
+    return None
+
+
+def count_compressed(
+    f: BinaryIO, compression: str, matcher: ErrorMatcher, chunk_size: int, limit: int
+) -> Counts:
+    """Count the decompressed content of ``f``, read from its start; CountError when it is
+    corrupt or expands past ``limit`` bytes."""
+    try:
+        with _DECOMPRESSORS[compression](f) as stream:
+            chunks = _expanded_chunks(stream, chunk_size, limit, compression)
+            counts = count_chunks(chunks, matcher)
+    except _CORRUPT_ERRORS as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise  # a real I/O error of the underlying file, not bad data
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise CountError(f"corrupt {compression} data: {reason}") from None
+    return replace(counts, compression=compression)
+
+
+def _expanded_chunks(
+    stream: io.BufferedIOBase, chunk_size: int, limit: int, compression: str
+) -> Iterator[bytes]:
+    """The decompressed content, refused (CountError) once it passes ``limit`` bytes.
+
+    read(n) returns at most n decompressed bytes: a bomb exhausts neither memory nor, past the
+    limit, time; reading stops one byte past it, so content of exactly ``limit`` bytes passes.
+    """
+    done = 0
+    while chunk := stream.read(min(chunk_size, limit + 1 - done)):
+        done += len(chunk)
+        if done > limit:
+            raise CountError(
+                f"{compression} data expands past {format_size(limit)} (--max-expanded): "
+                "refused as a decompression bomb"
+            )
+        yield chunk

@@ -1,0 +1,205 @@
+"""Matching the error pattern: ``ErrorMatcher`` compiles it once, for the engine chosen.
+
+A literal pattern is searched with hyperscan or ``bytes.find``, any other with ``re``;
+newlines are counted by stringzilla or ``bytes.count`` (docs/counting.md, "Error lines").
+``count_chunks`` applies a matcher to content in chunks, through the scan it picks
+(``workers.scans``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from workers.common import ENGINES
+from workers.errors import ConfigError
+from workers.scans import (
+    SAMPLE_LINES,
+    Counts,
+    HyperscanScan,
+    LiteralScan,
+    RegexScan,
+    Scan,
+    sample_ending_at,
+)
+
+# The optional accelerators: `pip install 'logdispatch[fast]'`.
+try:
+    import hyperscan
+except ImportError:  # pragma: no cover - the default install
+    hyperscan = None  # type: ignore[assignment]
+try:
+    import stringzilla
+except ImportError:  # pragma: no cover - the default install
+    stringzilla = None
+
+# The error pattern every component uses unless the operator sets --error-pattern.
+DEFAULT_ERROR_PATTERN: bytes = rb"\b(?:ERROR|FATAL|CRITICAL)\b"
+# A general regex sees at most this much of one line, so one huge line cannot exhaust memory.
+LONG_LINE_LIMIT = 1024 * 1024
+
+_WORD = rb"[A-Za-z0-9_]+"
+_ALTERNATION = _WORD + rb"(?:\|" + _WORD + rb")*"
+# Pattern shapes whose matches are exactly "one of these words occurs (as a whole word)".
+_LITERAL_SHAPES: tuple[tuple[re.Pattern[bytes], bool], ...] = (
+    (re.compile(rb"\\b\(\?:(" + _ALTERNATION + rb")\)\\b"), True),
+    (re.compile(rb"\\b\((" + _ALTERNATION + rb")\)\\b"), True),
+    (re.compile(rb"\\b(" + _WORD + rb")\\b"), True),
+    (re.compile(rb"(" + _ALTERNATION + rb")"), False),
+)
+
+
+class ErrorMatcher:
+    """Compiled counting rules; build once, reuse for many files.
+
+    A pattern that is an alternation of literal words (``\\b(?:W1|W2)\\b``, ``\\b(W1|W2)\\b``,
+    ``\\bW\\b`` or ``W1|W2``) takes a literal path that is exact on lines of any length:
+    hyperscan (one pass for all words) when installed, else ``bytes.find`` on whole buffers.
+    Any other pattern goes through ``re`` line by line, on at most the first
+    ``long_line_limit`` bytes of each line. Appending ``(?#general)`` to a literal pattern
+    forces the general path without changing what it matches.
+
+    ``engine``: "auto" (the accelerators that are installed), "python" (the standard library
+    only) or "hyperscan" (required: a ConfigError when it is not installed). It decides how
+    literal patterns are searched, and whether newlines are counted by stringzilla (with
+    "auto" or "hyperscan", when installed) or by ``bytes.count``: no engine changes what any
+    pattern counts.
+    """
+
+    __slots__ = ("_block", "_bounded", "_database", "_limit", "_newlines", "_regex", "_words")
+
+    def __init__(
+        self,
+        pattern: bytes = DEFAULT_ERROR_PATTERN,
+        *,
+        long_line_limit: int = LONG_LINE_LIMIT,
+        engine: str = "auto",
+    ) -> None:
+        if long_line_limit < 1:
+            raise ValueError(f"long_line_limit must be at least 1, not {long_line_limit}")
+        check_engine(engine)
+        self._regex = re.compile(pattern)
+        self._limit = long_line_limit
+        self._words: tuple[bytes, ...] | None = None
+        self._bounded = False
+        self._database: hyperscan.Database | None = None  # for streams of chunks
+        self._block: hyperscan.Database | None = None  # for content read in one piece
+        for shape, bounded in _LITERAL_SHAPES:
+            found = shape.fullmatch(pattern)
+            if found:
+                self._words = tuple(dict.fromkeys(found[1].split(b"|")))
+                self._bounded = bounded
+                break
+        if self._words is not None and engine != "python" and hyperscan is not None:
+            self._database = _compile_hyperscan(self._words, self._bounded, stream=True)
+            self._block = _compile_hyperscan(self._words, self._bounded, stream=False)
+        self._newlines = _count_newlines
+        if engine != "python" and stringzilla is not None:
+            self._newlines = _count_newlines_simd
+
+    @property
+    def pattern(self) -> bytes:
+        return self._regex.pattern
+
+    @property
+    def long_line_limit(self) -> int:
+        return self._limit
+
+    @property
+    def literal_words(self) -> tuple[bytes, ...] | None:
+        """The words of the literal fast path, or None when the general regex path is used."""
+        return self._words
+
+    @property
+    def word_bounded(self) -> bool:
+        """Whether the literal words must stand as whole words (the ``\\b...\\b`` shapes)."""
+        return self._bounded
+
+    @property
+    def engine(self) -> str:
+        """What searches this pattern: "hyperscan", "literal" (bytes.find) or "regex"."""
+        if self._database is not None:
+            return "hyperscan"
+        return "literal" if self._words is not None else "regex"
+
+    @property
+    def newline_counter(self) -> str:
+        """What counts the lines: "stringzilla" or "bytes.count"."""
+        return "stringzilla" if self._newlines is _count_newlines_simd else "bytes.count"
+
+    def __repr__(self) -> str:
+        return (
+            f"ErrorMatcher({self.pattern!r}, long_line_limit={self._limit}, {self.engine}, "
+            f"{self.newline_counter})"
+        )
+
+    def _count_whole(self, content: bytes) -> Counts:
+        """Count content known to be complete (a small file read in one piece)."""
+        if self._block is None:
+            return count_chunks((content,), self)
+        error_lines = 0
+        ends: list[int] = []
+
+        def on_line(_id: int, _start: int, end: int, _flags: int, _context: object) -> None:
+            nonlocal error_lines
+            error_lines += 1
+            if error_lines <= SAMPLE_LINES:
+                ends.append(end)
+
+        self._block.scan(content, match_event_handler=on_line)
+        lines = self._newlines(content) + (bool(content) and content[-1] != 0x0A)
+        samples = tuple(sample_ending_at(content, end, b"") for end in ends)
+        return Counts(lines, error_lines, len(content), samples=samples)
+
+    def _scan(self) -> Scan:
+        if self._database is not None:
+            return HyperscanScan(self._database, self._newlines)
+        if self._words is not None:
+            return LiteralScan(self._words, self._bounded, self._newlines)
+        return RegexScan(self._regex, self._limit, self._newlines)
+
+
+def _count_newlines(buf: bytes) -> int:
+    return buf.count(b"\n")  # a byte at a time: stringzilla's SIMD count is faster
+
+
+def _count_newlines_simd(buf: bytes) -> int:
+    return int(stringzilla.count(buf, b"\n"))
+
+
+def check_engine(engine: str) -> None:
+    """ValueError for an unknown engine, ConfigError for hyperscan when it is not installed."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "hyperscan" and hyperscan is None:
+        raise ConfigError("the hyperscan engine is not installed: pip install 'logdispatch[fast]'")
+
+
+def _compile_hyperscan(words: tuple[bytes, ...], bounded: bool, stream: bool) -> hyperscan.Database:
+    """A database that reports each line holding a word once, where the line ends.
+
+    A line's report is the end of ``WORD[^\\n]*\\n`` (or ``\\z`` for a last line without one):
+    hyperscan reports a pattern once per end offset, so a line with several words is reported
+    once, and one call per error line is cheaper than one per word. Without the UTF-8 and UCP
+    flags, ``\\b`` is the ASCII word boundary of a bytes regex in ``re``; the words are
+    [A-Za-z0-9_]+, so they need no escaping and never hold a newline.
+    """
+    word = b"(?:" + b"|".join(words) + b")"
+    if bounded:
+        word = rb"\b" + word + rb"\b"
+    database = hyperscan.Database(
+        mode=hyperscan.HS_MODE_STREAM if stream else hyperscan.HS_MODE_BLOCK
+    )
+    database.compile(expressions=[word + rb"[^\n]*\n", word + rb"[^\n]*\z"], ids=[0, 1], elements=2)
+    return database
+
+
+def count_chunks(chunks: Iterable[bytes], matcher: ErrorMatcher) -> Counts:
+    """Count a stream of content split into chunks of any sizes."""
+    scan = matcher._scan()
+    try:
+        for chunk in chunks:
+            scan.feed(chunk)
+        return scan.finish()
+    finally:
+        scan.close()

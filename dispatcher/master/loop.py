@@ -7,12 +7,10 @@ only. Each of them is a Service: started once by ``start()``, stopped once by ``
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import queue
 import socket
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,16 +22,14 @@ from dispatcher.ledger.writer import Ledger
 from dispatcher.master.config import MasterConfig
 from dispatcher.master.ondone import Disposer, prepare_archive
 from dispatcher.master.registry import Registry
+from dispatcher.master.results import Results, stat_under
 from dispatcher.transport.server import ManagerServer, ResultSink, StatusService
-from dispatcher.transport.taskqueue import Lease, TaskQueue
-from dispatcher.versions import Action, Disposal, OpenVersion, Version, VersionStatus
-from dispatcher.views.activity import Activity, Counted
+from dispatcher.transport.taskqueue import TaskQueue
+from dispatcher.versions import OpenVersion, Version, VersionStatus
+from dispatcher.views.activity import Activity
 from dispatcher.views.status import MasterInfo, RootWatch, status_document
 from dispatcher.watch.scanner import Eligibility, Scanner
-from dispatcher.watch.walk import lstat_under
-from workers.common import display_path, host_of
 from workers.errors import ConfigError
-from workers.protocol import Result, Status
 
 log = logging.getLogger(f"logdispatch.{__name__}")
 
@@ -136,7 +132,16 @@ class Master:
         self._to_queue: list[Version] = []
         self._next_rescan = clock() + config.rescan
         self._disposer = Disposer(self._root, self._inbox.put)
-        self._to_dispose: list[Disposal] = []  # counted since the last commit, acted on after it
+        self._results = Results(
+            self._root,
+            config,
+            ledger,
+            self._versions,
+            self.tasks,
+            self.activity,
+            wall,
+            self._look_again,
+        )
 
     @property
     def root(self) -> bytes:
@@ -283,7 +288,7 @@ class Master:
         self._check_settling()
         self._queue_new()
         for lease in self.tasks.expire():
-            self._lease_expired(lease)
+            self._results.lease_expired(lease)
         now = self._clock()
         if not self.config.once and now >= self._next_rescan:
             self._next_rescan = now + self.config.rescan
@@ -302,9 +307,9 @@ class Master:
         if not self._ledger.dirty:
             return False
         self._ledger.commit()
-        if self._to_dispose:
-            self._disposer.submit(self._to_dispose)
-            self._to_dispose = []
+        counted = self._results.take_disposals()
+        if counted:
+            self._disposer.submit(counted)
         return True
 
     def _drain(self, timeout: float) -> None:
@@ -316,7 +321,7 @@ class Master:
         while True:
             match message:
                 case ResultsIn(results):
-                    self._record_all(results)
+                    self._results.record_all(results)
                 case Scanned(found, complete):
                     for seen in found:
                         self._consider(seen)
@@ -337,20 +342,12 @@ class Master:
 
     # --- settling ------------------------------------------------------------------------
 
-    def _stat(self, path: bytes) -> tuple[int, int] | None:
-        """Size and mtime of a regular file under the root; None if it is anything else."""
-        try:
-            st = lstat_under(self._root, path)  # a path longer than PATH_MAX as well
-        except OSError:
-            return None
-        return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
-
     def _consider(self, seen: Seen) -> None:
         size, mtime_ns = seen.size, seen.mtime_ns
         if size is None or mtime_ns is None:
             if not self._eligibility.accepts(seen.path):
                 return
-            found = self._stat(seen.path)
+            found = stat_under(self._root, seen.path)
             if found is None:
                 self._versions.unsettle(seen.path)
                 return
@@ -362,6 +359,10 @@ class Master:
         if self._versions.settled(seen.path, size, mtime_ns, now, self.config.settle, old_enough):
             self._add_version(seen.path, size, mtime_ns)
 
+    def _look_again(self, path: bytes) -> None:
+        """A new version of ``path`` may be there: it settles and is counted as itself."""
+        self._consider(Seen(path))
+
     def _check_settling(self) -> None:
         for path in self._versions.due(self._clock(), self.config.settle):
             self._consider(Seen(path))
@@ -370,7 +371,7 @@ class Master:
         older = self._versions.open_on(path)
         if older is not None:
             # Changed again before it was counted: only the newest version is worth counting.
-            self._close(older, VersionStatus.SUPERSEDED, "changed before it was counted")
+            self._results.close(older, VersionStatus.SUPERSEDED, "changed before it was counted")
         version_id = self._ledger.add_version(path, size, mtime_ns, self._wall())
         self._open_version(OpenVersion(Version(version_id, path, size, mtime_ns)))
 
@@ -383,158 +384,3 @@ class Master:
             self.tasks.put_many([v.id for v in self._to_queue])
             self.activity.queued(len(self._to_queue), sum(v.size for v in self._to_queue))
             self._to_queue = []
-
-    # --- results and leases ----------------------------------------------------------------
-
-    def _record_all(self, results: list[Result]) -> None:
-        """Record a worker's batch: the versions done in bulk (one lock each for the task queue
-        and the counters), anything else one by one."""
-        counted: list[Counted] = []
-        done_ids: list[int] = []
-        on_done = self.config.on_done
-        now = self._wall()
-        refused: list[tuple[Result, Version]] = []
-        for result in results:
-            record = self._versions.get(result.task_id)
-            version = None if record is None else record.version
-            if version is not None and not self._issued(result, version):
-                refused.append((result, version))
-                continue
-            if version is None or result.status is not Status.DONE:
-                self._record(result, version)
-                continue
-            # The first result wins: any later one finds the version closed.
-            self._versions.close(version.id)
-            self._ledger.record_result(result, now, on_done)
-            done_ids.append(version.id)
-            counted.append(
-                (version.size, result.worker, result.lines, result.error_lines, result.seconds)
-            )
-            if on_done.action is not Action.KEEP:
-                device, inode = result.device or None, result.inode or None
-                self._to_dispose.append(
-                    Disposal(version, on_done.action, on_done.archive, device, inode)
-                )
-        if counted:
-            self.tasks.discard(done_ids)
-            self.activity.counted(counted)
-        if refused:  # one line a batch: a batch is up to thousands of results
-            result, version = refused[0]
-            log.warning(
-                "%d result(s) from %s refused: not handed out for the version they name; the "
-                "first, task %d attempt %d, for %s (size %d, mtime %d)",
-                len(refused),
-                result.worker,
-                result.task_id,
-                result.attempt,
-                display_path(version.path),
-                version.size,
-                version.mtime_ns,
-            )
-
-    def _issued(self, result: Result, version: Version) -> bool:
-        """Whether ``result`` answers a lease this master (or one before it on this ledger)
-        handed out for exactly this version: its path, size and mtime are in the signature."""
-        expected = self.tasks.sign(
-            version.id, result.attempt, version.path, version.size, version.mtime_ns
-        )
-        return hmac.compare_digest(expected, result.lease)
-
-    def _record(self, result: Result, version: Version | None) -> None:
-        """A result that is not a count: a failure, a file gone or changed, or a late one."""
-        if version is None:
-            # Counted already (a late duplicate), or handed out by a master that stopped before
-            # it recorded the version: ids are never given twice, so it cannot land elsewhere.
-            log.info(
-                "result for task %d attempt %d from %s refused: no open version has that id",
-                result.task_id,
-                result.attempt,
-                result.worker,
-            )
-            return
-        master_sees = self._stat(version.path)
-        if result.status is Status.ERROR or master_sees == (version.size, version.mtime_ns):
-            # A failed attempt. A worker that says the file is gone or changed while the
-            # master still sees this very version has another view of the share (a missing
-            # mount, a stale cache, another timestamp precision): that is a failure too,
-            # retried on other hosts first, not a final state.
-            lease = self.tasks.lease(version.id)
-            if lease is None or (lease.task.attempt, lease.worker) != (
-                result.attempt,
-                result.worker,
-            ):
-                log.info(
-                    "failure from %s on an attempt that no longer holds %s ignored: %s",
-                    result.worker,
-                    display_path(version.path),
-                    result.error,
-                )
-                return
-            self.tasks.discard([version.id])
-            error = result.error or "error"
-            if result.status is not Status.ERROR:
-                error = f"worker {result.worker} cannot see this version: {error}"
-            self._retry_or_fail(version, result.attempt, error, result.worker)
-            return
-        # Gone or changed, and the master agrees: final for this version.
-        status = VersionStatus.VANISHED if master_sees is None else VersionStatus.SUPERSEDED
-        self._close(version.id, status, result.error, result.worker)
-        self._versions.forget(version.path)
-        if master_sees is not None:  # the new version settles and is counted as itself
-            self._consider(Seen(version.path))
-
-    def _lease_expired(self, lease: Lease) -> None:
-        record = self._versions.get(lease.task.id)
-        if record is None:
-            return
-        version = record.version
-        log.warning(
-            "lease on %s (attempt %d) held by %s expired or its connection closed",
-            display_path(version.path),
-            lease.task.attempt,
-            lease.worker,
-        )
-        reason = f"worker {lease.worker} stopped responding or disconnected"
-        # The worker is gone, not necessarily because of the file: the next one may start now.
-        self._retry_or_fail(version, lease.task.attempt, reason, lease.worker, backoff=False)
-
-    def _retry_or_fail(
-        self, version: Version, attempt: int, error: str, worker: str, backoff: bool = True
-    ) -> None:
-        if attempt >= self.config.max_attempts:
-            log.warning(
-                "%s failed after %d attempts: %s", display_path(version.path), attempt, error
-            )
-            self._close(version.id, VersionStatus.FAILED, error, worker, attempts=attempt)
-            return
-        delay = 0.0
-        if backoff:
-            delay = min(
-                defaults.RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1),
-                defaults.RETRY_BACKOFF_CAP_SECONDS,
-            )
-        log.info(
-            "%s attempt %d failed (%s); retrying in %g s",
-            display_path(version.path),
-            attempt,
-            error,
-            delay,
-        )
-        self._ledger.mark_queued(version.id, attempt, error)
-        self._versions.failed(version.id, attempt, host_of(worker))
-        self.tasks.put(version.id, delay)
-
-    def _close(
-        self,
-        version_id: int,
-        status: VersionStatus,
-        error: str | None,
-        worker: str | None = None,
-        attempts: int | None = None,
-    ) -> None:
-        """Final without counts. Closed in the registry before its lease ends: a take() in
-        between finds it gone rather than handing it out again."""
-        version = self._versions.close(version_id)
-        self.tasks.discard([version_id])
-        self._ledger.record_end(version_id, status, error, self._wall(), worker, attempts)
-        self.activity.closed(status.value, version.size, version.path, error)

@@ -1,0 +1,214 @@
+"""What a worker's result, or a lease that ran out, does to an open version: counted, retried on
+other hosts first, failed for good, or closed as vanished or superseded. Runs on the master loop.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import stat
+from collections.abc import Callable
+
+from dispatcher import defaults
+from dispatcher.ledger.writer import Ledger
+from dispatcher.master.config import MasterConfig
+from dispatcher.master.registry import Registry
+from dispatcher.transport.taskqueue import Lease, TaskQueue
+from dispatcher.versions import Action, Disposal, Version, VersionStatus
+from dispatcher.views.activity import Activity, Counted
+from dispatcher.watch.walk import lstat_under
+from workers.common import display_path, host_of
+from workers.protocol import Result, Status
+
+log = logging.getLogger(f"logdispatch.{__name__}")
+
+
+def stat_under(root: bytes, path: bytes) -> tuple[int, int] | None:
+    """Size and mtime of a regular file under the root; None if it is anything else."""
+    try:
+        st = lstat_under(root, path)  # a path longer than PATH_MAX as well
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
+class Results:
+    def __init__(
+        self,
+        root: bytes,
+        config: MasterConfig,
+        ledger: Ledger,
+        versions: Registry,
+        tasks: TaskQueue,
+        activity: Activity,
+        wall: Callable[[], float],
+        look_again: Callable[[bytes], None],
+    ) -> None:
+        self._config = config
+        self._root = root
+        self._ledger = ledger
+        self._versions = versions
+        self._tasks = tasks
+        self._activity = activity
+        self._wall = wall
+        self._look_again = look_again  # a path whose version changed under its worker
+        self._to_dispose: list[Disposal] = []  # counted since the last commit, acted on after it
+
+    def take_disposals(self) -> list[Disposal]:
+        """The moves and deletions of the versions counted since the last call; the caller
+        acts on them once the commit that recorded them is durable."""
+        disposals, self._to_dispose = self._to_dispose, []
+        return disposals
+
+    def record_all(self, results: list[Result]) -> None:
+        """Record a worker's batch: the versions done in bulk (one lock each for the task queue
+        and the counters), anything else one by one."""
+        counted: list[Counted] = []
+        done_ids: list[int] = []
+        on_done = self._config.on_done
+        now = self._wall()
+        refused: list[tuple[Result, Version]] = []
+        for result in results:
+            record = self._versions.get(result.task_id)
+            version = None if record is None else record.version
+            if version is not None and not self._issued(result, version):
+                refused.append((result, version))
+                continue
+            if version is None or result.status is not Status.DONE:
+                self._record(result, version)
+                continue
+            # The first result wins: any later one finds the version closed.
+            self._versions.close(version.id)
+            self._ledger.record_result(result, now, on_done)
+            done_ids.append(version.id)
+            counted.append(
+                (version.size, result.worker, result.lines, result.error_lines, result.seconds)
+            )
+            if on_done.action is not Action.KEEP:
+                device, inode = result.device or None, result.inode or None
+                self._to_dispose.append(
+                    Disposal(version, on_done.action, on_done.archive, device, inode)
+                )
+        if counted:
+            self._tasks.discard(done_ids)
+            self._activity.counted(counted)
+        if refused:  # one line a batch: a batch is up to thousands of results
+            result, version = refused[0]
+            log.warning(
+                "%d result(s) from %s refused: not handed out for the version they name; the "
+                "first, task %d attempt %d, for %s (size %d, mtime %d)",
+                len(refused),
+                result.worker,
+                result.task_id,
+                result.attempt,
+                display_path(version.path),
+                version.size,
+                version.mtime_ns,
+            )
+
+    def _issued(self, result: Result, version: Version) -> bool:
+        """Whether ``result`` answers a lease this master (or one before it on this ledger)
+        handed out for exactly this version: its path, size and mtime are in the signature."""
+        expected = self._tasks.sign(
+            version.id, result.attempt, version.path, version.size, version.mtime_ns
+        )
+        return hmac.compare_digest(expected, result.lease)
+
+    def _record(self, result: Result, version: Version | None) -> None:
+        """A result that is not a count: a failure, a file gone or changed, or a late one."""
+        if version is None:
+            # Counted already (a late duplicate), or handed out by a master that stopped before
+            # it recorded the version: ids are never given twice, so it cannot land elsewhere.
+            log.info(
+                "result for task %d attempt %d from %s refused: no open version has that id",
+                result.task_id,
+                result.attempt,
+                result.worker,
+            )
+            return
+        master_sees = stat_under(self._root, version.path)
+        if result.status is Status.ERROR or master_sees == (version.size, version.mtime_ns):
+            # A failed attempt. A worker that says the file is gone or changed while the
+            # master still sees this very version has another view of the share (a missing
+            # mount, a stale cache, another timestamp precision): that is a failure too,
+            # retried on other hosts first, not a final state.
+            lease = self._tasks.lease(version.id)
+            if lease is None or (lease.task.attempt, lease.worker) != (
+                result.attempt,
+                result.worker,
+            ):
+                log.info(
+                    "failure from %s on an attempt that no longer holds %s ignored: %s",
+                    result.worker,
+                    display_path(version.path),
+                    result.error,
+                )
+                return
+            self._tasks.discard([version.id])
+            error = result.error or "error"
+            if result.status is not Status.ERROR:
+                error = f"worker {result.worker} cannot see this version: {error}"
+            self._retry_or_fail(version, result.attempt, error, result.worker)
+            return
+        # Gone or changed, and the master agrees: final for this version.
+        status = VersionStatus.VANISHED if master_sees is None else VersionStatus.SUPERSEDED
+        self.close(version.id, status, result.error, result.worker)
+        self._versions.forget(version.path)
+        if master_sees is not None:
+            self._look_again(version.path)
+
+    def lease_expired(self, lease: Lease) -> None:
+        record = self._versions.get(lease.task.id)
+        if record is None:
+            return
+        version = record.version
+        log.warning(
+            "lease on %s (attempt %d) held by %s expired or its connection closed",
+            display_path(version.path),
+            lease.task.attempt,
+            lease.worker,
+        )
+        reason = f"worker {lease.worker} stopped responding or disconnected"
+        # The worker is gone, not necessarily because of the file: the next one may start now.
+        self._retry_or_fail(version, lease.task.attempt, reason, lease.worker, backoff=False)
+
+    def _retry_or_fail(
+        self, version: Version, attempt: int, error: str, worker: str, backoff: bool = True
+    ) -> None:
+        if attempt >= self._config.max_attempts:
+            log.warning(
+                "%s failed after %d attempts: %s", display_path(version.path), attempt, error
+            )
+            self.close(version.id, VersionStatus.FAILED, error, worker, attempts=attempt)
+            return
+        delay = 0.0
+        if backoff:
+            delay = min(
+                defaults.RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1),
+                defaults.RETRY_BACKOFF_CAP_SECONDS,
+            )
+        log.info(
+            "%s attempt %d failed (%s); retrying in %g s",
+            display_path(version.path),
+            attempt,
+            error,
+            delay,
+        )
+        self._ledger.mark_queued(version.id, attempt, error)
+        self._versions.failed(version.id, attempt, host_of(worker))
+        self._tasks.put(version.id, delay)
+
+    def close(
+        self,
+        version_id: int,
+        status: VersionStatus,
+        error: str | None,
+        worker: str | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        """Final without counts. Closed in the registry before its lease ends: a take() in
+        between finds it gone rather than handing it out again."""
+        version = self._versions.close(version_id)
+        self._tasks.discard([version_id])
+        self._ledger.record_end(version_id, status, error, self._wall(), worker, attempts)
+        self._activity.closed(status.value, version.size, version.path, error)

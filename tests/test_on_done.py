@@ -25,7 +25,8 @@ from reference import reference_counts
 from test_cli import logdispatch
 from test_master import Harness, _old_file
 
-from dispatcher.ledger.writer import SCHEMA, Ledger, VersionStatus
+from dispatcher.ledger.schema import SCHEMA
+from dispatcher.ledger.writer import Ledger, VersionStatus
 from dispatcher.master.ondone import KEEP, Action, Disposal, DisposalState, Disposer, OnDone
 from workers.protocol import Result, Status
 

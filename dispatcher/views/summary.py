@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.defaults import TABLE_ROWS
-from dispatcher.ledger.writer import FileRow, read_summary
+from dispatcher.ledger.reader import read_summary
+from dispatcher.ledger.rows import FileRow
 from dispatcher.master.ondone import MOVED_TO
 from workers.common import decode_path, printable
 

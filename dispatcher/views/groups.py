@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from dispatcher import defaults
 from dispatcher.ledger.queries import GROUP_FIELDS, select_failed, select_groups, select_samples
 from dispatcher.ledger.reader import read_latest
-from dispatcher.ledger.rows import FileRow
+from dispatcher.ledger.rows import FAILED_ENTRY, FileRow
 from dispatcher.views import summary
 from workers.common import decode_path, display_path, printable
 from workers.counting import SAMPLE_LINES
@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # rich loads only with a table, the masking patterns with --e
 
     from dispatcher.views.messages import Message, Tally
 
-FAILED_FIELDS = (*summary.FILE_FIELDS, "finished_at")
+FAILED_FORMAT = summary.EntryFormat("failed", FAILED_ENTRY)
+FAILED_FIELDS = FAILED_FORMAT.keys
 MESSAGE_FIELDS = ("message", "sampled_lines", "files", "example", "path")
 # A group's name in the table's header, and what its rows without a key stand for.
 _GROUP_TITLES = {"dir": "folder", "worker": "worker", "host": "host", "day": "day"}
@@ -197,25 +198,11 @@ def read_failed(
 def _show_failed(state_dir: Path, fmt: str, out: TextIO, rows: int) -> None:
     totals, files = read_failed(state_dir, rows if fmt == "table" else None)
     if fmt == "json":
-        entries = (
-            json.dumps(dict(zip(FAILED_FIELDS, _failed_values(row), strict=True))) for row in files
-        )
-        summary.write_json(out, {"totals": totals}, "files", entries)
+        summary.write_json(out, {"totals": totals}, "files", map(FAILED_FORMAT.json, files))
     elif fmt == "csv":
-        summary.write_csv(out, FAILED_FIELDS, map(_failed_values, files))
+        summary.write_csv(out, FAILED_FIELDS, map(FAILED_FORMAT.values, files))
     else:
         _failed_table(totals, list(files), out)
-
-
-def _failed_values(row: FileRow) -> tuple[Any, ...]:
-    return (*summary.file_values(row), _when(row.finished_at))
-
-
-def _when(timestamp: float | None) -> str | None:
-    """A moment in ISO 8601, local time with its offset."""
-    if timestamp is None:
-        return None
-    return datetime.datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
 def local_time(timestamp: float | None) -> str:

@@ -38,41 +38,51 @@ class DoneRow(NamedTuple):
     id: int
 
 
-# The columns a done version sets to the same value whatever its counts.
-_DONE_FIXED = "status = 'done', error = NULL"
+class LeaseRow(NamedTuple):
+    """A task handed out, as ``mark_leased`` records it: fields as DoneRow's."""
+
+    attempts: int
+    worker: str
+    id: int
+
+
+def _statements(
+    fields: tuple[str, ...], fixed: str, keep_max: str = "", only_if: str = ""
+) -> tuple[str, str]:
+    """The UPDATE that sets each of ``fields`` but the last (``id``: which row) to a row's value,
+    and the ``fixed`` assignments: by one statement per row (?1 is the row's first value) and by
+    one for many rows (see update_rows). The column ``keep_max`` never goes down. ``only_if``
+    is a further condition: {versions} the table's prefix, {field} a row's value.
+    """
+    *columns, key = fields
+    ones = {name: f"?{number}" for number, name in enumerate(fields, 1)}
+    manys = {name: f"d.column{number}" for number, name in enumerate(fields, 1)}
+    statements = []
+    for values, table, source in ((ones, "", ""), (manys, "versions.", " FROM (VALUES {}) AS d")):
+        assignments = [fixed]
+        for column in columns:
+            value = values[column]
+            if column == keep_max:
+                value = f"max({table}{column}, {value})"
+            assignments.append(f"{column} = {value}")
+        where = f"{table}{key} = {values[key]}"
+        if only_if:
+            where += " AND (" + only_if.format(versions=table, **values) + ")"
+        statements.append(f"UPDATE versions SET {', '.join(assignments)}{source} WHERE {where}")
+    return statements[0], statements[1]
+
+
 # A result of an earlier attempt may come after a later attempt's lease: attempts never go down.
-_DONE_KEEP_MAX = frozenset({"attempts"})
-
-
-def _done_statements() -> tuple[str, str]:
-    """DoneRow's UPDATE by one statement per row, and by one for many rows (see update_rows)."""
-    *columns, key = DoneRow._fields
-    one, many = [_DONE_FIXED], [_DONE_FIXED]
-    for number, column in enumerate(columns, 1):
-        if column in _DONE_KEEP_MAX:
-            one.append(f"{column} = max({column}, ?)")
-            many.append(f"{column} = max(versions.{column}, d.column{number})")
-        else:
-            one.append(f"{column} = ?")
-            many.append(f"{column} = d.column{number}")
-    return (
-        f"UPDATE versions SET {', '.join(one)} WHERE {key} = ?",
-        f"UPDATE versions SET {', '.join(many)} FROM (VALUES {{}}) AS d "
-        f"WHERE versions.{key} = d.column{len(DoneRow._fields)}",
-    )
-
-
-DONE_ONE, DONE_MANY = _done_statements()
+DONE_ONE, DONE_MANY = _statements(
+    DoneRow._fields, "status = 'done', error = NULL", keep_max="attempts"
+)
 # Only forward: a result (say a quick failure) may have been recorded for that very attempt
 # before its lease is, and must not be overwritten by it.
-LEASED_ONE = (
-    "UPDATE versions SET status = 'leased', attempts = ?, worker = ? WHERE id = ? AND "
-    "(status = 'leased' OR (status = 'queued' AND attempts < ?))"
-)
-LEASED_MANY = (
-    "UPDATE versions SET status = 'leased', attempts = l.column1, worker = l.column2 "
-    "FROM (VALUES {}) AS l WHERE versions.id = l.column3 AND (versions.status = 'leased' OR "
-    "(versions.status = 'queued' AND versions.attempts < l.column4))"
+LEASED_ONE, LEASED_MANY = _statements(
+    LeaseRow._fields,
+    "status = 'leased'",
+    only_if="{versions}status = 'leased' OR "
+    "({versions}status = 'queued' AND {versions}attempts < {attempts})",
 )
 
 

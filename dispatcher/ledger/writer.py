@@ -28,6 +28,7 @@ from dispatcher.ledger.bulk import (
     LEASED_MANY,
     LEASED_ONE,
     DoneRow,
+    LeaseRow,
     execute_rows,
     update_rows,
 )
@@ -370,7 +371,7 @@ class Ledger:
             if attempt > latest.get(version_id, (0, ""))[0]:
                 latest[version_id] = (attempt, worker)
         if latest:
-            rows = [(a, w, vid, a) for vid, (a, w) in latest.items()]
+            rows = [LeaseRow(a, w, vid) for vid, (a, w) in latest.items()]
             update_rows(self._db, LEASED_ONE, LEASED_MANY, rows)
 
     @_guarded

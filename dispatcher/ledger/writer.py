@@ -8,8 +8,6 @@ runs and after it stopped.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import functools
 import logging
 import os
@@ -21,7 +19,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from dispatcher import defaults
 from dispatcher.ledger.bulk import (
     DONE_MANY,
     DONE_ONE,
@@ -33,9 +30,10 @@ from dispatcher.ledger.bulk import (
     update_rows,
 )
 from dispatcher.ledger.errors import ledger_error
+from dispatcher.ledger.lock import StateDirLock
 from dispatcher.ledger.schema import SCHEMA, ledger_path, migrate
 from dispatcher.master.ondone import KEEP, Action, Disposal, DisposalState, OnDone, Outcome
-from workers.errors import ConfigError, LedgerBusy, LedgerError
+from workers.errors import ConfigError, LedgerError
 from workers.protocol import Result
 
 log = logging.getLogger(f"logdispatch.{__name__}")
@@ -115,7 +113,7 @@ class Ledger:
     def __init__(self, state_dir: Path, root: Path) -> None:
         self._path = ledger_path(state_dir)
         self._failure: LedgerError | None = None
-        self._lock_state_dir(state_dir)
+        self._lock = StateDirLock(state_dir)
         try:
             self._db = sqlite3.connect(self._path, isolation_level=None)
             self._enter_wal()
@@ -158,51 +156,11 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_MS}")
 
-    def _lock_state_dir(self, state_dir: Path) -> None:
-        """Take the state directory for this master, or raise LedgerBusy.
-
-        The lock file alone can be deleted under a running master, and a second master would
-        then take a new one; the directory itself cannot go while the ledger is in it. The lock
-        file stays for masters of earlier versions.
-        """
-        self._dir_fd: int | None = None
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            self._lock = open(state_dir / defaults.LOCK_FILE, "a+b")  # noqa: SIM115 - held until close
-            self._dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as e:
-            with contextlib.suppress(AttributeError):
-                self._lock.close()
-            raise ConfigError(
-                f"cannot use {state_dir} as the state directory: {e.strerror}"
-            ) from None
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            try:
-                fcntl.flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    # Some network file systems lock no directory: the lock file still holds.
-                    log.debug("cannot lock the folder %s: %s", state_dir, e.strerror)
-                    os.close(self._dir_fd)
-                    self._dir_fd = None
-                else:
-                    raise
-        except BlockingIOError:
-            self._release_locks()
-            raise LedgerBusy(f"another master is using the state directory {state_dir}") from None
-
-    def _release_locks(self) -> None:
-        self._lock.close()
-        if self._dir_fd is not None:
-            os.close(self._dir_fd)
-            self._dir_fd = None
-
     def _release(self) -> None:
         """Close the connection and give the state directory up, writing nothing."""
         with contextlib.suppress(AttributeError):
             self._db.close()
-        self._release_locks()
+        self._lock.release()
 
     def _fail(self, error: sqlite3.Error) -> LedgerError:
         """Remember a failed write (see _guarded) and undo what the transaction held."""

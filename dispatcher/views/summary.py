@@ -101,8 +101,8 @@ _JSON = {
 
 
 def _compiled(name: str, expression: str) -> Callable[[FileRow], Any]:
-    """``lambda row: expression``, compiled once: written out field by field, as a hand-written
-    function would be, a row costs no loop over its fields (a million rows are read at once)."""
+    """``lambda row: expression``, compiled once: written out field by field, as by hand, so
+    that a row costs no loop over its fields (summaries write a million rows)."""
     names: dict[str, Any] = {"decode_path": decode_path, "iso_time": iso_time}
     names.update(_json_text=_json_text, _json_int=_json_int)
     exec(f"def {name}(row):\n    return {expression}\n", names)

@@ -16,7 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import reference_counts
 
-from dispatcher.ledger.writer import SCHEMA, FileRow, Ledger
+from dispatcher.ledger.rows import FileRow
+from dispatcher.ledger.schema import SCHEMA
+from dispatcher.ledger.writer import Ledger
 from dispatcher.views import summary
 from workers.common import decode_path
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import dispatcher.ledger.writer as ledger_module
-from dispatcher.ledger.writer import Ledger, ledger_path
+import dispatcher.ledger.bulk as ledger_module
+from dispatcher.ledger.schema import ledger_path
+from dispatcher.ledger.writer import Ledger
 from workers.protocol import Result, Status
 
 # More rows than one statement takes, so that every write is split.

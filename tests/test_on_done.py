@@ -25,7 +25,8 @@ from reference import reference_counts
 from test_cli import logdispatch
 from test_master import Harness, _old_file
 
-from dispatcher.ledger.writer import SCHEMA, Ledger
+from dispatcher.ledger.schema import SCHEMA
+from dispatcher.ledger.writer import Ledger
 from dispatcher.master.ondone import Disposer
 from dispatcher.versions import (
     KEEP,

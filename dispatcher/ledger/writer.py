@@ -1,25 +1,35 @@
-"""The durable record of every file version and what became of it (SQLite in --state).
+"""The ledger's single writer: the durable record of every file version and what became of it.
 
-One ``Ledger`` is owned by the master loop and is the only writer; ``read_latest`` opens its own
-read-only connection, so summaries work while the master runs and after it stopped.
+One ``Ledger`` is owned by the master loop and holds the state directory's lock; readers open
+their own read-only connections (dispatcher.ledger.reader), so summaries work while the master
+runs and after it stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import functools
 import logging
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
-from dispatcher import defaults
+from dispatcher.ledger.bulk import (
+    DONE_MANY,
+    DONE_ONE,
+    LEASED_MANY,
+    LEASED_ONE,
+    DoneRow,
+    LeaseRow,
+    execute_rows,
+    update_rows,
+)
+from dispatcher.ledger.errors import ledger_error
+from dispatcher.ledger.lock import StateDirLock
+from dispatcher.ledger.schema import SCHEMA, ledger_path, migrate
 from dispatcher.versions import (
     KEEP,
     Action,
@@ -32,116 +42,10 @@ from dispatcher.versions import (
     VersionStatus,
     sql_open,
 )
-from workers.errors import ConfigError, LedgerBusy, LedgerError
+from workers.errors import ConfigError, LedgerError
 from workers.protocol import Result
 
 log = logging.getLogger(f"logdispatch.{__name__}")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS versions (
-    id INTEGER PRIMARY KEY,
-    path BLOB NOT NULL,           -- relative to the root, exact bytes of the name
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    worker TEXT,
-    lines INTEGER,
-    error_lines INTEGER,
-    bytes_read INTEGER,
-    long_lines INTEGER,
-    seconds REAL,
-    error TEXT,
-    samples BLOB,                 -- sample error lines joined by newlines
-    seen_at REAL NOT NULL,        -- wall clock, seconds
-    finished_at REAL,
-    replaced INTEGER NOT NULL DEFAULT 0,  -- 1 once a newer version of the path exists
-    on_done TEXT,                 -- move or delete, recorded with the counts; NULL: keep
-    on_done_dir BLOB,             -- the archive folder of a move
-    on_done_state TEXT,           -- pending, done, failed or skipped (dispatcher/master/ondone.py)
-    on_done_note TEXT,            -- what became of the file: "deleted" or "moved to ..."
-    -- The st_dev and st_ino of the file counted as its worker found them: --on-done acts on
-    -- that inode only (dispatcher/master/ondone.py). NULL: not known. The comments from here up to
-    -- on_done_note hold no comma: DROP COLUMN (tests use it) cuts back to the last it finds.
-    device INTEGER,
-    inode INTEGER
-);
-CREATE INDEX IF NOT EXISTS versions_path ON versions (path, id);
--- Every status change paid for this index; the one query it served runs once, at start-up.
-DROP INDEX IF EXISTS versions_open;
-"""
-
-
-# What sqlite3 errors mean for the operator, and whether a restart may help.
-_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
-_TRANSIENT = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_NOMEM")
-
-
-def ledger_error(path: Path, error: sqlite3.Error, doing: str = "read") -> LedgerError:
-    """One line for the operator: which ledger, what is wrong with it, what to do.
-
-    ``doing`` is "read" (a summary), "open" (the master starting) or "write" (the master
-    recording).
-    """
-    name = getattr(error, "sqlite_errorname", "")
-    code = 1 if name.startswith(_TRANSIENT) else 2
-    if name.startswith(_DAMAGED):
-        return LedgerError(
-            f"the ledger {path} is damaged ({error}): restore it from a copy, or move it and "
-            "its -wal file aside to start a new ledger (everything is then counted again)"
-        )
-    if "no such table" in str(error) or "no such column" in str(error):
-        return LedgerError(f"{path} is not a logdispatch ledger ({error})")
-    if doing == "read":
-        if name.startswith("SQLITE_CANTOPEN"):
-            return LedgerError(f"cannot open the ledger {path}: {_cannot_open(path)}")
-        if name.startswith("SQLITE_READONLY") and _in_wal_mode(path):
-            return LedgerError(
-                f"cannot read the ledger {path} ({error}): it was left in WAL mode and its "
-                "-shm file cannot be created here; read it as its owner, or stop its master "
-                "cleanly once (that leaves it readable with read access alone)"
-            )
-        if name.startswith("SQLITE_READONLY"):
-            return LedgerError(
-                f"cannot read the ledger {path} ({error}): a transaction its master left "
-                "unfinished must be rolled back first; its next start does that"
-            )
-        return LedgerError(f"cannot read the ledger {path}: {error}", code)
-    if doing == "open":
-        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-            return LedgerError(
-                f"the ledger {path} is locked by another process ({error}): a reader that "
-                "holds it long, or a master of another host or version",
-                code,
-            )
-        return LedgerError(f"cannot open the ledger {path}: {error}", code)
-    what = "the disk is full" if name.startswith("SQLITE_FULL") else str(error)
-    return LedgerError(
-        f"cannot write the ledger {path}: {what}; what was committed before is kept, and "
-        "files not yet recorded are counted again at the next start",
-        code,
-    )
-
-
-def _in_wal_mode(path: Path) -> bool:
-    """Whether the ledger's header says WAL (its read and write versions, bytes 18 and 19)."""
-    try:
-        with open(path, "rb") as f:
-            header = f.read(20)
-    except OSError:
-        return False
-    return header[18:20] == b"\x02\x02"
-
-
-def _cannot_open(path: Path) -> str:
-    """Why SQLite could not open ``path``, as the file system says."""
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as e:
-        return e.strerror or str(e)
-    return "unable to open database file"
 
 
 _P = ParamSpec("_P")
@@ -167,82 +71,8 @@ def _guarded(
     return guarded
 
 
-class FileRow(NamedTuple):
-    """The latest version of one path, as summaries show it (a tuple: a million load fast)."""
-
-    path: bytes
-    status: str
-    size: int
-    lines: int | None
-    error_lines: int | None
-    bytes_read: int | None
-    worker: str | None
-    attempts: int
-    error: str | None
-    finished_at: float | None
-    on_done: str | None = None  # what became of the file after it was counted
-
-
-# The sqlite3 module lets other threads run during each step of a statement. One statement per
-# row (executemany) made the master loop wait for the GIL once a row while the server threads
-# ran, so a big flush held the loop up for long. Rows are written many per statement.
-ROWS_PER_STATEMENT = 500
-# Host parameters a statement may hold: 999 before SQLite 3.32.
-_MAX_PARAMETERS = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
-# UPDATE ... FROM (SQLite 3.33): many rows' updates in one statement; before it, one per row.
-_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
-
 # Version ids reserved by one commit: a restart skips what is left of the block.
 ID_BLOCK = 1 << 20
-
-_DONE_ONE = (
-    "UPDATE versions SET status = 'done', attempts = max(attempts, ?), worker = ?, lines = ?, "
-    "error_lines = ?, bytes_read = ?, long_lines = ?, seconds = ?, error = NULL, samples = ?, "
-    "finished_at = ?, on_done = ?, on_done_dir = ?, on_done_state = ?, device = ?, inode = ? "
-    "WHERE id = ?"
-)
-_DONE_MANY = (
-    "UPDATE versions SET status = 'done', attempts = max(versions.attempts, d.column1), "
-    "worker = d.column2, lines = d.column3, error_lines = d.column4, bytes_read = d.column5, "
-    "long_lines = d.column6, seconds = d.column7, error = NULL, samples = d.column8, "
-    "finished_at = d.column9, on_done = d.column10, on_done_dir = d.column11, "
-    "on_done_state = d.column12, device = d.column13, inode = d.column14 "
-    "FROM (VALUES {}) AS d WHERE versions.id = d.column15"
-)
-# Only forward: a result (say a quick failure) may have been recorded for that very attempt
-# before its lease is, and must not be overwritten by it.
-_LEASED_ONE = (
-    "UPDATE versions SET status = 'leased', attempts = ?, worker = ? WHERE id = ? AND "
-    "(status = 'leased' OR (status = 'queued' AND attempts < ?))"
-)
-_LEASED_MANY = (
-    "UPDATE versions SET status = 'leased', attempts = l.column1, worker = l.column2 "
-    "FROM (VALUES {}) AS l WHERE versions.id = l.column3 AND (versions.status = 'leased' OR "
-    "(versions.status = 'queued' AND versions.attempts < l.column4))"
-)
-
-
-def _execute_rows(
-    db: sqlite3.Connection, sql: str, width: int, rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """Run ``sql``, whose ``{}`` is a VALUES list, for all ``rows`` (``width`` values each) in
-    as few statements as the parameter limit allows."""
-    group = "(" + ", ".join("?" * width) + ")"
-    per = max(1, min(ROWS_PER_STATEMENT, _MAX_PARAMETERS // width))
-    for start in range(0, len(rows), per):
-        part = rows[start : start + per]
-        db.execute(sql.format(", ".join([group] * len(part))), [v for row in part for v in row])
-
-
-def _update_rows(
-    db: sqlite3.Connection, one: str, many: str, rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """Update versions by the same values in ``one`` (a statement per row) or ``many`` (an
-    UPDATE ... FROM a VALUES list of the rows, where SQLite has it)."""
-    if _UPDATE_FROM:
-        _execute_rows(db, many, len(rows[0]), rows)
-    else:
-        db.executemany(one, rows)
 
 
 def _signed64(number: int) -> int | None:
@@ -265,24 +95,20 @@ OPEN_WAIT_MS = 60_000
 BUSY_WAIT_MS = 5000
 
 
-def ledger_path(state_dir: Path) -> Path:
-    return state_dir / defaults.LEDGER_FILE
-
-
 class Ledger:
     """Writer side; every method runs on the master loop's thread."""
 
     def __init__(self, state_dir: Path, root: Path) -> None:
         self._path = ledger_path(state_dir)
         self._failure: LedgerError | None = None
-        self._lock_state_dir(state_dir)
+        self._lock = StateDirLock(state_dir)
         try:
             self._db = sqlite3.connect(self._path, isolation_level=None)
             self._enter_wal()
             # FULL makes each commit durable.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
-            self._migrate()
+            migrate(self._db)
             self._check_root(root)
             self.lease_secret = self._lease_secret()
             # Ids are handed to workers before the commit that writes their rows, so the next
@@ -295,7 +121,7 @@ class Ledger:
             self._release()
             raise ledger_error(self._path, e, "open") from None
         self._new_rows: list[tuple[int, bytes, int, int, float]] = []
-        self._done_rows: list[tuple[object, ...]] = []
+        self._done_rows: list[DoneRow] = []
         self._disposed_rows: list[tuple[str, str, int]] = []
         self._db.execute("BEGIN")
         self._committed_changes = self._db.total_changes
@@ -318,51 +144,11 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_MS}")
 
-    def _lock_state_dir(self, state_dir: Path) -> None:
-        """Take the state directory for this master, or raise LedgerBusy.
-
-        The lock file alone can be deleted under a running master, and a second master would
-        then take a new one; the directory itself cannot go while the ledger is in it. The lock
-        file stays for masters of earlier versions.
-        """
-        self._dir_fd: int | None = None
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            self._lock = open(state_dir / defaults.LOCK_FILE, "a+b")  # noqa: SIM115 - held until close
-            self._dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as e:
-            with contextlib.suppress(AttributeError):
-                self._lock.close()
-            raise ConfigError(
-                f"cannot use {state_dir} as the state directory: {e.strerror}"
-            ) from None
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            try:
-                fcntl.flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    # Some network file systems lock no directory: the lock file still holds.
-                    log.debug("cannot lock the folder %s: %s", state_dir, e.strerror)
-                    os.close(self._dir_fd)
-                    self._dir_fd = None
-                else:
-                    raise
-        except BlockingIOError:
-            self._release_locks()
-            raise LedgerBusy(f"another master is using the state directory {state_dir}") from None
-
-    def _release_locks(self) -> None:
-        self._lock.close()
-        if self._dir_fd is not None:
-            os.close(self._dir_fd)
-            self._dir_fd = None
-
     def _release(self) -> None:
         """Close the connection and give the state directory up, writing nothing."""
         with contextlib.suppress(AttributeError):
             self._db.close()
-        self._release_locks()
+        self._lock.release()
 
     def _fail(self, error: sqlite3.Error) -> LedgerError:
         """Remember a failed write (see _guarded) and undo what the transaction held."""
@@ -405,23 +191,6 @@ class Ledger:
         self._db.execute("INSERT INTO meta VALUES ('lease_secret', ?)", (secret.hex(),))
         return secret
 
-    def _migrate(self) -> None:
-        """Bring a ledger written by an earlier version up to SCHEMA."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(versions)")}
-        if "replaced" not in columns:
-            self._db.execute("ALTER TABLE versions ADD COLUMN replaced INTEGER NOT NULL DEFAULT 0")
-            self._db.execute(
-                "UPDATE versions SET replaced = 1 WHERE id NOT IN "
-                "(SELECT max(id) FROM versions GROUP BY path)"
-            )
-        if "on_done" not in columns:
-            for column in ("on_done", "on_done_dir", "on_done_state", "on_done_note"):
-                kind = "BLOB" if column == "on_done_dir" else "TEXT"
-                self._db.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
-        if "inode" not in columns:
-            for column in ("device", "inode"):
-                self._db.execute(f"ALTER TABLE versions ADD COLUMN {column} INTEGER")
-
     @_guarded
     def commit(self) -> None:
         self._flush()
@@ -443,13 +212,13 @@ class Ledger:
             # every version, which is slow on a big ledger. Every row written before is older than
             # these; among these, the last of each path is the latest.
             latest = {row[1]: row[0] for row in rows}
-            _execute_rows(
+            execute_rows(
                 self._db,
                 "UPDATE versions SET replaced = 1 WHERE replaced = 0 AND path IN (VALUES {})",
                 1,
                 [(path,) for path in latest],
             )
-            _execute_rows(
+            execute_rows(
                 self._db,
                 "INSERT INTO versions (id, path, size, mtime_ns, seen_at, replaced, status) "
                 "SELECT *, 'queued' FROM (VALUES {})",
@@ -458,7 +227,7 @@ class Ledger:
             )
             self._new_rows = []
         if self._done_rows:
-            _update_rows(self._db, _DONE_ONE, _DONE_MANY, self._done_rows)
+            update_rows(self._db, DONE_ONE, DONE_MANY, self._done_rows)
             self._done_rows = []
         if self._disposed_rows:
             self._db.executemany(
@@ -544,15 +313,15 @@ class Ledger:
     @_guarded
     def mark_leased(self, leases: Iterable[tuple[int, int, str]]) -> None:
         """Record (version id, attempt, worker) for tasks handed out; only forward, see
-        _LEASED_ONE."""
+        LEASED_ONE."""
         self._flush()
         latest: dict[int, tuple[int, str]] = {}
         for version_id, attempt, worker in leases:  # of two attempts, the later is the lease
             if attempt > latest.get(version_id, (0, ""))[0]:
                 latest[version_id] = (attempt, worker)
         if latest:
-            rows = [(a, w, vid, a) for vid, (a, w) in latest.items()]
-            _update_rows(self._db, _LEASED_ONE, _LEASED_MANY, rows)
+            rows = [LeaseRow(a, w, vid) for vid, (a, w) in latest.items()]
+            update_rows(self._db, LEASED_ONE, LEASED_MANY, rows)
 
     @_guarded
     def mark_queued(self, version_id: int, attempts: int, error: str | None) -> None:
@@ -571,22 +340,22 @@ class Ledger:
         """
         pending = on_done.action is not Action.KEEP
         self._done_rows.append(
-            (
-                result.attempt,
-                result.worker,
-                result.lines,
-                result.error_lines,
-                result.bytes_read,
-                result.long_lines,
-                result.seconds,
-                b"\n".join(result.samples),
-                finished_at,
-                on_done.action.value if pending else None,
-                on_done.archive,
-                DisposalState.PENDING.value if pending else None,
-                _signed64(result.device),
-                _signed64(result.inode),
-                result.task_id,
+            DoneRow(
+                attempts=result.attempt,
+                worker=result.worker,
+                lines=result.lines,
+                error_lines=result.error_lines,
+                bytes_read=result.bytes_read,
+                long_lines=result.long_lines,
+                seconds=result.seconds,
+                samples=b"\n".join(result.samples),
+                finished_at=finished_at,
+                on_done=on_done.action.value if pending else None,
+                on_done_dir=on_done.archive,
+                on_done_state=DisposalState.PENDING.value if pending else None,
+                device=_signed64(result.device),
+                inode=_signed64(result.inode),
+                id=result.task_id,
             )
         )
 
@@ -624,142 +393,3 @@ class Ledger:
             "worker = coalesce(?, worker), attempts = coalesce(?, attempts) WHERE id = ?",
             (status.value, error, finished_at, worker, attempts, version_id),
         )
-
-
-FILE_COLUMNS = (
-    "path, status, size, lines, error_lines, bytes_read, worker, attempts, error, finished_at, "
-    "on_done_text"
-)
-# The latest version of every path (superseded versions are always replaced).
-_LATEST = "SELECT *, {on_done} AS on_done_text FROM versions WHERE replaced = 0"
-# The same for a ledger no master of this version has opened yet (read-only: no migration).
-_LATEST_BEFORE_REPLACED = (
-    "SELECT *, {on_done} AS on_done_text FROM versions WHERE id IN "
-    "(SELECT max(id) FROM versions WHERE status != 'superseded' GROUP BY path)"
-)
-# What became of a file after it was counted, for summaries (NULL in ledgers from before).
-_ON_DONE_TEXT = (
-    "CASE on_done_state WHEN 'pending' THEN 'pending: ' || on_done ELSE on_done_note END"
-)
-# Failed, vanished and pending files first, then the most error lines.
-ATTENTION_ORDER = "status = 'done', coalesce(error_lines, 0) DESC, path"
-# Error lines per line, of a file or of a group (with its lines and error_lines columns).
-ERROR_RATE = "(CASE WHEN lines > 0 THEN error_lines * 1.0 / lines ELSE 0.0 END)"
-# What --sort sorts by, most first.
-SORT_KEYS = {
-    "lines": "coalesce(lines, 0)",
-    "errors": "coalesce(error_lines, 0)",
-    "rate": ERROR_RATE,
-}
-
-Select = Callable[[sqlite3.Connection, dict[str, int]], Iterable[tuple[Any, ...]]]
-
-
-def read_summary(
-    state_dir: Path, limit: int | None = None, sort: str | None = None, top: int | None = None
-) -> tuple[dict[str, int], Iterator[FileRow]]:
-    """Totals and the latest version of every path, by path, from one snapshot of the ledger.
-
-    With ``sort`` (a SORT_KEYS key) the files with the most of it come first, ties by path;
-    with ``top`` only the first ``top``. With ``limit``, and more files than that, only
-    ``limit`` of them: the first by ``sort``, else those that most need attention.
-    """
-    totals, rows = read_latest(state_dir, select_files(limit, sort, top))
-    return totals, map(FileRow._make, rows)
-
-
-def select_files(
-    limit: int | None = None, sort: str | None = None, top: int | None = None
-) -> Select:
-    """read_summary's query, for a reader of several views in one snapshot."""
-
-    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
-        order = f"{SORT_KEYS[sort]} DESC, path" if sort else "path"
-        cut = top
-        if limit is not None and totals["files"] > limit:
-            if not sort:
-                order = ATTENTION_ORDER
-            cut = limit if top is None else min(top, limit)
-        rows = "" if cut is None else f" LIMIT {int(cut)}"
-        return db.execute(f"SELECT {FILE_COLUMNS} FROM latest ORDER BY {order}{rows}")
-
-    return select
-
-
-def read_latest(state_dir: Path, select: Select) -> tuple[dict[str, int], Iterator[Any]]:
-    """Totals and the rows ``select(connection, totals)`` reads from the ``latest`` view (the
-    latest version of every path), from one snapshot of the ledger.
-
-    The rows stream from the open ledger (a million of them need no list); the connection
-    closes once they are read.
-    """
-    with contextlib.ExitStack() as stack:
-        db, totals = stack.enter_context(snapshot(state_dir))
-        cursor = select(db, totals)
-        closing = stack.pop_all()  # from here the rows' generator closes the connection
-
-    def rows() -> Iterator[Any]:
-        with closing:
-            try:
-                yield from cursor
-            except sqlite3.Error as e:  # a damaged page met halfway through
-                raise ledger_error(ledger_path(state_dir), e) from None
-
-    return totals, rows()
-
-
-@contextmanager
-def snapshot(state_dir: Path) -> Iterator[tuple[sqlite3.Connection, dict[str, int]]]:
-    """A read-only connection to one snapshot of the ledger, and its totals: for a reader of
-    several views at once (the ``select_*`` functions give their queries)."""
-    with _read_only(state_dir) as db:
-        db.execute("BEGIN")  # one snapshot for the totals and the rows, while the master writes
-        yield db, _totals(db)
-
-
-def _totals(db: sqlite3.Connection) -> dict[str, int]:
-    """Files by status, and the lines, error lines and bytes of the done ones."""
-    totals = dict.fromkeys(("files", "done", "failed", "vanished", "pending"), 0)
-    totals.update(lines=0, error_lines=0, bytes=0)
-    rows = db.execute(
-        "SELECT status, count(*), coalesce(sum(lines), 0), coalesce(sum(error_lines), 0), "
-        "coalesce(sum(size), 0) FROM latest GROUP BY status"
-    )
-    for status, files, lines, error_lines, size in rows:
-        totals["files"] += files
-        key = "pending" if status in ("queued", "leased") else status
-        if key in totals:
-            totals[key] += files
-        if status == "done":
-            totals.update(lines=lines, error_lines=error_lines, bytes=size)
-    return totals
-
-
-@contextmanager
-def _read_only(state_dir: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection with a ``latest`` view of the latest version of every path.
-
-    SQLite's errors in the block, the caller's queries too, become a LedgerError.
-    """
-    path = ledger_path(state_dir)
-    if not path.exists():
-        raise ConfigError(f"no ledger in {state_dir} (is --state right?)")
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as e:
-        raise ledger_error(path, e) from None
-    try:
-        # Room for sorting a million rows by path in memory, faster than within the default
-        # 2 MB. Only used as needed.
-        db.execute("PRAGMA cache_size = -131072")
-        columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
-        if not columns:
-            raise LedgerError(f"{path} is not a logdispatch ledger (it has no versions table)")
-        latest = _LATEST if "replaced" in columns else _LATEST_BEFORE_REPLACED
-        on_done = _ON_DONE_TEXT if "on_done" in columns else "NULL"
-        db.execute(f"CREATE TEMP VIEW latest AS {latest.format(on_done=on_done)}")
-        yield db
-    except sqlite3.Error as e:
-        raise ledger_error(path, e) from None
-    finally:
-        db.close()

@@ -12,16 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher import defaults
-from dispatcher.ledger.writer import (
-    ERROR_RATE,
-    FILE_COLUMNS,
-    SORT_KEYS,
-    FileRow,
-    Select,
-    read_latest,
-)
+from dispatcher.ledger.queries import GROUP_FIELDS, select_failed, select_groups, select_samples
+from dispatcher.ledger.reader import read_latest
+from dispatcher.ledger.rows import FAILED_ENTRY, FileRow
 from dispatcher.views import summary
-from workers.common import decode_path, display_path, host_of, printable
+from workers.common import decode_path, display_path, printable
 from workers.errors import ConfigError
 from workers.scans import SAMPLE_LINES
 
@@ -30,30 +25,12 @@ if TYPE_CHECKING:  # rich loads only with a table, the masking patterns with --e
 
     from dispatcher.views.messages import Message, Tally
 
-GROUP_FIELDS = (
-    "key", "files", "done", "failed", "vanished", "pending", "lines", "error_lines", "bytes",
-    "error_rate",
-)  # fmt: skip
-FAILED_FIELDS = (*summary.FILE_FIELDS, "finished_at")
+FAILED_FORMAT = summary.EntryFormat("failed", FAILED_ENTRY)
+FAILED_FIELDS = FAILED_FORMAT.keys
 MESSAGE_FIELDS = ("message", "sampled_lines", "files", "example", "path")
 # A group's name in the table's header, and what its rows without a key stand for.
 _GROUP_TITLES = {"dir": "folder", "worker": "worker", "host": "host", "day": "day"}
 _NO_KEY = {"worker": "(no worker yet)", "host": "(no worker yet)", "day": "(not finished)"}
-
-# A group's counts, as _totals counts them all. Only done files have lines.
-_GROUP_COLUMNS = (
-    "count(*) AS files, sum(status = 'done') AS done, sum(status = 'failed') AS failed, "
-    "sum(status = 'vanished') AS vanished, sum(status IN ('queued', 'leased')) AS pending, "
-    "coalesce(sum(CASE WHEN status = 'done' THEN lines END), 0) AS lines, "
-    "coalesce(sum(CASE WHEN status = 'done' THEN error_lines END), 0) AS error_lines, "
-    "coalesce(sum(CASE WHEN status = 'done' THEN size END), 0) AS bytes"
-)
-_REGROUP_COLUMNS = ", ".join(f"sum({name}) AS {name}" for name in GROUP_FIELDS[1:-1])
-# The first folder in SQL: a Python function called for every row costs far more.
-_TOP_FOLDER = (
-    "CASE WHEN instr(path, X'2F') > 0 THEN substr(path, 1, instr(path, X'2F') - 1) ELSE X'2E' END"
-)
-DAY = "date(finished_at, 'unixepoch', 'localtime')"
 
 
 @dataclass(frozen=True)
@@ -125,44 +102,7 @@ def read_groups(
     Groups come by key (no key last), or most first by ``view.order``; at most ``view.top``
     of them, and ``limit``.
     """
-    return read_latest(state_dir, select_groups(view, limit))
-
-
-def select_groups(view: View, limit: int | None = None) -> Select:
-    """read_groups' query, for a reader of several views in one snapshot."""
-
-    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
-        if view.by == "dir" and (view.depth or 1) > 1:
-            db.create_function("folder_of", 2, folder_of, deterministic=True)
-            key = f"folder_of(path, {int(view.depth or 1)})"
-            groups = f"SELECT {key} AS key, {_GROUP_COLUMNS} FROM latest"
-        elif view.by == "host":
-            # By worker first (a few rows), so that host_of runs once per worker.
-            db.create_function("host_of", 1, _host_of, deterministic=True)
-            by_worker = f"SELECT worker AS key, {_GROUP_COLUMNS} FROM latest GROUP BY 1"
-            groups = f"SELECT host_of(key) AS key, {_REGROUP_COLUMNS} FROM ({by_worker})"
-        else:
-            key = {"dir": _TOP_FOLDER, "worker": "worker", "day": DAY}[view.by]
-            groups = f"SELECT {key} AS key, {_GROUP_COLUMNS} FROM latest"
-        order = f"{SORT_KEYS[view.order]} DESC, " if view.order else ""
-        cuts = [n for n in (view.top, limit) if n]
-        return db.execute(
-            f"SELECT {', '.join(GROUP_FIELDS[:-1])}, {ERROR_RATE}, count(*) OVER () "
-            f"FROM ({groups} GROUP BY 1) ORDER BY {order}key IS NULL, key LIMIT ?",
-            (min(cuts) if cuts else -1,),
-        )
-
-    return select
-
-
-def folder_of(path: bytes, depth: int) -> bytes:
-    """The first ``depth`` folders of a file's path; "." for a file directly in the root."""
-    folders = path.split(b"/")[:-1]
-    return b"/".join(folders[:depth]) or b"."
-
-
-def _host_of(worker: str | None) -> str | None:
-    return None if worker is None else host_of(worker)
+    return read_latest(state_dir, select_groups(view.by, view.depth, view.order, view.top, limit))
 
 
 def _show_groups(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) -> None:
@@ -255,41 +195,14 @@ def read_failed(
     return totals, map(FileRow._make, rows)
 
 
-def select_failed(limit: int | None = None) -> Select:
-    """read_failed's query, for a reader of several views in one snapshot."""
-
-    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
-        return db.execute(
-            f"SELECT {FILE_COLUMNS} FROM latest WHERE status IN ('failed', 'vanished') "
-            "ORDER BY path LIMIT ?",
-            (limit or -1,),
-        )
-
-    return select
-
-
 def _show_failed(state_dir: Path, fmt: str, out: TextIO, rows: int) -> None:
     totals, files = read_failed(state_dir, rows if fmt == "table" else None)
     if fmt == "json":
-        entries = (
-            json.dumps(dict(zip(FAILED_FIELDS, _failed_values(row), strict=True))) for row in files
-        )
-        summary.write_json(out, {"totals": totals}, "files", entries)
+        summary.write_json(out, {"totals": totals}, "files", map(FAILED_FORMAT.json, files))
     elif fmt == "csv":
-        summary.write_csv(out, FAILED_FIELDS, map(_failed_values, files))
+        summary.write_csv(out, FAILED_FIELDS, map(FAILED_FORMAT.values, files))
     else:
         _failed_table(totals, list(files), out)
-
-
-def _failed_values(row: FileRow) -> tuple[Any, ...]:
-    return (*summary.file_values(row), _when(row.finished_at))
-
-
-def _when(timestamp: float | None) -> str | None:
-    """A moment in ISO 8601, local time with its offset."""
-    if timestamp is None:
-        return None
-    return datetime.datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
 def local_time(timestamp: float | None) -> str:
@@ -353,17 +266,6 @@ def read_messages(state_dir: Path) -> tuple[dict[str, int], Tally, int]:
 
     totals, samples = read_latest(state_dir, select)
     return totals, tally(samples), files_with_errors
-
-
-def select_samples(db: sqlite3.Connection) -> tuple[int, sqlite3.Cursor]:
-    """How many files have error lines, and the (path, samples) that read_messages tallies."""
-    with_errors = "FROM latest WHERE status = 'done' AND error_lines > 0"
-    (files_with_errors,) = db.execute(f"SELECT count(*) {with_errors}").fetchone()
-    # Ties by id, not by path: comparing paths made this sort several times slower.
-    return files_with_errors, db.execute(
-        f"SELECT path, samples {with_errors} ORDER BY error_lines DESC, id LIMIT ?",
-        (defaults.ERROR_SAMPLE_FILES,),
-    )
 
 
 def _show_messages(state_dir: Path, top: int | None, fmt: str, out: TextIO, rows: int) -> None:

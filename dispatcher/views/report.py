@@ -1,8 +1,8 @@
 """``logdispatch report``: the ledger as one self-contained HTML page (inline CSS and SVG, no
 script), also served live by ``serve --http``.
 
-Its numbers come from the queries of ``logdispatch summary`` (the ledger's and
-``dispatcher.views.groups``' ``select_*``), all run in one snapshot of the ledger.
+Its numbers come from the queries of ``logdispatch summary`` (dispatcher.ledger.queries), all
+run in one snapshot of the ledger.
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from typing import Any
 from markupsafe import Markup
 
 from dispatcher import defaults
-from dispatcher.ledger.writer import FileRow, select_files, snapshot
+from dispatcher.ledger.queries import (
+    DAY,
+    select_failed,
+    select_files,
+    select_groups,
+    select_samples,
+)
+from dispatcher.ledger.reader import snapshot
+from dispatcher.ledger.rows import FileRow
 from dispatcher.views import charts, groups, summary
 from dispatcher.views.messages import Tally, tally
 from workers.common import display_path, printable
@@ -66,9 +74,9 @@ def read(state_dir: Path) -> Report:
 
 
 def _read(db: sqlite3.Connection, totals: dict[str, int]) -> Report:
-    by_folder = groups.View("dir", sort="errors", top=defaults.REPORT_FOLDERS)
-    folders = list(groups.select_groups(by_folder)(db, totals))
-    files_with_errors, samples = groups.select_samples(db)
+    by_folder = select_groups("dir", order="errors", top=defaults.REPORT_FOLDERS)
+    folders = list(by_folder(db, totals))
+    files_with_errors, samples = select_samples(db)
     first, last, timeline = _timeline(db)
     (root,) = db.execute("SELECT value FROM meta WHERE key = 'root'").fetchone() or (None,)
     return Report(
@@ -80,7 +88,7 @@ def _read(db: sqlite3.Connection, totals: dict[str, int]) -> Report:
         folder_count=folders[0][-1] if folders else 0,
         by_rate=_files(select_files(sort="rate", top=defaults.REPORT_TOP_FILES)(db, totals)),
         by_errors=_files(select_files(sort="errors", top=defaults.REPORT_TOP_FILES)(db, totals)),
-        failed=_files(groups.select_failed(defaults.REPORT_FAILED_FILES)(db, totals)),
+        failed=_files(select_failed(defaults.REPORT_FAILED_FILES)(db, totals)),
         messages=tally(samples),
         files_with_errors=files_with_errors,
         timeline=timeline,
@@ -100,7 +108,7 @@ def _timeline(db: sqlite3.Connection) -> tuple[float | None, float | None, Timel
         return None, None, Timeline(charts.Buckets("minute", []), [], [])
     if last - first > defaults.REPORT_HOURS_UP_TO:
         # Local days, as summary --by day has them.
-        unit, key = "day", groups.DAY
+        unit, key = "day", DAY
         day, end = _local_day(first), _local_day(last)
         keys: list[Any] = []
         while day <= end:

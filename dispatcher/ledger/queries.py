@@ -1,0 +1,146 @@
+"""Every query of the summaries and the report, over the ``latest`` view of a read-only
+connection (dispatcher.ledger.reader): the files, the groups, the failed files and the samples.
+
+Each ``select_*`` gives a ``Select``, so that a reader of several views runs them all in one
+snapshot (``snapshot``), and a reader of one in its own (``read_latest``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from dispatcher import defaults
+from dispatcher.ledger.rows import FILE_COLUMNS
+from dispatcher.versions import PENDING, sql_open
+from workers.common import host_of
+
+Select = Callable[[sqlite3.Connection, dict[str, int]], Iterable[tuple[Any, ...]]]
+
+# Failed, vanished and pending files first, then the most error lines.
+ATTENTION_ORDER = "status = 'done', coalesce(error_lines, 0) DESC, path"
+# Error lines per line, of a file or of a group (with its lines and error_lines columns).
+ERROR_RATE = "(CASE WHEN lines > 0 THEN error_lines * 1.0 / lines ELSE 0.0 END)"
+# What --sort sorts by, most first.
+SORT_KEYS = {
+    "lines": "coalesce(lines, 0)",
+    "errors": "coalesce(error_lines, 0)",
+    "rate": ERROR_RATE,
+}
+
+GROUP_FIELDS = (
+    "key", "files", "done", "failed", "vanished", "pending", "lines", "error_lines", "bytes",
+    "error_rate",
+)  # fmt: skip
+# A group's counts, as the totals count them all. Only done files have lines.
+_GROUP_COLUMNS = (
+    "count(*) AS files, sum(status = 'done') AS done, sum(status = 'failed') AS failed, "
+    f"sum(status = 'vanished') AS vanished, sum({sql_open()}) AS {PENDING}, "
+    "coalesce(sum(CASE WHEN status = 'done' THEN lines END), 0) AS lines, "
+    "coalesce(sum(CASE WHEN status = 'done' THEN error_lines END), 0) AS error_lines, "
+    "coalesce(sum(CASE WHEN status = 'done' THEN size END), 0) AS bytes"
+)
+_REGROUP_COLUMNS = ", ".join(f"sum({name}) AS {name}" for name in GROUP_FIELDS[1:-1])
+# The first folder in SQL: a Python function called for every row costs far more.
+_TOP_FOLDER = (
+    "CASE WHEN instr(path, X'2F') > 0 THEN substr(path, 1, instr(path, X'2F') - 1) ELSE X'2E' END"
+)
+DAY = "date(finished_at, 'unixepoch', 'localtime')"
+
+
+def select_files(
+    limit: int | None = None, sort: str | None = None, top: int | None = None
+) -> Select:
+    """The latest version of every path as FileRow values, by path.
+
+    With ``sort`` (a SORT_KEYS key) the files with the most of it come first, ties by path;
+    with ``top`` only the first ``top``. With ``limit``, and more files than that, only
+    ``limit`` of them: the first by ``sort``, else those that most need attention.
+    """
+
+    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
+        order = f"{SORT_KEYS[sort]} DESC, path" if sort else "path"
+        cut = top
+        if limit is not None and totals["files"] > limit:
+            if not sort:
+                order = ATTENTION_ORDER
+            cut = limit if top is None else min(top, limit)
+        rows = "" if cut is None else f" LIMIT {int(cut)}"
+        return db.execute(f"SELECT {FILE_COLUMNS} FROM latest ORDER BY {order}{rows}")
+
+    return select
+
+
+def select_groups(
+    by: str,
+    depth: int | None = None,
+    order: str | None = None,
+    top: int | None = None,
+    limit: int | None = None,
+) -> Select:
+    """One row per group of files ``by`` "dir" (its first ``depth`` folders), "worker", "host"
+    or "day": the GROUP_FIELDS values and the number of groups.
+
+    Groups come by key (no key last), or most first by ``order`` (a SORT_KEYS key); at most
+    ``top`` of them, and ``limit``.
+    """
+
+    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
+        if by == "dir" and (depth or 1) > 1:
+            db.create_function("folder_of", 2, folder_of, deterministic=True)
+            key = f"folder_of(path, {int(depth or 1)})"
+            groups = f"SELECT {key} AS key, {_GROUP_COLUMNS} FROM latest"
+        elif by == "host":
+            # By worker first (a few rows), so that host_of runs once per worker.
+            db.create_function("host_of", 1, _host_of, deterministic=True)
+            by_worker = f"SELECT worker AS key, {_GROUP_COLUMNS} FROM latest GROUP BY 1"
+            groups = f"SELECT host_of(key) AS key, {_REGROUP_COLUMNS} FROM ({by_worker})"
+        else:
+            key = {"dir": _TOP_FOLDER, "worker": "worker", "day": DAY}[by]
+            groups = f"SELECT {key} AS key, {_GROUP_COLUMNS} FROM latest"
+        most = f"{SORT_KEYS[order]} DESC, " if order else ""
+        cuts = [n for n in (top, limit) if n]
+        return db.execute(
+            f"SELECT {', '.join(GROUP_FIELDS[:-1])}, {ERROR_RATE}, count(*) OVER () "
+            f"FROM ({groups} GROUP BY 1) ORDER BY {most}key IS NULL, key LIMIT ?",
+            (min(cuts) if cuts else -1,),
+        )
+
+    return select
+
+
+def folder_of(path: bytes, depth: int) -> bytes:
+    """The first ``depth`` folders of a file's path; "." for a file directly in the root."""
+    folders = path.split(b"/")[:-1]
+    return b"/".join(folders[:depth]) or b"."
+
+
+def _host_of(worker: str | None) -> str | None:
+    return None if worker is None else host_of(worker)
+
+
+def select_failed(limit: int | None = None) -> Select:
+    """The failed and vanished files (latest versions) as FileRow values, by path, at most
+    ``limit``."""
+
+    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
+        return db.execute(
+            f"SELECT {FILE_COLUMNS} FROM latest WHERE status IN ('failed', 'vanished') "
+            "ORDER BY path LIMIT ?",
+            (limit or -1,),
+        )
+
+    return select
+
+
+def select_samples(db: sqlite3.Connection) -> tuple[int, sqlite3.Cursor]:
+    """How many files have error lines, and the (path, samples) of the ERROR_SAMPLE_FILES of
+    them with the most error lines (the first counted among equals)."""
+    with_errors = "FROM latest WHERE status = 'done' AND error_lines > 0"
+    (files_with_errors,) = db.execute(f"SELECT count(*) {with_errors}").fetchone()
+    # Ties by id, not by path: comparing paths made this sort several times slower.
+    return files_with_errors, db.execute(
+        f"SELECT path, samples {with_errors} ORDER BY error_lines DESC, id LIMIT ?",
+        (defaults.ERROR_SAMPLE_FILES,),
+    )

@@ -1,0 +1,122 @@
+"""Reading the ledger: read-only connections to one snapshot of it, with a ``latest`` view of
+the latest version of every path, whether its master runs or not."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dispatcher.ledger.errors import ledger_error
+from dispatcher.ledger.queries import Select, select_files
+from dispatcher.ledger.rows import FileRow
+from dispatcher.ledger.schema import ledger_path
+from dispatcher.versions import PENDING, shown_status
+from workers.errors import ConfigError, LedgerError
+
+# The latest version of every path (superseded versions are always replaced).
+_LATEST = "SELECT *, {on_done} AS on_done_text FROM versions WHERE replaced = 0"
+# The same for a ledger no master of this version has opened yet (read-only: no migration).
+_LATEST_BEFORE_REPLACED = (
+    "SELECT *, {on_done} AS on_done_text FROM versions WHERE id IN "
+    "(SELECT max(id) FROM versions WHERE status != 'superseded' GROUP BY path)"
+)
+# What became of a file after it was counted, for summaries (NULL in ledgers from before).
+_ON_DONE_TEXT = (
+    "CASE on_done_state WHEN 'pending' THEN 'pending: ' || on_done ELSE on_done_note END"
+)
+
+
+def read_summary(
+    state_dir: Path, limit: int | None = None, sort: str | None = None, top: int | None = None
+) -> tuple[dict[str, int], Iterator[FileRow]]:
+    """Totals and the latest version of every path, by path, from one snapshot of the ledger.
+
+    With ``sort`` (a SORT_KEYS key) the files with the most of it come first, ties by path;
+    with ``top`` only the first ``top``. With ``limit``, and more files than that, only
+    ``limit`` of them: the first by ``sort``, else those that most need attention.
+    """
+    totals, rows = read_latest(state_dir, select_files(limit, sort, top))
+    return totals, map(FileRow._make, rows)
+
+
+def read_latest(state_dir: Path, select: Select) -> tuple[dict[str, int], Iterator[Any]]:
+    """Totals and the rows ``select(connection, totals)`` reads from the ``latest`` view (the
+    latest version of every path), from one snapshot of the ledger.
+
+    The rows stream from the open ledger (a million of them need no list); the connection
+    closes once they are read.
+    """
+    with contextlib.ExitStack() as stack:
+        db, totals = stack.enter_context(snapshot(state_dir))
+        cursor = select(db, totals)
+        closing = stack.pop_all()  # from here the rows' generator closes the connection
+
+    def rows() -> Iterator[Any]:
+        with closing:
+            try:
+                yield from cursor
+            except sqlite3.Error as e:  # a damaged page met halfway through
+                raise ledger_error(ledger_path(state_dir), e) from None
+
+    return totals, rows()
+
+
+@contextmanager
+def snapshot(state_dir: Path) -> Iterator[tuple[sqlite3.Connection, dict[str, int]]]:
+    """A read-only connection to one snapshot of the ledger, and its totals: for a reader of
+    several views at once (dispatcher.ledger.queries gives their queries)."""
+    with _read_only(state_dir) as db:
+        db.execute("BEGIN")  # one snapshot for the totals and the rows, while the master writes
+        yield db, _totals(db)
+
+
+def _totals(db: sqlite3.Connection) -> dict[str, int]:
+    """Files by status, and the lines, error lines and bytes of the done ones."""
+    totals = dict.fromkeys(("files", "done", "failed", "vanished", PENDING), 0)
+    totals.update(lines=0, error_lines=0, bytes=0)
+    rows = db.execute(
+        "SELECT status, count(*), coalesce(sum(lines), 0), coalesce(sum(error_lines), 0), "
+        "coalesce(sum(size), 0) FROM latest GROUP BY status"
+    )
+    for status, files, lines, error_lines, size in rows:
+        totals["files"] += files
+        key = shown_status(status)
+        if key in totals:
+            totals[key] += files
+        if status == "done":
+            totals.update(lines=lines, error_lines=error_lines, bytes=size)
+    return totals
+
+
+@contextmanager
+def _read_only(state_dir: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection with a ``latest`` view of the latest version of every path.
+
+    SQLite's errors in the block, the caller's queries too, become a LedgerError.
+    """
+    path = ledger_path(state_dir)
+    if not path.exists():
+        raise ConfigError(f"no ledger in {state_dir} (is --state right?)")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise ledger_error(path, e) from None
+    try:
+        # Room for sorting a million rows by path in memory, faster than within the default
+        # 2 MB. Only used as needed.
+        db.execute("PRAGMA cache_size = -131072")
+        columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
+        if not columns:
+            raise LedgerError(f"{path} is not a logdispatch ledger (it has no versions table)")
+        latest = _LATEST if "replaced" in columns else _LATEST_BEFORE_REPLACED
+        on_done = _ON_DONE_TEXT if "on_done" in columns else "NULL"
+        db.execute(f"CREATE TEMP VIEW latest AS {latest.format(on_done=on_done)}")
+        yield db
+    except sqlite3.Error as e:
+        raise ledger_error(path, e) from None
+    finally:
+        db.close()

@@ -1,0 +1,66 @@
+"""Where the ledger lives and what it holds: its tables, and how a ledger written by an earlier
+version is brought up to them."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from dispatcher import defaults
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS versions (
+    id INTEGER PRIMARY KEY,
+    path BLOB NOT NULL,           -- relative to the root, exact bytes of the name
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    lines INTEGER,
+    error_lines INTEGER,
+    bytes_read INTEGER,
+    long_lines INTEGER,
+    seconds REAL,
+    error TEXT,
+    samples BLOB,                 -- sample error lines joined by newlines
+    seen_at REAL NOT NULL,        -- wall clock, seconds
+    finished_at REAL,
+    replaced INTEGER NOT NULL DEFAULT 0,  -- 1 once a newer version of the path exists
+    on_done TEXT,                 -- move or delete, recorded with the counts; NULL: keep
+    on_done_dir BLOB,             -- the archive folder of a move
+    on_done_state TEXT,           -- pending, done, failed or skipped (dispatcher/master/ondone.py)
+    on_done_note TEXT,            -- what became of the file: "deleted" or "moved to ..."
+    -- The st_dev and st_ino of the file counted as its worker found them: --on-done acts on
+    -- that inode only (dispatcher/master/ondone.py). NULL: not known. The comments from here up to
+    -- on_done_note hold no comma: DROP COLUMN (tests use it) cuts back to the last it finds.
+    device INTEGER,
+    inode INTEGER
+);
+CREATE INDEX IF NOT EXISTS versions_path ON versions (path, id);
+-- Every status change paid for this index; the one query it served runs once, at start-up.
+DROP INDEX IF EXISTS versions_open;
+"""
+
+
+def ledger_path(state_dir: Path) -> Path:
+    return state_dir / defaults.LEDGER_FILE
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a ledger written by an earlier version up to SCHEMA."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
+    if "replaced" not in columns:
+        db.execute("ALTER TABLE versions ADD COLUMN replaced INTEGER NOT NULL DEFAULT 0")
+        db.execute(
+            "UPDATE versions SET replaced = 1 WHERE id NOT IN "
+            "(SELECT max(id) FROM versions GROUP BY path)"
+        )
+    if "on_done" not in columns:
+        for column in ("on_done", "on_done_dir", "on_done_state", "on_done_note"):
+            kind = "BLOB" if column == "on_done_dir" else "TEXT"
+            db.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
+    if "inode" not in columns:
+        for column in ("device", "inode"):
+            db.execute(f"ALTER TABLE versions ADD COLUMN {column} INTEGER")

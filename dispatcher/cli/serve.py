@@ -127,14 +127,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if metrics_address is not None:
                 from dispatcher.views.metrics import serve_metrics
 
-                side_servers.callback(
-                    serve_metrics(metrics_address, master.status, master.activity.snapshot)
-                )
+                metrics = serve_metrics(metrics_address, master.status, master.activity.snapshot)
+                side_servers.callback(metrics.stop)
                 log.info("metrics at http://%s/metrics", format_address(metrics_address))
             if http_address is not None:
                 from dispatcher.views.web import serve_http
 
-                side_servers.callback(serve_http(http_address, args.state, master.status))
+                side_servers.callback(serve_http(http_address, args.state, master.status).stop)
                 log.info("report at http://%s/", format_address(http_address))
             master.run()
     finally:

@@ -159,6 +159,24 @@ class GuardedServerMixIn(ThreadingMixIn, TCPServer):
             self.log.warning("request from %s failed", format_peer(client_address), exc_info=True)
 
 
+class Serving:
+    """A guarded server on a thread of its own, with the master's start/stop shape (see
+    dispatcher.master.loop.Service)."""
+
+    def __init__(self, server: GuardedServerMixIn, name: str) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
+
+
 class GuardedHTTPServer(GuardedServerMixIn, HTTPServer):
     pass
 

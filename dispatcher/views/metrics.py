@@ -6,13 +6,12 @@ Nothing is counted twice: each scrape reads the same counters ``logdispatch stat
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from dispatcher.views.activity import SECONDS_BUCKETS, ActivitySnapshot
-from dispatcher.views.httpguard import GuardedHandlerMixIn, GuardedServerMixIn
+from dispatcher.views.httpguard import GuardedHandlerMixIn, GuardedServerMixIn, Serving
 from workers.common import format_address
 from workers.errors import ConfigError
 
@@ -37,8 +36,8 @@ def serve_metrics(
     address: tuple[str, int],
     status: Callable[[], dict[str, Any]],
     activity: Callable[[], ActivitySnapshot],
-) -> Callable[[], None]:
-    """Serve /metrics on ``address`` in a thread; returns the function that stops it."""
+) -> Serving:
+    """Serve /metrics on ``address`` in a thread, until its ``stop()``."""
     try:
         from prometheus_client import make_wsgi_app
         from prometheus_client.registry import CollectorRegistry
@@ -58,15 +57,9 @@ def serve_metrics(
             f"cannot serve metrics on {format_address(address)}: {e.strerror}"
         ) from None
     httpd.set_app(make_wsgi_app(registry))
-    thread = threading.Thread(target=httpd.serve_forever, name="logdispatch-metrics", daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
-
-    return stop
+    serving = Serving(httpd, "logdispatch-metrics")
+    serving.start()
+    return serving
 
 
 class _MasterCollector:

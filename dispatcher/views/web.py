@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from dispatcher import defaults
 from dispatcher.views import report
-from dispatcher.views.httpguard import GuardedHandlerMixIn, GuardedHTTPServer
+from dispatcher.views.httpguard import GuardedHandlerMixIn, GuardedHTTPServer, Serving
 from workers.common import format_address
 from workers.errors import ConfigError, LogDispatchError
 
@@ -84,23 +84,17 @@ class ReportServer(GuardedHTTPServer):
 
 def serve_http(
     address: tuple[str, int], state_dir: Path, status: Callable[[], dict[str, Any]]
-) -> Callable[[], None]:
-    """Serve ``/`` and ``/status.json`` on ``address`` in a thread; returns what stops it."""
+) -> Serving:
+    """Serve ``/`` and ``/status.json`` on ``address`` in a thread, until its ``stop()``."""
     try:
         server = ReportServer(address, state_dir, status)
     except OSError as e:
         raise ConfigError(
             f"cannot serve the report on {format_address(address)}: {e.strerror}"
         ) from None
-    thread = threading.Thread(target=server.serve_forever, name="logdispatch-http", daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-    return stop
+    serving = Serving(server, "logdispatch-http")
+    serving.start()
+    return serving
 
 
 class _Handler(GuardedHandlerMixIn):

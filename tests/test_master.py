@@ -9,18 +9,22 @@ factory that opens no socket: the master's bookkeeping does not depend on the tr
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 
 from dispatcher.master.config import MasterConfig
 from dispatcher.master.loop import Master, Server
 from dispatcher.transport.server import ResultSink, StatusService
 from dispatcher.transport.taskqueue import TaskQueue
 from dispatcher.views.summary import build
+from workers.errors import ConfigError
 from workers.protocol import DispatchManager, Result, Status, Task
 
 KEY = b"test-key"
@@ -273,7 +277,7 @@ def test_a_file_still_being_written_waits_for_settle(harness: Harness) -> None:
 
 
 def _settling(master: Master) -> dict[bytes, Any]:
-    return master._versions._settling  # type: ignore[return-value]
+    return master._versions._settling
 
 
 def test_a_quick_failure_is_not_overwritten_by_its_own_lease(harness: Harness) -> None:
@@ -374,3 +378,52 @@ def test_a_message_nothing_handles_stops_the_loop_loudly(
     with pytest.raises(TypeError, match="unknown inbox message tuple"):
         master.step(timeout=0)
     assert "unknown message" in caplog.text
+
+
+def test_an_address_in_use_fails_the_start_before_anything_is_watched(tmp_path: Path) -> None:
+    (tmp_path / "root" / "deep").mkdir(parents=True)
+    taken = socket.create_server(("127.0.0.1", 0))
+    config = MasterConfig(
+        root=tmp_path / "root",
+        authkey=KEY,
+        address=taken.getsockname(),
+        state_dir=tmp_path / "state",
+    )
+    master = Master(config)
+    before = set(threading.enumerate())
+    try:
+        in_use = r"cannot listen on 127\.0\.0\.1:\d+: Address already in use"
+        with pytest.raises(ConfigError, match=in_use):
+            master.start()
+        # Nothing was watched or scanned: the address was tried first.
+        started = {t.name for t in set(threading.enumerate()) - before}
+        assert not started & {"scanner", "root-guard"}, started
+    finally:
+        master.close()
+        taken.close()
+    assert not (set(threading.enumerate()) - before)  # close() stopped what did start
+    Master(config).close()  # and released the ledger
+
+
+def test_a_failed_start_after_the_address_is_bound_releases_it(tmp_path: Path) -> None:
+    """A server that was bound but never started (the watcher failed meanwhile) is closed."""
+    (tmp_path / "root").mkdir()
+    port = free_port()
+    config = MasterConfig(
+        root=tmp_path / "root",
+        authkey=KEY,
+        address=("127.0.0.1", port),
+        state_dir=tmp_path / "state",
+    )
+    master = Master(config)
+
+    def refuse() -> None:
+        raise ConfigError("cannot watch: a test's refusal")
+
+    master._watch = refuse  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ConfigError, match="a test's refusal"):
+            master.start()
+    finally:
+        master.close()
+    socket.create_server(("127.0.0.1", port)).close()  # free again

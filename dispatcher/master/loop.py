@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dispatcher import defaults
 from dispatcher.inbox import Disposed, Inbox, ResultsIn, Scanned, Seen
@@ -22,14 +22,18 @@ from dispatcher.ledger.writer import Ledger
 from dispatcher.master.config import MasterConfig
 from dispatcher.master.ondone import Disposer, prepare_archive
 from dispatcher.master.registry import Registry
-from dispatcher.master.results import Results, stat_under
+from dispatcher.master.results import Results
 from dispatcher.transport.server import ManagerServer, ResultSink, StatusService
 from dispatcher.transport.taskqueue import TaskQueue
 from dispatcher.versions import OpenVersion, Version, VersionStatus
 from dispatcher.views.activity import Activity
 from dispatcher.views.status import MasterInfo, RootWatch, status_document
 from dispatcher.watch.scanner import Eligibility, Scanner
+from dispatcher.watch.walk import stat_under
 from workers.errors import ConfigError
+
+if TYPE_CHECKING:  # watchdog loads only in a master that watches
+    from dispatcher.watch.events import Watcher
 
 log = logging.getLogger(f"logdispatch.{__name__}")
 
@@ -122,7 +126,7 @@ class Master:
         self._server: Server | None = None
         self._eligibility = Eligibility(config.include, config.exclude)
         self._scanner = Scanner(self._root, self._eligibility, self._inbox)
-        self._watcher: Service | None = None
+        self._watcher: Watcher | None = None
         self._watch_mode = "once" if config.once else "rescans only"
         # Started in this order and stopped in the reverse one; the disposer outlives them all
         # (see close()).
@@ -161,23 +165,19 @@ class Master:
         """
         self._restore()
         self._disposer.start()
-        self._run_service(self._scanner)
-        if not self.config.once and self.config.events:
-            from dispatcher.watch.events import Watcher
-
-            watcher = Watcher(self._root, self._inbox, self._scanner, self.config.poll)
-            try:
-                self._run_service(watcher)
-            except OSError as e:
-                raise ConfigError(
-                    f"cannot watch {os.fsdecode(self._root)}: {e.strerror} (raise "
-                    "fs.inotify.max_user_watches, or use --poll SECONDS or --no-events)"
-                ) from None
-            self._watcher, self._watch_mode = watcher, watcher.mode
-        self._server = self._serve(
+        # Bound before anything is watched, so that an address in use fails the start at once
+        # rather than after the watches of a big tree; served last, so that close() stops it
+        # first.
+        server = self._serve(
             self.tasks, ResultSink(self._inbox), StatusService(self.status), self.activity.hung_up
         )
-        self._run_service(self._server)
+        self._server = server
+        try:
+            self._watch()
+        except BaseException:
+            server.stop()  # never started: only its socket is left to close
+            raise
+        self._run_service(server)
         if not self.config.once:
             log.info(
                 "watching %s (%s, full rescan every %g s)",
@@ -187,6 +187,22 @@ class Master:
             )
         # The watcher starts first, so a file landing during the scan is seen by one or the other.
         self._scanner.request()
+
+    def _watch(self) -> None:
+        self._run_service(self._scanner)
+        if self.config.once or not self.config.events:
+            return
+        from dispatcher.watch.events import Watcher
+
+        watcher = Watcher(self._root, self._inbox, self._scanner, self.config.poll)
+        try:
+            self._run_service(watcher)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot watch {os.fsdecode(self._root)}: {e.strerror} (raise "
+                "fs.inotify.max_user_watches, or use --poll SECONDS or --no-events)"
+            ) from None
+        self._watcher, self._watch_mode = watcher, watcher.mode
 
     def _run_service(self, service: Service) -> None:
         self._inputs.append(service)  # stopped by close() even if it fails to start
@@ -228,7 +244,10 @@ class Master:
         # The server stops first, before the last drain: a result the server accepts is then
         # recorded; a worker that cannot deliver keeps its results for the next master.
         for service in reversed(self._inputs):
-            service.stop()
+            try:
+                service.stop()
+            except Exception:  # what arrived is still recorded below
+                log.exception("cannot stop %s", type(service).__name__)
         try:
             self._drain(timeout=0)
             self._commit()
@@ -265,9 +284,7 @@ class Master:
         )
 
     def _root_watch(self) -> RootWatch:
-        from dispatcher.watch.events import Watcher
-
-        if isinstance(self._watcher, Watcher):
+        if self._watcher is not None:
             return RootWatch(self._watcher.root_state, self._watcher.rewatched)
         return RootWatch("ok" if os.path.isdir(self._root) else "gone")
 

@@ -9,9 +9,10 @@ to the stranger, and not one per connection in a flood), requests checked before
 The connections still logging in, their limits, deadlines and refusals, are
 ``dispatcher.transport.logins``'s; what the stdlib's requests and replies mean is said here.
 
-It is the master's one user of the stdlib server's private parts (each marked "stdlib
-internal" with what it relies on; checked on Python 3.11 to 3.13): no other module of the
-master touches them. Each connection is known by its session id (``dispatcher.transport.sessions``).
+It and ``dispatcher.transport.logins`` are the master's only users of the stdlib server's
+private parts (each marked "stdlib internal" with what it relies on; checked on Python 3.11 to
+3.13): no other module of the master touches them. Each connection is known by its session id
+(``dispatcher.transport.sessions``).
 """
 
 from __future__ import annotations
@@ -145,8 +146,11 @@ class ManagerServer:
         log.info("serving on %s", format_address(self.address))
 
     def stop(self) -> None:
-        self._server.stop_serving()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._server.stop_serving()  # the accepting thread closes the socket as it ends
+            self._thread.join(timeout=5)
+        else:
+            self._server.listener.close()
 
 
 class _GuardedServer(Server):

@@ -77,7 +77,7 @@ echo "== copying sample_logs/ into the share"
 cp -r "$repo"/sample_logs/*/ "$work/share/"
 for _ in $(seq 60); do
     done_files=$("$python" -c "
-import sys; from pathlib import Path; from dispatcher import summary
+import sys; from pathlib import Path; from dispatcher.views import summary
 print(summary.build(Path(sys.argv[1]))['totals']['done'])" "$work/state" 2>/dev/null || echo 0)
     [ "$done_files" -ge 8 ] && break
     sleep 0.5

@@ -19,7 +19,7 @@ from reference import reference_counts
 from dispatcher.ledger.rows import FileRow
 from dispatcher.ledger.schema import SCHEMA
 from dispatcher.ledger.writer import Ledger
-from dispatcher.views import summary
+from dispatcher.views import entries, summary
 from workers.common import decode_path
 
 SAMPLES = Path(__file__).parent.parent / "sample_logs"
@@ -222,8 +222,8 @@ def test_json_entries_are_what_json_dumps_writes(
     path: bytes, status: str, number: int | None, worker: str | None, error: str | None
 ) -> None:
     row = FileRow(path, status, 7, number, number, None, worker, 1, error, None)
-    written = summary.json_entry(row)
-    assert written == json.dumps(summary._file_entry(row))
+    written = entries.json_entry(row)
+    assert written == json.dumps(entries.file_entry(row))
     assert json.loads(written)["path"] == decode_path(path)
 
 

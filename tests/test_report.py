@@ -28,7 +28,7 @@ from test_summary_views import BROKEN, Counted, as_json
 
 from dispatcher.defaults import REPORT_BARS, REPORT_FOLDERS, REPORT_TOP_FILES
 from dispatcher.ledger.writer import Ledger
-from dispatcher.views import charts, groups, report, summary
+from dispatcher.views import charts, entries, groups, report, summary
 from dispatcher.views.messages import line_text
 from dispatcher.views.web import ReportServer
 from workers.common import decode_path, display_path, printable
@@ -99,10 +99,8 @@ def test_top_lists_are_summary_sort_rate_and_errors(counted: Counted) -> None:
     found = _read(counted.state)
     for sort, rows in (("rate", found.by_rate), ("errors", found.by_errors)):
         expected = as_json(counted.state, "--sort", sort, "--top", str(REPORT_TOP_FILES))
-        entries = [
-            dict(zip(summary.FILE_FIELDS, summary.file_values(r), strict=True)) for r in rows
-        ]
-        assert entries == expected["files"], sort
+        shown = [dict(zip(entries.FILE_FIELDS, entries.file_values(r), strict=True)) for r in rows]
+        assert shown == expected["files"], sort
     assert found.by_rate[0].path != found.by_errors[0].path  # two different questions
 
 

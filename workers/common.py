@@ -200,7 +200,8 @@ def add_max_expanded_argument(parser: argparse.ArgumentParser) -> None:
 def setup_logging(verbosity: int, base: int = logging.INFO) -> int:
     """Log to stderr from ``base`` made louder by ``verbosity`` (-v minus -q); returns the level.
 
-    Every line names its component: ``logdispatch.watcher``, ``.ledger``, ``.worker``...
+    Every line names the module it comes from, below ``logdispatch`` (for instance
+    ``logdispatch.dispatcher.master.loop``, ``logdispatch.workers.worker``).
     """
     level = min(max(base - 10 * verbosity, logging.DEBUG), logging.CRITICAL)
     logging.basicConfig(

@@ -84,7 +84,7 @@ def _count(
     compression = detect_compression(first)
     if compression is None:
         if size is not None and len(first) >= size:
-            return matcher._count_whole(first)
+            return matcher.count_whole(first)
         return count_chunks(_plain_chunks(first, read, chunk_size, size), matcher)
     if expansion.on_start is not None:
         expansion.on_start()

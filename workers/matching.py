@@ -133,7 +133,7 @@ class ErrorMatcher:
             f"{self.newline_counter})"
         )
 
-    def _count_whole(self, content: bytes) -> Counts:
+    def count_whole(self, content: bytes) -> Counts:
         """Count content known to be complete (a small file read in one piece)."""
         if self._block is None:
             return count_chunks((content,), self)

@@ -2,8 +2,8 @@
 
 Each command's parser and function are in its own module (``serve`` and ``run``, the views,
 ``count``; ``config`` is here, beside the parser it reads). They are all imported to build the
-parser, so each loads the master's, the ledger's and the workers' modules only when it runs:
-``count`` starts without them.
+parser, so their imports are light: each command loads the master's, the ledger's and the
+views' modules only when it runs, and ``count`` starts without them.
 """
 
 from __future__ import annotations

@@ -320,7 +320,7 @@ class Ledger:
             if attempt > latest.get(version_id, (0, ""))[0]:
                 latest[version_id] = (attempt, worker)
         if latest:
-            rows = [LeaseRow(a, w, vid) for vid, (a, w) in latest.items()]
+            rows = [LeaseRow(a, w, i) for i, (a, w) in latest.items()]
             update_rows(self._db, LEASED_ONE, LEASED_MANY, rows)
 
     @_guarded
@@ -361,7 +361,7 @@ class Ledger:
 
     def record_disposals(self, outcomes: Iterable[Outcome]) -> None:
         """What became of counted files (moved, deleted...); buffered like results."""
-        self._disposed_rows.extend((state.value, note, vid) for vid, state, note in outcomes)
+        self._disposed_rows.extend((state.value, note, i) for i, state, note in outcomes)
 
     @_guarded
     def unfinished_disposals(self) -> list[Disposal]:

@@ -205,11 +205,13 @@ class Disposer:
             log.debug("moved %s to %s", display_path(d.version.path), display_path(moved))
         return DisposalState.DONE, MOVED_TO + decode_path(moved)
 
-    def _move(self, source: _Source, archive: bytes, folders: list[bytes], vid: int) -> bytes:
+    def _move(
+        self, source: _Source, archive: bytes, folders: list[bytes], version_id: int
+    ) -> bytes:
         """Place the counted file in the archive, then unlink it; returns its name there."""
         folder = _archive_folder(archive, folders)
         try:
-            moved = _place(source, folder, vid)
+            moved = _place(source, folder, version_id)
         except FileNotFoundError:
             if os.fstat(folder).st_nlink:  # the folder is still there: the file is not
                 raise
@@ -219,7 +221,7 @@ class Disposer:
         if not moved:
             folder = _archive_folder(archive, folders)
             try:
-                moved = _place(source, folder, vid)
+                moved = _place(source, folder, version_id)
             finally:
                 os.close(folder)
         _unlink_if_same(source)
@@ -254,7 +256,7 @@ def _archive_folder(archive: bytes, folders: list[bytes]) -> int:
         raise _Refused(f"cannot create {where}: {error_text(e)}") from None
 
 
-def _place(source: _Source, folder: int, vid: int) -> bytes:
+def _place(source: _Source, folder: int, version_id: int) -> bytes:
     """Give the counted file a free name in ``folder`` (its own, or a numbered one) without
     replacing anything; returns that name."""
     try:
@@ -265,7 +267,7 @@ def _place(source: _Source, folder: int, vid: int) -> bytes:
     # A complete, synced copy under a temporary name, then linked to its final name like the
     # file itself would be: the archive never shows a partial file, and nothing is replaced.
     # The version id in the name makes a copy left by a crash this file's, overwritten here.
-    staged = b".logdispatch-%d.tmp" % vid
+    staged = b".logdispatch-%d.tmp" % version_id
     copied = _copy(source, folder, staged)
     try:
         return _link_free_name(folder, staged, copied, folder, source)

@@ -8,7 +8,6 @@ a reader sees either the record before a change or the one after.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from dispatcher.versions import OpenVersion, Version
@@ -105,6 +104,3 @@ class Registry:
     def __len__(self) -> int:
         """How many versions are open."""
         return len(self._open)
-
-    def __iter__(self) -> Iterator[OpenVersion]:
-        return iter(self._open.values())

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import stat
 from collections.abc import Callable
 
 from dispatcher import defaults
@@ -16,20 +15,11 @@ from dispatcher.master.registry import Registry
 from dispatcher.transport.taskqueue import Lease, TaskQueue
 from dispatcher.versions import Action, Disposal, Version, VersionStatus
 from dispatcher.views.activity import Activity, Counted
-from dispatcher.watch.walk import lstat_under
+from dispatcher.watch.walk import stat_under
 from workers.common import display_path, host_of
 from workers.protocol import Result, Status
 
 log = logging.getLogger(f"logdispatch.{__name__}")
-
-
-def stat_under(root: bytes, path: bytes) -> tuple[int, int] | None:
-    """Size and mtime of a regular file under the root; None if it is anything else."""
-    try:
-        st = lstat_under(root, path)  # a path longer than PATH_MAX as well
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
 
 
 class Results:

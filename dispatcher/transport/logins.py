@@ -226,6 +226,8 @@ class LoginGuard:
             # message announces.
             data = self._conn.recv_bytes(MAX_REQUEST_BYTES)
         except OSError as e:
+            # Stdlib internal: Connection.recv_bytes(maxlength) tells a longer message by this
+            # OSError's text alone (3.11 to 3.13).
             if e.args != ("bad message length",):
                 # The connection failed (reset, or closed mid-message): as lost as at its end.
                 raise EOFError(error_text(e)) from None
@@ -240,7 +242,8 @@ class LoginGuard:
         except MessageRefused as e:
             reason = str(e)
         if reason is not None:
-            # Raised as a lost connection: the stdlib then hangs up without an answer.
+            # Stdlib internal: Server.serve_client() takes MessageRefused (an EOFError) for a
+            # lost connection and hangs up without an answer.
             raise self._refuse(reason)
         return request
 

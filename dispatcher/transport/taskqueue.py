@@ -265,22 +265,24 @@ class TaskQueue:
             self._cond.notify_all()
 
     def state(self) -> QueueState:
-        with self._cond:  # every take() waits for this lock: copy, count and sort outside
-            ready, delayed, leases = [*self._ready], len(self._delayed), [*self._leases.values()]
-        live = sum(1 for i in ready if self._versions(i) is not None and i not in self._leases)
+        with self._cond:  # every take() waits for this lock: copy, sort outside
+            # An id whose version closed after it was queued counts until it reaches the front:
+            # rare (a result held across a restart, a file superseded), and counting it here
+            # would cost every status call a pass over the queue under this lock.
+            ready, delayed, leases = len(self._ready), len(self._delayed), [*self._leases.values()]
         leases.sort(key=lambda lease: lease.taken_at)
-        return QueueState(live, delayed, leases)
+        return QueueState(ready, delayed, leases)
 
-    def lease(self, task_id: int) -> Lease | None:
+    def lease(self, version_id: int) -> Lease | None:
         with self._cond:
-            return self._leases.get(task_id)
+            return self._leases.get(version_id)
 
-    def discard(self, task_ids: list[int]) -> None:
+    def discard(self, version_ids: list[int]) -> None:
         """End the leases on these tasks. Their versions are final or about to be retried: an
         id still queued is skipped once the registry has closed its version."""
         with self._cond:
-            for task_id in task_ids:
-                self._drop_lease(task_id)
+            for version_id in version_ids:
+                self._drop_lease(version_id)
 
     def session_closed(self, session: int) -> None:
         """The connection that took these leases is gone: let them expire now, not at term."""
@@ -332,14 +334,14 @@ class TaskQueue:
             return None
         return lease
 
-    def _drop_lease(self, task_id: int) -> Lease | None:
-        lease = self._leases.pop(task_id, None)
+    def _drop_lease(self, version_id: int) -> Lease | None:
+        lease = self._leases.pop(version_id, None)
         if lease is not None:
             worker = lease.worker
             self._held_by[worker] -= 1
             if self._held_by[worker] <= 0:
                 del self._held_by[worker]
-            if self._counting.get(worker) == task_id:
+            if self._counting.get(worker) == version_id:
                 del self._counting[worker]
         return lease
 

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from dispatcher import defaults
 from dispatcher.ledger.queries import GROUP_FIELDS, select_failed, select_groups, select_samples
 from dispatcher.ledger.reader import read_latest
-from dispatcher.ledger.rows import FAILED_ENTRY, FileRow
+from dispatcher.ledger.rows import FileRow
 from dispatcher.views import summary
+from dispatcher.views.entries import FAILED_ENTRY, EntryFormat
 from workers.common import decode_path, display_path, printable
 from workers.errors import ConfigError
 from workers.scans import SAMPLE_LINES
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # rich loads only with a table, the masking patterns with --e
 
     from dispatcher.views.messages import Message, Tally
 
-FAILED_FORMAT = summary.EntryFormat("failed", FAILED_ENTRY)
+FAILED_FORMAT = EntryFormat("failed", FAILED_ENTRY)
 FAILED_FIELDS = FAILED_FORMAT.keys
 MESSAGE_FIELDS = ("message", "sampled_lines", "files", "example", "path")
 # A group's name in the table's header, and what its rows without a key stand for.

@@ -4,18 +4,16 @@ and table pieces the other views (dispatcher.views.groups) share."""
 from __future__ import annotations
 
 import csv
-import datetime
 import json
-from collections.abc import Callable, Iterable
-from json.encoder import encode_basestring_ascii
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.defaults import TABLE_ROWS
 from dispatcher.ledger.reader import read_summary
-from dispatcher.ledger.rows import FILE_ENTRY, Field, FileRow, Kind
 from dispatcher.versions import MOVED_TO
-from workers.common import decode_path, printable
+from dispatcher.views.entries import FILE_FIELDS, file_entry, file_values, json_entry
+from workers.common import printable
 
 if TYPE_CHECKING:  # rich loads only with a table
     from rich.console import Console
@@ -36,7 +34,7 @@ def build(
     ``sort``. ``sort`` and ``top`` are read_summary's. Totals count them all.
     """
     totals, rows = read_summary(state_dir, limit or None, sort, top)
-    return {"totals": totals, "files": [_file_entry(row) for row in rows]}
+    return {"totals": totals, "files": [file_entry(row) for row in rows]}
 
 
 def write(
@@ -68,80 +66,6 @@ def write_csv(out: TextIO, header: Iterable[str], rows: Iterable[Iterable[Any]])
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-
-
-def _json_text(text: str | None) -> str:
-    return "null" if text is None else encode_basestring_ascii(text)
-
-
-def _json_int(number: int | None) -> str:
-    return "null" if number is None else str(int(number))
-
-
-def iso_time(timestamp: float | None) -> str | None:
-    """A moment in ISO 8601, local time with its offset."""
-    if timestamp is None:
-        return None
-    return datetime.datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
-
-
-# A field's value in an entry, and as JSON text, by its kind; "{}" is the FileRow attribute.
-_VALUE = {
-    Kind.PATH: "decode_path({})",
-    Kind.TEXT: "{}",
-    Kind.INTEGER: "{}",
-    Kind.TIME: "iso_time({})",
-}
-_JSON = {
-    Kind.PATH: "_json_text(decode_path({}))",
-    Kind.TEXT: "_json_text({})",
-    Kind.INTEGER: "_json_int({})",
-    Kind.TIME: "_json_text(iso_time({}))",
-}
-
-
-def _compiled(name: str, expression: str) -> Callable[[FileRow], Any]:
-    """``lambda row: expression``, compiled once: written out field by field, as by hand, so
-    that a row costs no loop over its fields (summaries write a million rows)."""
-    names: dict[str, Any] = {"decode_path": decode_path, "iso_time": iso_time}
-    names.update(_json_text=_json_text, _json_int=_json_int)
-    exec(f"def {name}(row):\n    return {expression}\n", names)
-    function: Callable[[FileRow], Any] = names[name]
-    return function
-
-
-class EntryFormat:
-    """An entry of ``fields`` (rows.Field) for each FileRow: its keys, its values in their
-    order, and the same as JSON text (what json.dumps gives of the entry as a dict)."""
-
-    def __init__(self, name: str, fields: tuple[Field, ...]) -> None:
-        self.keys = tuple(field.key for field in fields)
-        value = [_VALUE[field.kind].format(f"row.{field.attribute}") for field in fields]
-        self.values: Callable[[FileRow], tuple[Any, ...]] = _compiled(
-            f"{name}_values", "(" + "".join(v + ", " for v in value) + ")"
-        )
-        members = [
-            f"{json.dumps(field.key)}: {{{_JSON[field.kind].format(f'row.{field.attribute}')}}}"
-            for field in fields
-        ]
-        text = "{{" + ", ".join(members) + "}}"
-        if "'" in text or "\\" in text:
-            raise ValueError(f"a key of {name} that needs quoting: {self.keys}")
-        self.json: Callable[[FileRow], str] = _compiled(f"{name}_json", f"f'{text}'")
-
-
-FILE_FORMAT = EntryFormat("file", FILE_ENTRY)
-# A file's entry in every format: the JSON keys and the CSV columns, in this order.
-FILE_FIELDS = FILE_FORMAT.keys
-# A file's entry as values in FILE_FIELDS order.
-file_values = FILE_FORMAT.values
-# ``json.dumps(_file_entry(row))``, written out: json.dumps per entry was most of what a row
-# cost over a big ledger.
-json_entry = FILE_FORMAT.json
-
-
-def _file_entry(row: FileRow) -> dict[str, Any]:
-    return dict(zip(FILE_FIELDS, file_values(row), strict=True))
 
 
 def _attention_first(entry: dict[str, Any]) -> tuple[bool, int, str]:

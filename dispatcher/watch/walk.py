@@ -104,3 +104,12 @@ def lstat_under(top: bytes, relpath: bytes) -> os.stat_result:
     folder_path, _, name = relpath.rpartition(b"/")
     with folder(top, folder_path.split(b"/") if folder_path else []) as fd:
         return os.lstat(name, dir_fd=fd)
+
+
+def stat_under(root: bytes, path: bytes) -> tuple[int, int] | None:
+    """Size and mtime of a regular file under the root; None if it is anything else."""
+    try:
+        st = lstat_under(root, path)  # a path longer than PATH_MAX as well
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None

@@ -29,10 +29,14 @@ class Seen:
 
 @dataclass(frozen=True, slots=True)
 class Scanned:
-    """Part of a scan's findings; ``complete`` is set on the last part of a full scan."""
+    """Part of a scan's findings. ``full``: part of a scan of the whole root; ``complete``: its
+    last part; ``missed``: (on the last part) some folder of it could not be listed, so a file
+    it did not report may still be there."""
 
     seen: list[Seen]
     complete: bool = False
+    full: bool = False
+    missed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

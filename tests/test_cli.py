@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import gzip
 import io
 import json
@@ -245,9 +246,11 @@ def test_summary_over_a_ledger_with_changed_and_vanished_files(tmp_path: Path) -
     assert [f["path"] for f in document["files"]] == ["a.log", "b.log", "c.log"]
     assert (files["a.log"]["lines"], files["a.log"]["error_lines"]) == (3, 2)
     assert files["b.log"]["status"] == "done"  # gone since, but its count stands
+    assert datetime.datetime.fromisoformat(files["b.log"]["gone"]).tzinfo is not None
+    assert files["a.log"]["gone"] is None and files["c.log"]["gone"] is None
     assert document["totals"] == {
         "files": 3, "done": 3, "failed": 0, "vanished": 0, "pending": 0,
-        "lines": 5, "error_lines": 3, "bytes": 19 + 3 + 6,
+        "lines": 5, "error_lines": 3, "bytes": 19 + 3 + 6, "gone": 1,
     }  # fmt: skip
     rows = list(csv.DictReader(io.StringIO(_summary(state, "csv"))))
     assert [(r["path"], r["lines"]) for r in rows] == [
@@ -257,6 +260,7 @@ def test_summary_over_a_ledger_with_changed_and_vanished_files(tmp_path: Path) -
     ]
     table = _summary(state, "table")
     assert table.count("a.log") == 1 and "3 files" in table
+    assert "done, gone" in table and "3 done (1 gone)" in table
 
 
 def _summary(state: Path, fmt: str) -> str:

@@ -18,10 +18,10 @@ from dispatcher.versions import PENDING, shown_status
 from workers.errors import ConfigError, LedgerError
 
 # The latest version of every path (superseded versions are always replaced).
-_LATEST = "SELECT *, {on_done} AS on_done_text FROM versions WHERE replaced = 0"
+_LATEST = "SELECT *{extra}, {on_done} AS on_done_text FROM versions WHERE replaced = 0"
 # The same for a ledger no master of this version has opened yet (read-only: no migration).
 _LATEST_BEFORE_REPLACED = (
-    "SELECT *, {on_done} AS on_done_text FROM versions WHERE id IN "
+    "SELECT *{extra}, {on_done} AS on_done_text FROM versions WHERE id IN "
     "(SELECT max(id) FROM versions WHERE status != 'superseded' GROUP BY path)"
 )
 # What became of a file after it was counted, for summaries (NULL in ledgers from before).
@@ -77,18 +77,18 @@ def snapshot(state_dir: Path) -> Iterator[tuple[sqlite3.Connection, dict[str, in
 def _totals(db: sqlite3.Connection) -> dict[str, int]:
     """Files by status, and the lines, error lines and bytes of the done ones."""
     totals = dict.fromkeys(("files", "done", "failed", "vanished", PENDING), 0)
-    totals.update(lines=0, error_lines=0, bytes=0)
+    totals.update(lines=0, error_lines=0, bytes=0, gone=0)
     rows = db.execute(
         "SELECT status, count(*), coalesce(sum(lines), 0), coalesce(sum(error_lines), 0), "
-        "coalesce(sum(size), 0) FROM latest GROUP BY status"
+        "coalesce(sum(size), 0), count(gone_at) FROM latest GROUP BY status"
     )
-    for status, files, lines, error_lines, size in rows:
+    for status, files, lines, error_lines, size, gone in rows:
         totals["files"] += files
         key = shown_status(status)
         if key in totals:
             totals[key] += files
         if status == "done":
-            totals.update(lines=lines, error_lines=error_lines, bytes=size)
+            totals.update(lines=lines, error_lines=error_lines, bytes=size, gone=gone)
     return totals
 
 
@@ -114,7 +114,8 @@ def _read_only(state_dir: Path) -> Iterator[sqlite3.Connection]:
             raise LedgerError(f"{path} is not a logdispatch ledger (it has no versions table)")
         latest = _LATEST if "replaced" in columns else _LATEST_BEFORE_REPLACED
         on_done = _ON_DONE_TEXT if "on_done" in columns else "NULL"
-        db.execute(f"CREATE TEMP VIEW latest AS {latest.format(on_done=on_done)}")
+        extra = "" if "gone_at" in columns else ", NULL AS gone_at"  # no master opened it since
+        db.execute(f"CREATE TEMP VIEW latest AS {latest.format(on_done=on_done, extra=extra)}")
         yield db
     except sqlite3.Error as e:
         raise ledger_error(path, e) from None

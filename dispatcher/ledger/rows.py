@@ -24,6 +24,7 @@ class FileRow(NamedTuple):
     error: str | None
     finished_at: float | None
     on_done: str | None = None  # what became of the file after it was counted
+    gone_at: float | None = None  # when the counted file was noticed gone from the root
 
 
 # FileRow's attributes that the ``latest`` view (dispatcher.ledger.reader) does not hold

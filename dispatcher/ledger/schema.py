@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS versions (
     -- that inode only (dispatcher/master/ondone.py). NULL: not known. The comments from here up to
     -- on_done_note hold no comma: DROP COLUMN (tests use it) cuts back to the last it finds.
     device INTEGER,
-    inode INTEGER
+    inode INTEGER,
+    gone_at REAL                  -- wall clock when a counted file was noticed gone from the root
 );
 CREATE INDEX IF NOT EXISTS versions_path ON versions (path, id);
 -- Every status change paid for this index; the one query it served runs once, at start-up.
@@ -64,3 +65,5 @@ def migrate(db: sqlite3.Connection) -> None:
     if "inode" not in columns:
         for column in ("device", "inode"):
             db.execute(f"ALTER TABLE versions ADD COLUMN {column} INTEGER")
+    if "gone_at" not in columns:
+        db.execute("ALTER TABLE versions ADD COLUMN gone_at REAL")

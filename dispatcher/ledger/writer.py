@@ -286,6 +286,27 @@ class Ledger:
         return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
 
     @_guarded
+    def gone_paths(self) -> set[bytes]:
+        """The paths whose counted latest version was last noticed gone from the root."""
+        rows = self._db.execute(
+            "SELECT path FROM versions WHERE replaced = 0 AND gone_at IS NOT NULL"
+        )
+        return {path for (path,) in rows}
+
+    @_guarded
+    def record_gone(self, path: bytes, when: float | None) -> bool:
+        """Mark the latest version of ``path`` gone from the root since ``when``, or there again
+        (None); whether it was a counted version kept after counting (--on-done moves and
+        deletes are the master's own, and say so themselves)."""
+        self._flush()
+        changed = self._db.execute(
+            "UPDATE versions SET gone_at = ? WHERE path = ? AND replaced = 0 AND "
+            "status = 'done' AND on_done IS NULL",
+            (when, path),
+        )
+        return changed.rowcount > 0
+
+    @_guarded
     def open_versions(self) -> list[OpenVersion]:
         """The versions not final when the master last stopped, oldest first."""
         # A leased row's attempts count the attempt in flight, which was not the file's fault

@@ -25,11 +25,12 @@ from dispatcher.master.registry import Registry
 from dispatcher.master.results import Results
 from dispatcher.transport.server import ManagerServer, ResultSink, StatusService
 from dispatcher.transport.taskqueue import TaskQueue
-from dispatcher.versions import OpenVersion, Version, VersionStatus
+from dispatcher.versions import Action, OpenVersion, Version, VersionStatus
 from dispatcher.views.activity import Activity
 from dispatcher.views.status import MasterInfo, RootWatch, status_document
 from dispatcher.watch.scanner import Eligibility, Scanner
 from dispatcher.watch.walk import stat_under
+from workers.common import display_path
 from workers.errors import ConfigError
 
 if TYPE_CHECKING:  # watchdog loads only in a master that watches
@@ -111,7 +112,11 @@ class Master:
         self._ledger = ledger
         self._committed_at = clock()
         self.activity = Activity(clock, wall)
-        self._versions = Registry(ledger.known_versions())
+        self._versions = Registry(ledger.known_versions(), ledger.gone_paths())
+        # Counted files that leave the root are noticed (marked gone, their counts kept) unless
+        # --on-done moves or deletes them itself.
+        self._notice_gone = config.on_done.action is Action.KEEP
+        self._scan_seen: set[bytes] = set()  # what the whole root's scan under way reported
         self.tasks = TaskQueue(
             self._root,
             config.error_pattern,
@@ -194,7 +199,9 @@ class Master:
             return
         from dispatcher.watch.events import Watcher
 
-        watcher = Watcher(self._root, self._inbox, self._scanner, self.config.poll)
+        watcher = Watcher(
+            self._root, self._inbox, self._scanner, self.config.poll, self._notice_gone
+        )
         try:
             self._run_service(watcher)
         except OSError as e:
@@ -339,11 +346,14 @@ class Master:
             match message:
                 case ResultsIn(results):
                     self._results.record_all(results)
-                case Scanned(found, complete):
+                case Scanned(found, complete, full, missed):
                     for seen in found:
                         self._consider(seen)
+                    if full and self._notice_gone:
+                        self._scan_seen.update(seen.path for seen in found)
                     if complete:
                         self.scan_complete = True
+                        self._scanned_whole(missed)
                 case Seen():
                     self._consider(message)
                 case Disposed(outcomes):
@@ -367,14 +377,35 @@ class Master:
             found = stat_under(self._root, seen.path)
             if found is None:
                 self._versions.unsettle(seen.path)
+                if self._notice_gone and self._versions.went(seen.path):
+                    self._gone(seen.path)
                 return
             size, mtime_ns = found
+        if self._versions.back(seen.path):
+            self._ledger.record_gone(seen.path, None)
+            log.info("%s is in the root again", display_path(seen.path))
         # Every write moves mtime to "now": an mtime older than the settle time means the
         # file has held still that long already (the clocks of master and file server agree).
         old_enough = self._wall() - mtime_ns / 1e9 >= self.config.settle
         now = self._clock()
         if self._versions.settled(seen.path, size, mtime_ns, now, self.config.settle, old_enough):
             self._add_version(seen.path, size, mtime_ns)
+
+    def _scanned_whole(self, missed: bool) -> None:
+        """A scan of the whole root ended: the counted files it did not find are gone, unless
+        a folder could not be listed (then nothing is concluded)."""
+        seen, self._scan_seen = self._scan_seen, set()
+        if not self._notice_gone or missed:
+            return
+        for path in self._versions.missing(seen):
+            # Naming rules changed since it was counted: not looked for, so not gone.
+            if self._eligibility.accepts(path):
+                self._gone(path)
+
+    def _gone(self, path: bytes) -> None:
+        if self._ledger.record_gone(path, self._wall()):
+            log.info("%s is gone from the root; its counts stay", display_path(path))
+        self._versions.mark_gone(path)
 
     def _look_again(self, path: bytes) -> None:
         """A new version of ``path`` may be there: it settles and is counted as itself."""

@@ -1,5 +1,6 @@
 """What the master knows of each file version while it runs: the latest version of every path,
-the paths settling, and the versions not yet final with their attempts and the hosts to avoid.
+the counted ones noticed gone, the paths settling, and the versions not yet final with their
+attempts and the hosts to avoid.
 
 The master loop is its only writer. The task queue reads ``get`` from the manager server's
 threads: each open version is an immutable record replaced whole, and a dict read is atomic, so
@@ -21,10 +22,13 @@ class _Settling:
 
 
 class Registry:
-    def __init__(self, known: dict[bytes, tuple[int, int]]) -> None:
+    def __init__(self, known: dict[bytes, tuple[int, int]], gone: set[bytes] | None = None) -> None:
         # Size and mtime of the latest version of every path in the root (from the ledger at
         # start): a file seen with them again is not new.
         self._known = known
+        # Paths of counted versions noticed gone (kept in _known: a file back as it was, say
+        # after a share was remounted, is the same version and is not counted again).
+        self._gone = set() if gone is None else gone
         self._settling: dict[bytes, _Settling] = {}
         self._open: dict[int, OpenVersion] = {}
         self._open_by_path: dict[bytes, int] = {}
@@ -93,6 +97,30 @@ class Registry:
         if self._open_by_path.get(version.path) == version_id:
             del self._open_by_path[version.path]
         return version
+
+    # --- counted versions that leave the root ------------------------------------------------
+
+    def missing(self, seen: set[bytes]) -> list[bytes]:
+        """The paths known as final and not yet gone that ``seen`` (a whole root's scan) lacks."""
+        return [
+            p
+            for p in self._known
+            if p not in seen and p not in self._gone and p not in self._open_by_path
+        ]
+
+    def went(self, path: bytes) -> bool:
+        """Whether ``path`` should now be marked gone: a final version known and not yet gone."""
+        return path in self._known and path not in self._gone and path not in self._open_by_path
+
+    def mark_gone(self, path: bytes) -> None:
+        self._gone.add(path)
+
+    def back(self, path: bytes) -> bool:
+        """``path`` is there again; whether it had been marked gone."""
+        if path in self._gone:
+            self._gone.discard(path)
+            return True
+        return False
 
     def forget(self, path: bytes) -> None:
         """The latest version of ``path`` is no longer there: whatever is found there is new."""

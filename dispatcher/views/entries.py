@@ -40,6 +40,7 @@ FILE_ENTRY = (
     Field("attempts", "attempts", Kind.INTEGER),
     Field("error", "error", Kind.TEXT),
     Field("on_done", "on_done", Kind.TEXT),
+    Field("gone", "gone_at", Kind.TIME),
 )
 # A failed or vanished file's entry (summary --failed): when it ended, too.
 FAILED_ENTRY = (*FILE_ENTRY, Field("finished_at", "finished_at", Kind.TIME))

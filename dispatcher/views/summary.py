@@ -112,6 +112,8 @@ def render_table(
             # The row shows the path already; JSON and CSV say where the file went.
             after = "moved" if entry["on_done"].startswith(MOVED_TO) else entry["on_done"]
             status = f"{status}, {after}"
+        elif entry.get("gone"):
+            status = f"{status}, gone"  # counted, and no longer in the root
         rate = [rate_text(entry["error_lines"], entry["lines"])] if sort == "rate" else []
         # Text(), not str: a file named "[red]x" is a name, not markup.
         table.add_row(
@@ -145,9 +147,11 @@ def shown_note(shown: int, total: int, noun: str, order: str, top: int | None) -
 
 
 def status_text(counts: dict[str, int]) -> str:
-    """How many files are done, failed, vanished and pending, the zeros left out but done."""
+    """How many files are done (and of those, gone from the root), failed, vanished and
+    pending, the zeros left out but done."""
     not_done = not_done_text(counts)
-    return f"{counts['done']:,} done" + (f", {not_done}" if not_done else "")
+    gone = f" ({counts['gone']:,} gone)" if counts.get("gone") else ""
+    return f"{counts['done']:,} done{gone}" + (f", {not_done}" if not_done else "")
 
 
 def not_done_text(counts: dict[str, int]) -> str:

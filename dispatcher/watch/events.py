@@ -40,8 +40,10 @@ class _EventHandler(FileSystemEventHandler):
         inbox: Inbox,
         scanner: Scanner,
         root_changed: Callable[[], None],
+        deletions: bool,
     ) -> None:
         self._root = root.rstrip(b"/")
+        self._deletions = deletions
         self._prefix = self._root + b"/"
         self._inbox = inbox
         self._scanner = scanner
@@ -51,7 +53,14 @@ class _EventHandler(FileSystemEventHandler):
         if event.event_type in ("deleted", "moved") and os.fsencode(event.src_path) == self._root:
             self._root_changed()  # watchdog ends the watch of a deleted root: look at it now
             return
-        if event.event_type in ("deleted", "opened", "closed_no_write"):
+        if event.event_type == "deleted" or (self._deletions and event.event_type == "moved"):
+            # A file gone, or moved away: the master looks whether it was counted.
+            gone = os.fsencode(event.src_path)
+            if self._deletions and not event.is_directory and gone.startswith(self._prefix):
+                self._inbox.put(Seen(gone[len(self._prefix) :]))
+            if event.event_type == "deleted":
+                return
+        if event.event_type in ("opened", "closed_no_write"):
             return
         # A move counts at its destination: `x.log.tmp -> x.log` must be seen as x.log.
         where = event.dest_path if event.event_type == "moved" else event.src_path
@@ -85,8 +94,16 @@ class Watcher:
     that may be deleted and made again: a thread checks the root's identity and watches the
     new folder (with a rescan) as soon as there is one."""
 
-    def __init__(self, root: bytes, inbox: Inbox, scanner: Scanner, poll: float | None) -> None:
+    def __init__(
+        self,
+        root: bytes,
+        inbox: Inbox,
+        scanner: Scanner,
+        poll: float | None,
+        deletions: bool = False,
+    ) -> None:
         self._root = root
+        self._deletions = deletions  # report files deleted or moved away, too
         self._inbox = inbox
         self._scanner = scanner
         self._poll = poll
@@ -125,7 +142,9 @@ class Watcher:
         # The identity is taken first: a root replaced meanwhile only costs one more arming.
         st = os.stat(self._root)
         observer: BaseObserver = PollingObserver(timeout=self._poll) if self._poll else Observer()
-        handler = _EventHandler(self._root, self._inbox, self._scanner, self._wake.set)
+        handler = _EventHandler(
+            self._root, self._inbox, self._scanner, self._wake.set, self._deletions
+        )
         observer.schedule(handler, os.fsdecode(self._root), recursive=True)
         observer.start()
         self._observer = observer

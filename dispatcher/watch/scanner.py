@@ -83,6 +83,7 @@ class Scanner:
         self._failed: set[bytes] = set()
         self._retry_delay = SCAN_RETRY_SECONDS
         self._retry_at: float | None = None
+        self._misses = 0  # folders that could not be listed, ever (only on the thread)
 
     def start(self) -> None:
         self._thread.start()
@@ -145,6 +146,8 @@ class Scanner:
             log.debug("scanning %d folder(s) again in %g s", len(self._failed), self._retry_delay)
 
     def scan(self, subdir: bytes = b"") -> None:
+        full = not subdir
+        misses = self._misses
         batch: list[Seen] = []
         stack = [subdir]
         while stack:
@@ -157,20 +160,25 @@ class Scanner:
                 self._cannot_scan(rel_dir, e)
                 continue
             try:
-                self._list(dir_fd, rel_dir, stack, batch)
+                self._list(dir_fd, rel_dir, stack, batch, full)
             finally:
                 os.close(dir_fd)
-        self._inbox.put(Scanned(batch, complete=not subdir))
+        self._inbox.put(Scanned(batch, complete=full, full=full, missed=self._misses != misses))
 
     def _cannot_scan(self, rel_dir: bytes, error: OSError) -> None:
         # A folder deleted or made unreadable mid-scan costs only that folder, and one that is
         # still there is scanned again soon.
         shown = os.path.join(self._root, rel_dir) if rel_dir else self._root
         log.warning("cannot scan %s: %s", os.fsdecode(shown), error_text(error))
+        # A root that cannot be listed, gone or not, says nothing of the files in it.
+        if error.errno not in _GONE or not rel_dir:
+            self._misses += 1
         if error.errno not in _GONE:
             self._failed.add(rel_dir)
 
-    def _list(self, dir_fd: int, rel_dir: bytes, stack: list[bytes], batch: list[Seen]) -> None:
+    def _list(
+        self, dir_fd: int, rel_dir: bytes, stack: list[bytes], batch: list[Seen], full: bool
+    ) -> None:
         """Add the folder's subfolders to ``stack`` and its eligible files to ``batch``."""
         try:
             with os.scandir(dir_fd) as listing:
@@ -191,5 +199,5 @@ class Scanner:
             elif stat.S_ISREG(st.st_mode) and self._eligibility.accepts(rel):
                 batch.append(Seen(rel, st.st_size, st.st_mtime_ns))
                 if len(batch) >= SCAN_BATCH:
-                    self._inbox.put(Scanned(batch[:]))
+                    self._inbox.put(Scanned(batch[:], full=full))
                     batch.clear()

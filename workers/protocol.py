@@ -170,6 +170,7 @@ MAX_SAMPLE_BYTES = 4096
 MAX_LEASE_BYTES = 64
 MAX_SECONDS = 1e9
 MAX_INODE = (1 << 64) - 1  # st_dev and st_ino are 64-bit; SQLite stores them as written
+# A fingerprint is b"" or exactly workers.fingerprint.FINGERPRINT_BYTES long.
 
 
 # What an unpickled reply may name. Pickle calls whatever class or function a message names,

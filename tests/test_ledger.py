@@ -3,13 +3,14 @@ row leaves, on real SQLite, whatever the SQLite version offers."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 import dispatcher.ledger.bulk as ledger_module
-from dispatcher.ledger.schema import ledger_path
+from dispatcher.ledger.schema import SCHEMA, ledger_path
 from dispatcher.ledger.writer import Ledger
 from workers.protocol import Result, Status
 
@@ -110,3 +111,46 @@ def test_version_ids_are_never_given_twice_even_uncommitted(tmp_path: Path) -> N
         assert ledger.add_version(b"b.log", 1, 1, 1.0) > handed
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize("update_from", [True, False], ids=["bulk", "per-row"])
+def test_a_done_row_keeps_its_fingerprint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, update_from: bool
+) -> None:
+    monkeypatch.setattr(ledger_module, "_UPDATE_FROM", update_from)
+    ledger = Ledger(tmp_path / "state", tmp_path)
+    fingerprint = bytes(range(40))
+    ids = [ledger.add_version(b"%d.log" % i, 10, 1, 1.0) for i in range(3)]
+    ledger.record_result(Result(ids[0], 1, "w:1", Status.DONE, fingerprint=fingerprint), 2.0)
+    ledger.record_result(Result(ids[1], 1, "w:1", Status.DONE), 2.0)  # a worker sending none
+    ledger.close()
+    with sqlite3.connect(ledger_path(tmp_path / "state")) as db:
+        rows = db.execute("SELECT status, fingerprint FROM versions ORDER BY id").fetchall()
+    assert rows == [("done", fingerprint), ("done", None), ("queued", None)]
+
+
+def test_a_ledger_from_before_the_fingerprint_gets_the_column_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    with contextlib.closing(sqlite3.connect(ledger_path(state))) as db:
+        db.executescript(SCHEMA)
+        db.execute("ALTER TABLE versions DROP COLUMN fingerprint")
+        db.execute("INSERT INTO meta VALUES ('root', ?)", (str(tmp_path),))
+        db.execute(
+            "INSERT INTO versions (id, path, size, mtime_ns, status, lines, error_lines, seen_at, "
+            "device, inode) VALUES (1, x'612e6c6f67', 5, 7, 'done', 3, 1, 0, 2049, 12)"
+        )
+        db.commit()
+        before = db.execute("SELECT * FROM versions").fetchall()
+    with contextlib.closing(Ledger(state, tmp_path)) as ledger:  # as a master starts
+        assert ledger.known_versions() == {b"a.log": (5, 7)}
+        new = ledger.add_version(b"b.log", 6, 8, 1.0)
+        ledger.record_result(Result(new, 1, "w:1", Status.DONE, fingerprint=b"f" * 40), 2.0)
+    with contextlib.closing(sqlite3.connect(ledger_path(state))) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(versions)")]
+        rows = db.execute("SELECT * FROM versions ORDER BY id").fetchall()
+    assert columns[-1] == "fingerprint"
+    assert rows[0] == (*before[0], None)  # the old row as it was, its fingerprint not known
+    assert rows[1][-1] == b"f" * 40

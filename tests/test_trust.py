@@ -132,6 +132,9 @@ def test_malformed_requests_cost_their_sender_the_connection(cluster: Cluster) -
         [result(worker="w\ud800")],  # a lone surrogate: no ledger row or log line takes it
         [result(error="bad\ud800")],
         [result(error="two\nlines")],
+        [result(fingerprint=b"x" * 39)],  # a fingerprint is empty or exactly 40 bytes
+        [result(fingerprint=b"x" * 100_000)],
+        [result(fingerprint="x" * 40)],
     ]
     for batch in bad_batches:
         _, results = _client(cluster)
@@ -150,6 +153,7 @@ def test_malformed_requests_cost_their_sender_the_connection(cluster: Cluster) -
             getattr(queue, method)(*args)
     drops = master.output.count("; connection dropped")
     assert drops == len(bad_batches) + len(bad_calls), master.output
+    assert "fingerprint must be empty or 40 bytes" in master.output
 
     # Nothing of it reached the ledger or the monitoring; the master goes on counting.
     assert master.popen.poll() is None

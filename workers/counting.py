@@ -3,7 +3,8 @@
 Pure: no logging setup, no processes, no global state. The rules are docs/counting.md;
 ``ErrorMatcher`` (``workers.matching``) compiles them once and ``count_path`` / ``count_fd`` /
 ``count_fileobj`` apply them to a file, a descriptor or an open binary file, decompressing
-what is compressed (``workers.expansion``).
+what is compressed (``workers.expansion``), and take the fingerprint of the content counted
+(``workers.fingerprint``) on the way.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import io
 import os
 import stat
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import BinaryIO
 
 from workers.errors import CountError
 from workers.expansion import MAGIC_BYTES, Expansion, count_compressed, detect_compression
+from workers.fingerprint import Fingerprint
 from workers.matching import ErrorMatcher, count_chunks
 from workers.scans import Counts
 
@@ -83,9 +86,14 @@ def _count(
         first += more
     compression = detect_compression(first)
     if compression is None:
+        fingerprint = Fingerprint()
         if size is not None and len(first) >= size:
-            return matcher.count_whole(first)
-        return count_chunks(_plain_chunks(first, read, chunk_size, size), matcher)
+            fingerprint.feed(first)
+            counts = matcher.count_whole(first)
+        else:
+            chunks = fingerprint.fed(_plain_chunks(first, read, chunk_size, size))
+            counts = count_chunks(chunks, matcher)
+        return replace(counts, fingerprint=fingerprint.digest())
     if expansion.on_start is not None:
         expansion.on_start()
     return count_compressed(rewind(len(first)), compression, matcher, chunk_size, expansion.limit)

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from workers.common import MAX_EXPANDED_BYTES, format_size
 from workers.errors import CountError
+from workers.fingerprint import Fingerprint
 from workers.matching import ErrorMatcher, count_chunks
 from workers.scans import Counts
 
@@ -61,16 +62,17 @@ def count_compressed(
 ) -> Counts:
     """Count the decompressed content of ``f``, read from its start; CountError when it is
     corrupt or expands past ``limit`` bytes."""
+    fingerprint = Fingerprint()
     try:
         with _DECOMPRESSORS[compression](f) as stream:
             chunks = _expanded_chunks(stream, chunk_size, limit, compression)
-            counts = count_chunks(chunks, matcher)
+            counts = count_chunks(fingerprint.fed(chunks), matcher)
     except _CORRUPT_ERRORS as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise  # a real I/O error of the underlying file, not bad data
         reason = " ".join(str(e).split()) or type(e).__name__
         raise CountError(f"corrupt {compression} data: {reason}") from None
-    return replace(counts, compression=compression)
+    return replace(counts, compression=compression, fingerprint=fingerprint.digest())
 
 
 def _expanded_chunks(

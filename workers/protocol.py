@@ -124,6 +124,10 @@ class Result:
     # master moves or deletes only that file (see its --on-done).
     device: int = 0
     inode: int = 0
+    # The fingerprint of the content counted (workers.fingerprint) for a done result, else
+    # b"". Last and with a default, so that a result from a worker that sends none still
+    # loads: its content's fingerprint is then not known.
+    fingerprint: bytes = b""
 
     def __reduce__(self) -> tuple[type[Result], tuple[object, ...]]:
         # As Task.__reduce__; the status travels as its plain value.
@@ -142,6 +146,7 @@ class Result:
             self.lease,
             self.device,
             self.inode,
+            self.fingerprint,
         )
 
     def __post_init__(self) -> None:
@@ -165,6 +170,7 @@ MAX_SAMPLE_BYTES = 4096
 MAX_LEASE_BYTES = 64
 MAX_SECONDS = 1e9
 MAX_INODE = (1 << 64) - 1  # st_dev and st_ino are 64-bit; SQLite stores them as written
+# A fingerprint is b"" or exactly workers.fingerprint.FINGERPRINT_BYTES long.
 
 
 # What an unpickled reply may name. Pickle calls whatever class or function a message names,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -35,6 +35,9 @@ class Counts:
     long_lines: int = 0  # lines a general regex saw only the first long_line_limit bytes of
     compression: str | None = None  # "gzip" | "bzip2" | "xz" | None
     samples: tuple[bytes, ...] = ()  # first error lines: no "\n", one "\r" stripped, truncated
+    # The content's (workers.fingerprint), b"" where none was taken. Left out of ==: counts are
+    # the same counts whatever content they were found in.
+    fingerprint: bytes = field(default=b"", compare=False)
 
 
 class Scan(Protocol):

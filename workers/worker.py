@@ -231,6 +231,7 @@ class Worker:
             lease=task.lease,
             device=before.st_dev,
             inode=before.st_ino,
+            fingerprint=counts.fingerprint,
         )
 
     def _matcher(self, pattern: bytes) -> ErrorMatcher:

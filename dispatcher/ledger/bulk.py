@@ -35,6 +35,7 @@ class DoneRow(NamedTuple):
     on_done_state: str | None
     device: int | None
     inode: int | None
+    fingerprint: bytes | None
     id: int
 
 

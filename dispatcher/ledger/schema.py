@@ -33,11 +33,14 @@ CREATE TABLE IF NOT EXISTS versions (
     on_done_state TEXT,           -- pending, done, failed or skipped (dispatcher/master/ondone.py)
     on_done_note TEXT,            -- what became of the file: "deleted" or "moved to ..."
     -- The st_dev and st_ino of the file counted as its worker found them: --on-done acts on
-    -- that inode only (dispatcher/master/ondone.py). NULL: not known. The comments from here up to
-    -- on_done_note hold no comma: DROP COLUMN (tests use it) cuts back to the last it finds.
+    -- that inode only (dispatcher/master/ondone.py). NULL: not known. The comments from
+    -- on_done_note down hold no comma: DROP COLUMN (tests use it) cuts back to the last it finds.
     device INTEGER,
     inode INTEGER,
-    gone_at REAL                  -- wall clock when a counted file was noticed gone from the root
+    gone_at REAL,                 -- wall clock when a counted file was noticed gone from the root
+    -- The length of the content counted and hashes of its first and last 64 KiB whatever its
+    -- file or compression (workers/fingerprint.py). NULL: not known.
+    fingerprint BLOB
 );
 CREATE INDEX IF NOT EXISTS versions_path ON versions (path, id);
 -- Every status change paid for this index; the one query it served runs once, at start-up.
@@ -67,3 +70,5 @@ def migrate(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE versions ADD COLUMN {column} INTEGER")
     if "gone_at" not in columns:
         db.execute("ALTER TABLE versions ADD COLUMN gone_at REAL")
+    if "fingerprint" not in columns:
+        db.execute("ALTER TABLE versions ADD COLUMN fingerprint BLOB")

@@ -376,6 +376,7 @@ class Ledger:
                 on_done_state=DisposalState.PENDING.value if pending else None,
                 device=_signed64(result.device),
                 inode=_signed64(result.inode),
+                fingerprint=result.fingerprint or None,
                 id=result.task_id,
             )
         )

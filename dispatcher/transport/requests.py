@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 from workers.common import TLSFiles, printable
 from workers.errors import BadRequest
+from workers.fingerprint import FINGERPRINT_BYTES
 from workers.protocol import (
     MAX_ATTEMPT,
     MAX_COUNT,
@@ -113,6 +114,8 @@ def _result_problem(r: Result) -> str | None:
         return "bad lease"
     if not _is_int(r.device, 0, MAX_INODE) or not _is_int(r.inode, 0, MAX_INODE):
         return "device and inode must be integers from 0 to 2**64 - 1"
+    if type(r.fingerprint) is not bytes or len(r.fingerprint) not in (0, FINGERPRINT_BYTES):
+        return f"fingerprint must be empty or {FINGERPRINT_BYTES} bytes"
     lines = r.lines
     if not _is_int(r.bytes_read, 0, MAX_COUNT) or not _is_int(lines, 0, r.bytes_read):
         return "lines must be an integer from 0 to bytes_read"

@@ -25,6 +25,11 @@ from typing import Any
 
 import pytest
 
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
+
 from dispatcher.transport.server import ManagerServer, ResultSink
 from dispatcher.transport.taskqueue import TaskQueue
 from dispatcher.versions import OpenVersion, Version
@@ -73,6 +78,7 @@ _COMPRESS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": gzip.compress,
     "bzip2": bz2.compress,
     "xz": lzma.compress,
+    "zstd": zstd.compress,
 }
 
 

@@ -1,6 +1,6 @@
 """Compressed content: told by its magic bytes, decompressed as a stream, bounded against bombs.
 
-gzip, bzip2 and xz are counted as their decompressed content (docs/counting.md, "Compressed
+gzip, bzip2, xz and zstd are counted as their decompressed content (docs/counting.md, "Compressed
 files"), which may expand to at most ``Expansion.limit`` bytes (--max-expanded).
 """
 
@@ -10,6 +10,7 @@ import bz2
 import gzip
 import io
 import lzma
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -21,18 +22,37 @@ from workers.fingerprint import Fingerprint
 from workers.matching import ErrorMatcher, count_chunks
 from workers.scans import Counts
 
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
+
+# The largest window a zstd frame may ask for: 2**27 bytes (128 MiB), libzstd's and the zstd
+# tool's default. A frame's header declares its window (a single-segment frame's is its whole
+# content size); one declaring more is refused as corrupt before anything is allocated, so a
+# frame claiming a huge window or content size costs no more memory than this.
+_ZSTD_WINDOW_LOG_MAX = 27
+
 _DECOMPRESSORS: dict[str, Callable[[BinaryIO], io.BufferedIOBase]] = {
     "gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
     "bzip2": bz2.BZ2File,
     "xz": lzma.LZMAFile,
+    "zstd": lambda f: zstd.ZstdFile(
+        f, options={zstd.DecompressionParameter.window_log_max: _ZSTD_WINDOW_LOG_MAX}
+    ),
 }
 _COMPRESSION_MAGIC = (
     (b"\x1f\x8b", "gzip"),
     (b"BZh", "bzip2"),
     (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
 )
-# What the stdlib decompressors raise on damaged or truncated input.
-_CORRUPT_ERRORS = (EOFError, zlib.error, lzma.LZMAError, OSError)
+# zstd's skippable frames (magic 50..5f 2a 4d 18, then a length and that many bytes of
+# metadata) hold no content: libzstd skips them wherever they are. A file may begin with one
+# (pzstd puts one before each frame), so its magic tells zstd too.
+_ZSTD_SKIPPABLE_MAGIC = b"\x2a\x4d\x18"
+# What the decompressors raise on damaged or truncated input.
+_CORRUPT_ERRORS = (EOFError, zlib.error, lzma.LZMAError, zstd.ZstdError, OSError)
 # How many first bytes tell every format above.
 MAGIC_BYTES = max(len(magic) for magic, _ in _COMPRESSION_MAGIC)
 
@@ -54,6 +74,8 @@ def detect_compression(magic: bytes) -> str | None:
     for prefix, name in _COMPRESSION_MAGIC:
         if magic.startswith(prefix):
             return name
+    if len(magic) >= 4 and magic[0] & 0xF0 == 0x50 and magic[1:4] == _ZSTD_SKIPPABLE_MAGIC:
+        return "zstd"
     return None
 
 

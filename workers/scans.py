@@ -33,7 +33,7 @@ class Counts:
     error_lines: int
     bytes_read: int  # content bytes: the decompressed size for archives
     long_lines: int = 0  # lines a general regex saw only the first long_line_limit bytes of
-    compression: str | None = None  # "gzip" | "bzip2" | "xz" | None
+    compression: str | None = None  # "gzip" | "bzip2" | "xz" | "zstd" | None
     samples: tuple[bytes, ...] = ()  # first error lines: no "\n", one "\r" stripped, truncated
     # The content's (workers.fingerprint), b"" where none was taken. Left out of ==: counts are
     # the same counts whatever content they were found in.

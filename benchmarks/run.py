@@ -10,6 +10,7 @@ import argparse
 import compileall
 import contextlib
 import datetime
+import gzip
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 CLI = [sys.executable, "-c", "import sys; from dispatcher.cli.main import main; sys.exit(main())"]
@@ -52,11 +54,19 @@ class Sizes:
     latency_files: int
     sparse_bytes: int
     spin_loops: int = 10_000_000  # figure 3b's reference loop: about a second here
+    grow_steps: int = 12  # figure 9a: appends to one log
+    grow_step_kb: int = 4 * 1024
+    rotations: int = 24  # figure 9b: an hourly rotation's day
+    rotated_kb: int = 2 * 1024  # each fresh app.log
+    archives: int = 7
 
 
 def sizes(quick: bool) -> Sizes:
     if quick:
-        return Sizes(True, 50, 2, 3_000, 2, 40, 0, 5, 256 * MB, spin_loops=2_000_000)
+        return Sizes(
+            True, 50, 2, 3_000, 2, 40, 0, 5, 256 * MB, spin_loops=2_000_000, grow_step_kb=256,
+            rotations=4, rotated_kb=128,
+        )  # fmt: skip
     # Five repeats: on a shared 2-core VM a single run of the same command varies by 30%, and
     # the best of five on each side is a steadier ratio than the best of three.
     return Sizes(False, 400, 5, 20_000, 8, 256, 100_000, 20, 1 << 30)
@@ -908,9 +918,161 @@ def fig_on_done(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -
     ]  # fmt: skip
 
 
+# Logs as they live: appended to in place, and renamed along a numbered rotation.
+ROTATION_SETTLE = "0.3"
+ERROR_LINE = re.compile(rb"\b(?:ERROR|FATAL|CRITICAL)\b")
+
+
+def log_piece(chunks: Sequence[Chunk], part: int, size: int) -> Chunk:
+    """About *size* bytes of whole lines from the chunks, opened by a line naming *part*: no
+    two parts are alike, even where they draw on the same chunk."""
+    head = f"2026-11-20 00:00:00,000 INFO bench.part: part {part} begins\n".encode()
+    data = head
+    index = part
+    while len(data) < size:
+        data += chunks[index % len(chunks)].data
+        index += 1
+    data = data[: data.rfind(b"\n", 0, size) + 1]
+    errors = sum(1 for line in data.split(b"\n") if ERROR_LINE.search(line))
+    return Chunk(data, data.count(b"\n"), errors)
+
+
+def latest(m: Master, path: bytes) -> tuple[object, ...] | None:
+    rows = m.query(
+        "SELECT status, size, mtime_ns, lines, error_lines FROM versions WHERE path = ? "
+        "ORDER BY id DESC LIMIT 1",
+        path,
+    )
+    return rows[0] if rows else None
+
+
+def counted(m: Master, root: Path, names: Sequence[str], expected: Sequence[Chunk]) -> bool:
+    """Whether the latest version of each file is done as it is on disk now, its counts
+    checked against what was written to it."""
+    m._alive()
+    for name, chunk in zip(names, expected, strict=True):
+        row = latest(m, os.fsencode(name))
+        st = (root / name).stat()
+        if row is None or row[:3] != ("done", st.st_size, st.st_mtime_ns):
+            return False
+        if row[3:] != (chunk.lines, chunk.errors):
+            raise BenchError(
+                f"{name}: ledger has {row[3]} lines / {row[4]} errors, "
+                f"written {chunk.lines} / {chunk.errors}"
+            )
+    return True
+
+
+def fig_rotation(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> list[Row]:
+    return [grow_row(tmp, sz, chunks), rotate_row(tmp, sz, chunks)]
+
+
+def grow_row(tmp: Path, sz: Sizes, chunks: list[Chunk]) -> Row:
+    steps, step = sz.grow_steps, sz.grow_step_kb * 1024
+    name = (
+        f"9a. a log growing in {steps} equal appends to {steps * step // MB} MiB, each counted "
+        f"before the next (`serve --settle {ROTATION_SETTLE}`, 1 worker): bytes read per byte"
+    )
+    root = tmp / "grow-root"
+    root.mkdir()
+    path = root / "app.log"
+    total = Chunk(b"", 0, 0)
+    with Master(tmp / "grow-master", root, ROTATION_SETTLE) as m:
+        m.worker(1)
+        start = time.perf_counter()
+        for i in range(steps):
+            progress(f"figure 9a: append {i + 1}/{steps}")
+            piece = log_piece(chunks, i, step)
+            with open(path, "ab") as f:
+                f.write(piece.data)
+            total = Chunk(b"", total.lines + piece.lines, total.errors + piece.errors)
+            wait_for(
+                partial(counted, m, root, ["app.log"], [total]), 60,
+                "the append to be counted", every=0.02,
+            )  # fmt: skip
+        seconds = time.perf_counter() - start
+        ((read, done, versions),) = m.query(
+            "SELECT sum(bytes_read), count(*) FILTER (WHERE status = 'done'), count(*) "
+            "FROM versions WHERE path = ?",
+            b"app.log",
+        )
+    size = path.stat().st_size
+    per_byte = int(str(read)) / size
+    return Row(
+        name, f"read {per_byte:.1f} bytes per byte of log ({int(str(read)) / MB:,.1f} MiB "
+        f"for {size / MB:,.1f} MiB; {done} versions counted of {versions}; {seconds:.1f} s)",
+        f"the final size read once: 1.0 ({size / MB:,.1f} MiB)", f"{per_byte:.2f}",
+        met=f"last version: {total.lines:,} lines, {total.errors:,} error lines = written",
+    )  # fmt: skip
+
+
+def rotate(root: Path, names: Sequence[str], fresh: bytes) -> None:
+    """One rotation as logrotate's numbered scheme with compress and delaycompress makes it."""
+    for i in range(len(names) - 1, 2, -1):
+        os.replace(root / names[i - 1], root / names[i])  # the oldest is replaced: deleted
+    with open(root / names[1], "rb") as src, gzip.open(root / names[2], "wb", 6) as dst:
+        shutil.copyfileobj(src, dst)  # gzip(1)'s default level
+    os.unlink(root / names[1])
+    os.rename(root / names[0], root / names[1])
+    (root / names[0]).write_bytes(fresh)
+
+
+def rotate_row(tmp: Path, sz: Sizes, chunks: list[Chunk]) -> Row:
+    k, rotations, size = sz.archives, sz.rotations, sz.rotated_kb * 1024
+    name = (
+        f"9b. numbered rotation, `app.log` of {size // 1024:,} KiB and {k} archives "
+        f"(`.1`, `.2.gz` ... `.{k}.gz`), rotated {rotations} times, each counted before the "
+        f"next (`serve --settle {ROTATION_SETTLE}`, `work --processes 2`): files read per "
+        "rotation"
+    )
+    root = tmp / "rotate-root"
+    root.mkdir()
+    names = ["app.log", "app.log.1", *(f"app.log.{i}.gz" for i in range(2, k + 1))]
+    # ring[i]: what names[i] holds, newest first; the first k + 1 parts were rotated before.
+    ring = [log_piece(chunks, part, size) for part in range(k, -1, -1)]
+    for i, (file, chunk) in enumerate(zip(names, ring, strict=True)):
+        if i < 2:
+            (root / file).write_bytes(chunk.data)
+        else:
+            with gzip.open(root / file, "wb", 6) as f:
+                f.write(chunk.data)
+        make_old(root / file)
+    with Master(tmp / "rotate-master", root, ROTATION_SETTLE) as m:
+        m.worker(2)
+        wait_for(lambda: counted(m, root, names, ring), 60, "the first files to be counted")
+        ((before,),) = m.query("SELECT max(id) FROM versions")
+        start = time.perf_counter()
+        for r in range(rotations):
+            progress(f"figure 9b: rotation {r + 1}/{rotations}")
+            fresh = log_piece(chunks, k + 1 + r, size)
+            rotate(root, names, fresh.data)
+            ring = [fresh, *ring[:-1]]
+            wait_for(
+                partial(counted, m, root, names, ring), 60, "the rotation to be counted",
+                every=0.02,
+            )  # fmt: skip
+        seconds = time.perf_counter() - start
+        ((done, read, others),) = m.query(
+            "SELECT count(*) FILTER (WHERE status = 'done'), "
+            "sum(bytes_read) FILTER (WHERE status = 'done'), "
+            "count(*) FILTER (WHERE status != 'done') FROM versions WHERE id > ?",
+            before,
+        )
+    files = int(str(done)) / rotations
+    read_mib = int(str(read)) / rotations / MB
+    new_mib = size / MB
+    return Row(
+        name, f"{files:.1f} files read per rotation, {read_mib:,.2f} MiB of content, "
+        f"{read_mib / new_mib:.1f} times what is new ({seconds:.1f} s in all)",
+        f"what is new: 1 file, {new_mib:,.2f} MiB", f"{files:.1f}",
+        met=f"every file's last version = written; {others} versions not counted (superseded "
+        "or gone before)",
+    )  # fmt: skip
+
+
 FIGURES = [
     fig_count, fig_shapes, fig_small, fig_cores, fig_scale, fig_latency, fig_memory,
-    fig_views, fig_on_done,
+    fig_views, fig_on_done, fig_rotation,
 ]  # fmt: skip
 
 

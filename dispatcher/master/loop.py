@@ -132,7 +132,6 @@ class Master:
         self._eligibility = Eligibility(config.include, config.exclude)
         self._scanner = Scanner(self._root, self._eligibility, self._inbox)
         self._watcher: Watcher | None = None
-        self._watch_mode = "once" if config.once else "rescans only"
         # Started in this order and stopped in the reverse one; the disposer outlives them all
         # (see close()).
         self._inputs: list[Service] = []
@@ -209,7 +208,7 @@ class Master:
                 f"cannot watch {os.fsdecode(self._root)}: {e.strerror} (raise "
                 "fs.inotify.max_user_watches, or use --poll SECONDS or --no-events)"
             ) from None
-        self._watcher, self._watch_mode = watcher, watcher.mode
+        self._watcher = watcher
 
     def _run_service(self, service: Service) -> None:
         self._inputs.append(service)  # stopped by close() even if it fails to start
@@ -271,7 +270,9 @@ class Master:
 
     @property
     def watch_mode(self) -> str:
-        return self._watch_mode
+        if self.config.once:
+            return "once"
+        return self._watcher.mode if self._watcher is not None else "rescans only"
 
     def status(self) -> dict[str, Any]:
         """The document of ``logdispatch status``; called on a manager-server thread."""

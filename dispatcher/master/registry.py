@@ -102,11 +102,7 @@ class Registry:
 
     def missing(self, seen: set[bytes]) -> list[bytes]:
         """The paths known as final and not yet gone that ``seen`` (a whole root's scan) lacks."""
-        return [
-            p
-            for p in self._known
-            if p not in seen and p not in self._gone and p not in self._open_by_path
-        ]
+        return [p for p in self._known if p not in seen and self.went(p)]
 
     def went(self, path: bytes) -> bool:
         """Whether ``path`` should now be marked gone: a final version known and not yet gone."""

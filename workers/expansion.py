@@ -12,13 +12,13 @@ import io
 import lzma
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from workers.common import MAX_EXPANDED_BYTES, format_size
 from workers.errors import CountError
-from workers.fingerprint import Fingerprint
+from workers.fingerprint import Extension, Fingerprint
 from workers.matching import ErrorMatcher, count_chunks
 from workers.scans import Counts
 
@@ -80,21 +80,33 @@ def detect_compression(magic: bytes) -> str | None:
 
 
 def count_compressed(
-    f: BinaryIO, compression: str, matcher: ErrorMatcher, chunk_size: int, limit: int
+    f: BinaryIO,
+    compression: str,
+    matcher: ErrorMatcher,
+    chunk_size: int,
+    limit: int,
+    bases: Sequence[tuple[int, bytes]] = (),
 ) -> Counts:
     """Count the decompressed content of ``f``, read from its start; CountError when it is
-    corrupt or expands past ``limit`` bytes."""
+    corrupt or expands past ``limit`` bytes. ``bases``: (version id, fingerprint) of earlier
+    contents it may extend, checked on the way (Counts.extends)."""
     fingerprint = Fingerprint()
+    extension = Extension(bases) if bases else None
     try:
         with _DECOMPRESSORS[compression](f) as stream:
-            chunks = _expanded_chunks(stream, chunk_size, limit, compression)
-            counts = count_chunks(fingerprint.fed(chunks), matcher)
+            chunks = fingerprint.fed(_expanded_chunks(stream, chunk_size, limit, compression))
+            if extension is not None:
+                chunks = extension.fed(chunks)
+            counts = count_chunks(chunks, matcher)
     except _CORRUPT_ERRORS as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise  # a real I/O error of the underlying file, not bad data
         reason = " ".join(str(e).split()) or type(e).__name__
         raise CountError(f"corrupt {compression} data: {reason}") from None
-    return replace(counts, compression=compression, fingerprint=fingerprint.digest())
+    extends = 0 if extension is None else extension.extended()
+    return replace(
+        counts, compression=compression, fingerprint=fingerprint.digest(), extends=extends
+    )
 
 
 def _expanded_chunks(

@@ -79,3 +79,105 @@ class Fingerprint:
                 skip = 0
             tail = hashed.digest()
         return _LENGTH.pack(self._size) + head + tail
+
+
+def edge_hash(data: bytes | memoryview) -> bytes:
+    """The hash of one edge of content, as a fingerprint holds it."""
+    return hashlib.blake2b(data, digest_size=HASH_BYTES).digest()
+
+
+def join(length: int, head: bytes, tail: bytes) -> bytes:
+    """The fingerprint of content of ``length`` bytes, from the hashes of its two edges."""
+    return _LENGTH.pack(length) + head + tail
+
+
+def split(fingerprint: bytes) -> tuple[int, bytes, bytes] | None:
+    """A fingerprint's (length, head hash, tail hash); None when it is not one."""
+    if type(fingerprint) is not bytes or len(fingerprint) != FINGERPRINT_BYTES:
+        return None
+    (length,) = _LENGTH.unpack_from(fingerprint)
+    head = fingerprint[_LENGTH.size : _LENGTH.size + HASH_BYTES]
+    return length, head, fingerprint[_LENGTH.size + HASH_BYTES :]
+
+
+def extends(head: bytes | memoryview, window: bytes | memoryview, fingerprint: bytes) -> bool:
+    """Whether content extends the content whose fingerprint is given (docs/counting.md,
+    "Extending an earlier version"), from its first min(L, EDGE_BYTES) bytes (``head``) and
+    the EDGE_BYTES or fewer ending at L (``window``), L being the earlier length."""
+    parts = split(fingerprint)
+    if parts is None:
+        return False
+    length, head_hash, tail_hash = parts
+    return (
+        length >= 1
+        and len(head) == min(length, EDGE_BYTES)
+        and len(window) == min(length, EDGE_BYTES)
+        and edge_hash(head) == head_hash
+        and edge_hash(window) == tail_hash
+    )
+
+
+class Extension:
+    """Which of some earlier contents the content fed in order extends, a chunk at a time.
+
+    Fed the same chunks as a ``Fingerprint``: it keeps the content's first EDGE_BYTES, and
+    hashes for each earlier content the EDGE_BYTES ending at its length L as the stream
+    passes them, whatever the chunks (a window may span several).
+    """
+
+    __slots__ = ("_head", "_size", "_windows")
+
+    def __init__(self, bases: Iterable[tuple[int, bytes]]) -> None:
+        """``bases``: (version id, fingerprint) pairs; those that are no fingerprint of
+        content of at least one byte are left out."""
+        self._size = 0
+        self._head = bytearray()
+        # Per base: its id, fingerprint, window start and end, and the window's running hash.
+        self._windows: list[tuple[int, bytes, int, int, hashlib.blake2b]] = []
+        for version_id, fingerprint in bases:
+            parts = split(fingerprint)
+            if parts is None or parts[0] < 1:
+                continue
+            length = parts[0]
+            hashed = hashlib.blake2b(digest_size=HASH_BYTES)
+            self._windows.append(
+                (version_id, fingerprint, max(0, length - EDGE_BYTES), length, hashed)
+            )
+
+    def feed(self, chunk: bytes) -> None:
+        size = len(chunk)
+        if not size:
+            return
+        start = self._size
+        end = start + size
+        if start < EDGE_BYTES:
+            self._head += chunk[: EDGE_BYTES - start]
+        view = memoryview(chunk)
+        for _id, _fingerprint, low, high, hashed in self._windows:
+            lo = max(low, start)
+            hi = min(high, end)
+            if lo < hi:
+                hashed.update(view[lo - start : hi - start])
+        self._size = end
+
+    def fed(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """``chunks`` passed on unchanged, each fed first."""
+        for chunk in chunks:
+            self.feed(chunk)
+            yield chunk
+
+    def extended(self) -> int:
+        """The version id of the longest earlier content that all content fed so far extends
+        (the first given among equals), 0 for none."""
+        best = 0
+        best_length = 0
+        for version_id, fingerprint, _low, length, hashed in self._windows:
+            if length > self._size or length <= best_length:
+                continue
+            parts = split(fingerprint)
+            assert parts is not None
+            _length, head_hash, tail_hash = parts
+            head = bytes(self._head[: min(length, EDGE_BYTES)])
+            if edge_hash(head) == head_hash and hashed.digest() == tail_hash:
+                best, best_length = version_id, length
+        return best

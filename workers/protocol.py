@@ -76,6 +76,21 @@ _STATUSES = {status.value: status for status in Status}
 # its GIL: not frozen, since a frozen dataclass sets each field through object.__setattr__,
 # which made unpickling a result several times slower. Nothing changes them.
 @dataclass(slots=True)
+class Base:
+    """An earlier counted version that a task's content may extend (docs/counting.md,
+    "Extending an earlier version"): its fingerprint and the full counts it was counted with."""
+
+    version_id: int
+    fingerprint: bytes  # workers.fingerprint's, of the base's content: its length, head, tail
+    lines: int
+    error_lines: int
+
+    def __reduce__(self) -> tuple[type[Base], tuple[object, ...]]:
+        # As Task.__reduce__: a task may carry several.
+        return Base, (self.version_id, self.fingerprint, self.lines, self.error_lines)
+
+
+@dataclass(slots=True)
 class Task:
     """One file version to count; ``path`` is relative to the watched root, exact bytes."""
 
@@ -89,6 +104,9 @@ class Task:
     # heartbeat or hand-back for the task must bring it back, so that nobody but the holder of
     # this very lease can report on it, and a result can never land on another version.
     lease: bytes = b""
+    # Earlier versions the content may extend, at most MAX_BASES: the worker reports the
+    # longest one it does extend, and reads only past it where it can.
+    bases: tuple[Base, ...] = ()
 
     def __reduce__(self) -> tuple[type[Task], tuple[object, ...]]:
         # Pickled as its constructor's arguments: several times faster both ways than the
@@ -101,6 +119,7 @@ class Task:
             self.attempt,
             self.error_pattern,
             self.lease,
+            self.bases,
         )
 
 
@@ -128,6 +147,9 @@ class Result:
     # b"". Last and with a default, so that a result from a worker that sends none still
     # loads: its content's fingerprint is then not known.
     fingerprint: bytes = b""
+    # The version id of the task's base that the content counted extends, 0 for none; the
+    # counts are the content's full counts all the same. Last with a default, as fingerprint.
+    extends: int = 0
 
     def __reduce__(self) -> tuple[type[Result], tuple[object, ...]]:
         # As Task.__reduce__; the status travels as its plain value.
@@ -147,6 +169,7 @@ class Result:
             self.device,
             self.inode,
             self.fingerprint,
+            self.extends,
         )
 
     def __post_init__(self) -> None:
@@ -171,6 +194,9 @@ MAX_LEASE_BYTES = 64
 MAX_SECONDS = 1e9
 MAX_INODE = (1 << 64) - 1  # st_dev and st_ino are 64-bit; SQLite stores them as written
 # A fingerprint is b"" or exactly workers.fingerprint.FINGERPRINT_BYTES long.
+# Bases offered with one task: each costs the worker up to two 64 KiB reads to check. Tasks
+# come from the master, which offers no more than this; a worker looks at no more either.
+MAX_BASES = 8
 
 
 # What an unpickled reply may name. Pickle calls whatever class or function a message names,
@@ -178,7 +204,7 @@ MAX_INODE = (1 << 64) - 1  # st_dev and st_ino are 64-bit; SQLite stores them as
 # tasks and results, and the exceptions a served method may raise; what a request may name is
 # the master's to say.
 REPLY_TYPES: dict[tuple[str, str], Any] = {
-    **{(t.__module__, t.__qualname__): t for t in (Task, Result, Status)},
+    **{(t.__module__, t.__qualname__): t for t in (Task, Base, Result, Status)},
     **{
         ("builtins", name): value
         for name, value in vars(builtins).items()

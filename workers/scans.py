@@ -38,6 +38,9 @@ class Counts:
     # The content's (workers.fingerprint), b"" where none was taken. Left out of ==: counts are
     # the same counts whatever content they were found in.
     fingerprint: bytes = field(default=b"", compare=False)
+    # The version id of the earlier version the content extends (workers.counting's bases), 0
+    # for none: left out of == as the fingerprint is.
+    extends: int = field(default=0, compare=False)
 
 
 class Scan(Protocol):

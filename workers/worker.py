@@ -33,6 +33,7 @@ from workers.errors import CountError, MasterRefused, PathRefused
 from workers.expansion import Expansion
 from workers.matching import ErrorMatcher
 from workers.protocol import (
+    MAX_BASES,
     MAX_ERROR_CHARS,
     DispatchManager,
     Result,
@@ -207,7 +208,13 @@ class Worker:
                 self._flush()
             # Reading stops at the queued size (one read for a small file): growth past it
             # shows in the fstat below. A compressed file flushes too, once it is recognised.
-            counts = count_fd(fd, matcher, size=before.st_size, expansion=self._expansion)
+            counts = count_fd(
+                fd,
+                matcher,
+                size=before.st_size,
+                expansion=self._expansion,
+                bases=task.bases[:MAX_BASES],
+            )
             after = os.fstat(fd)
         except CountError as e:
             return failed(Status.ERROR, str(e))
@@ -232,6 +239,7 @@ class Worker:
             device=before.st_dev,
             inode=before.st_ino,
             fingerprint=counts.fingerprint,
+            extends=counts.extends,
         )
 
     def _matcher(self, pattern: bytes) -> ErrorMatcher:

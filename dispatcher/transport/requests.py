@@ -114,11 +114,19 @@ def _result_problem(r: Result) -> str | None:
         return "bad lease"
     if not _is_int(r.device, 0, MAX_INODE) or not _is_int(r.inode, 0, MAX_INODE):
         return "device and inode must be integers from 0 to 2**64 - 1"
-    if type(r.fingerprint) is not bytes or len(r.fingerprint) not in (0, FINGERPRINT_BYTES):
+    fingerprint = r.fingerprint
+    if type(fingerprint) is not bytes or len(fingerprint) not in (0, FINGERPRINT_BYTES):
         return f"fingerprint must be empty or {FINGERPRINT_BYTES} bytes"
+    if not _is_int(r.extends, 0, MAX_COUNT - 1):
+        return "extends must be a version id or 0"
+    if not _is_int(r.bytes_read, 0, MAX_COUNT):
+        return "bytes_read out of range"
+    # A result that extends a base read only past it: its content's length, which its
+    # fingerprint opens with, bounds its lines, not the bytes it read.
+    content = int.from_bytes(fingerprint[:8], "big") if fingerprint else r.bytes_read
     lines = r.lines
-    if not _is_int(r.bytes_read, 0, MAX_COUNT) or not _is_int(lines, 0, r.bytes_read):
-        return "lines must be an integer from 0 to bytes_read"
+    if not _is_int(lines, 0, min(content, MAX_COUNT)):
+        return "lines must be an integer from 0 to the content's length"
     if not _is_int(r.error_lines, 0, lines) or not _is_int(r.long_lines, 0, lines):
         return "error_lines and long_lines must be integers from 0 to lines"
     if not _is_seconds(r.seconds):
@@ -134,7 +142,7 @@ def _result_problem(r: Result) -> str | None:
     for sample in samples:
         if type(sample) is not bytes or len(sample) > MAX_SAMPLE_BYTES:
             return f"each sample must be at most {MAX_SAMPLE_BYTES} bytes"
-    if r.status is not Status.DONE and (lines or r.error_lines or samples):
+    if r.status is not Status.DONE and (lines or r.error_lines or samples or r.extends):
         return "only a done result has counts"
     return None
 

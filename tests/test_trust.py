@@ -135,6 +135,7 @@ def test_malformed_requests_cost_their_sender_the_connection(cluster: Cluster) -
         [result(fingerprint=b"x" * 39)],  # a fingerprint is empty or exactly 40 bytes
         [result(fingerprint=b"x" * 100_000)],
         [result(fingerprint="x" * 40)],
+        [result(extends=-1)],  # a version id or 0
     ]
     for batch in bad_batches:
         _, results = _client(cluster)
@@ -154,6 +155,7 @@ def test_malformed_requests_cost_their_sender_the_connection(cluster: Cluster) -
     drops = master.output.count("; connection dropped")
     assert drops == len(bad_batches) + len(bad_calls), master.output
     assert "fingerprint must be empty or 40 bytes" in master.output
+    assert "extends must be a version id or 0" in master.output
 
     # Nothing of it reached the ledger or the monitoring; the master goes on counting.
     assert master.popen.poll() is None

@@ -93,7 +93,10 @@ def count_fd(
 
     usable = _usable(bases)
     if usable and size is not None:
-        counts = _count_appended(fd, matcher, chunk_size, size, usable)
+        try:
+            counts = _count_appended(fd, matcher, chunk_size, size, usable)
+        except OSError:
+            counts = None  # read whole instead, which meets a lasting error again and says so
         if counts is not None:
             return counts
     read = functools.partial(os.read, fd)
@@ -235,8 +238,8 @@ def _count_past(
             read += len(chunk)
             yield chunk
 
-    # C's last EDGE_BYTES hash as a fingerprint's tail of C[E:] when that is as long, else of
-    # C[size - EDGE_BYTES:], whose part before E the window holds (size >= L).
+    # C's tail hash is the one a Fingerprint takes of C[E:] when that is EDGE_BYTES or longer,
+    # else of C[size - EDGE_BYTES:], whose part before E the window holds (as size >= L).
     tail = Fingerprint()
     tail.feed(window[min(size - EDGE_BYTES - start, cut) : cut])
     counted = count_chunks(tail.fed(rest()), matcher)

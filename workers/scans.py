@@ -31,7 +31,9 @@ class Counts:
 
     lines: int
     error_lines: int
-    bytes_read: int  # content bytes: the decompressed size for archives
+    # Content bytes: the decompressed size for archives. Read only past an earlier version
+    # (workers.counting's bases): the bytes read from the file, fewer than the content has.
+    bytes_read: int
     long_lines: int = 0  # lines a general regex saw only the first long_line_limit bytes of
     compression: str | None = None  # "gzip" | "bzip2" | "xz" | "zstd" | None
     samples: tuple[bytes, ...] = ()  # first error lines: no "\n", one "\r" stripped, truncated

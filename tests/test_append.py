@@ -324,6 +324,31 @@ def test_the_blind_spot_as_documented(tmp_path: Path) -> None:
     assert found["gz"] == reference_counts(content)
 
 
+@pytest.mark.parametrize(
+    "added", [0, 1, 100, EDGE_BYTES - 1, EDGE_BYTES, EDGE_BYTES + 1, 3 * EDGE_BYTES]
+)
+@pytest.mark.parametrize("last_line", [b"", b"an unfinished ERR", LONG_LINE])
+def test_the_fingerprint_read_past_a_base_is_the_whole_one(
+    tmp_path: Path, added: int, last_line: bytes
+) -> None:
+    """Whatever is appended, from nothing to more than the tail: the fingerprint's tail comes
+    from the window, from what follows it, or from both. A last line longer than the window
+    leaves where it starts unknown: the file is read whole."""
+    base = log_lines(8000, 6) + last_line
+    content = base + (b"OR x\n" + log_lines(added // 40 + 1, 7))[:added]
+    path = tmp_path / "app.log"
+    path.write_bytes(content)
+    with open(path, "rb") as f:
+        bases = [base_of(9, base, DEFAULT_ERROR_PATTERN)]
+        counts = count_fd(f.fileno(), COMPILED[DEFAULT_ERROR_PATTERN, "python"], bases=bases,
+                          size=len(content))  # fmt: skip
+    assert counts.extends == 9
+    assert counts.fingerprint == formula(content)
+    assert (counts.lines, counts.error_lines) == reference_counts(content)
+    whole = last_line == LONG_LINE
+    assert counts.bytes_read == (len(content) if whole else 2 * EDGE_BYTES + added)
+
+
 def test_a_grown_file_is_read_past_its_base(tmp_path: Path) -> None:
     """8 MiB that extend a 7 MiB base: about 1 MiB read, not 8."""
     content = log_lines(8 * MiB // 38, 3)[: 8 * MiB]

@@ -25,6 +25,7 @@ class Seen:
     path: bytes
     size: int | None = None
     mtime_ns: int | None = None
+    inode: int = 0  # with size and mtime_ns: the file's inode number
 
 
 @dataclass(frozen=True, slots=True)

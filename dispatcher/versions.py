@@ -48,6 +48,31 @@ class Version:
 
 
 @dataclass(frozen=True, slots=True)
+class CountedVersion:
+    """A done version's counts, as a new version is compared with it: the same file renamed,
+    or grown."""
+
+    version: Version
+    lines: int
+    error_lines: int
+    fingerprint: bytes  # b"": not known
+    worker: str | None
+    bytes_read: int
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    """What a done version adds to the totals, which count each piece of content once: all of
+    its counts, what it added to a version it extends, or nothing when its content was counted
+    before (``same_as``: the path it was first counted under, if another)."""
+
+    lines: int
+    error_lines: int
+    content: int  # bytes of content (decompressed)
+    same_as: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OpenVersion:
     """A version not yet final, as the master's registry holds it.
 
@@ -57,6 +82,12 @@ class OpenVersion:
     version: Version
     attempts: int = 0  # attempts that ended without a count (failed, or their lease expired)
     avoid: frozenset[str] = frozenset()  # hosts whose attempts failed: others go first
+    # Counted versions its content may extend, offered to its worker (docs/counting.md).
+    bases: tuple[CountedVersion, ...] = ()
+
+    def base(self, version_id: int) -> CountedVersion | None:
+        """The base offered with this id, if one was."""
+        return next((b for b in self.bases if b.version.id == version_id), None)
 
     def failed(self, attempt: int, host: str) -> OpenVersion:
         """This version after ``attempt`` failed on ``host``."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
+import os
 import re
 
 DEFAULT = rb"\b(?:ERROR|FATAL|CRITICAL)\b"
@@ -17,3 +21,24 @@ def reference_counts(data: bytes, pattern: bytes = DEFAULT) -> tuple[int, int]:
     regex = re.compile(pattern)
     errors = sum(1 for line in lines if regex.search(line.removesuffix(b"\r")))
     return len(lines), errors
+
+
+def content_of(path: str | bytes | os.PathLike[str]) -> bytes:
+    """A file's content as the rules count it: decompressed when it is gzip, bzip2, xz or
+    zstd (by magic bytes), every frame or stream of it."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\x1f\x8b"):
+        return gzip.decompress(data)
+    if data.startswith(b"BZh"):
+        return bz2.decompress(data)
+    if data.startswith(b"\xfd7zXZ\x00"):
+        return lzma.decompress(data)
+    if data.startswith(b"\x28\xb5\x2f\xfd"):
+        try:
+            from compression import zstd  # type: ignore[import-not-found]
+        except ImportError:
+            from backports import zstd
+        decompressed: bytes = zstd.decompress(data)
+        return decompressed
+    return data

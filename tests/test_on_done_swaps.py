@@ -141,7 +141,8 @@ def test_a_pending_delete_from_a_ledger_without_inodes_follows_no_symlink(
         counted = Result(vid, 1, "w1", Status.DONE, lines=1)
         ledger.record_result(counted, 1.0, OnDone(Action.DELETE))
     with contextlib.closing(sqlite3.connect(cluster.state / "ledger.sqlite3")) as db:
-        db.execute("ALTER TABLE versions DROP COLUMN inode")  # as a ledger from before
+        db.execute("DROP INDEX versions_inode")  # as a ledger from before
+        db.execute("ALTER TABLE versions DROP COLUMN inode")
         db.execute("ALTER TABLE versions DROP COLUMN device")
         db.commit()
     share.swap_folder()

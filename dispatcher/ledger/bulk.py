@@ -36,6 +36,10 @@ class DoneRow(NamedTuple):
     device: int | None
     inode: int | None
     fingerprint: bytes | None
+    own_lines: int
+    own_error_lines: int
+    own_bytes: int
+    same_as: bytes | None
     id: int
 
 

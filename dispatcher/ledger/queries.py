@@ -33,13 +33,17 @@ GROUP_FIELDS = (
     "key", "files", "done", "failed", "vanished", "pending", "lines", "error_lines", "bytes",
     "error_rate",
 )  # fmt: skip
-# A group's counts, as the totals count them all. Only done files have lines.
-_GROUP_COLUMNS = (
-    "count(*) AS files, sum(status = 'done') AS done, sum(status = 'failed') AS failed, "
-    f"sum(status = 'vanished') AS vanished, sum({sql_open()}) AS {PENDING}, "
-    "coalesce(sum(CASE WHEN status = 'done' THEN lines END), 0) AS lines, "
-    "coalesce(sum(CASE WHEN status = 'done' THEN error_lines END), 0) AS error_lines, "
-    "coalesce(sum(CASE WHEN status = 'done' THEN size END), 0) AS bytes"
+# A group's counts over the ``counted`` view, as the totals count them all: its files (the
+# latest version of each path) by status, and what its counted versions added to the totals.
+GROUP_COLUMNS = (
+    "coalesce(sum(is_latest), 0) AS files, "
+    "coalesce(sum(is_latest AND status = 'done'), 0) AS done, "
+    "coalesce(sum(is_latest AND status = 'failed'), 0) AS failed, "
+    "coalesce(sum(is_latest AND status = 'vanished'), 0) AS vanished, "
+    f"coalesce(sum(is_latest AND {sql_open()}), 0) AS {PENDING}, "
+    "coalesce(sum(CASE WHEN status = 'done' THEN own_lines END), 0) AS lines, "
+    "coalesce(sum(CASE WHEN status = 'done' THEN own_error_lines END), 0) AS error_lines, "
+    "coalesce(sum(CASE WHEN status = 'done' THEN own_bytes END), 0) AS bytes"
 )
 _REGROUP_COLUMNS = ", ".join(f"sum({name}) AS {name}" for name in GROUP_FIELDS[1:-1])
 # The first folder in SQL: a Python function called for every row costs far more.
@@ -90,15 +94,15 @@ def select_groups(
         if by == "dir" and (depth or 1) > 1:
             db.create_function("folder_of", 2, folder_of, deterministic=True)
             key = f"folder_of(path, {int(depth or 1)})"
-            groups = f"SELECT {key} AS key, {_GROUP_COLUMNS} FROM latest"
+            groups = f"SELECT {key} AS key, {GROUP_COLUMNS} FROM counted"
         elif by == "host":
             # By worker first (a few rows), so that host_of runs once per worker.
             db.create_function("host_of", 1, _host_of, deterministic=True)
-            by_worker = f"SELECT worker AS key, {_GROUP_COLUMNS} FROM latest GROUP BY 1"
+            by_worker = f"SELECT worker AS key, {GROUP_COLUMNS} FROM counted GROUP BY 1"
             groups = f"SELECT host_of(key) AS key, {_REGROUP_COLUMNS} FROM ({by_worker})"
         else:
             key = {"dir": _TOP_FOLDER, "worker": "worker", "day": DAY}[by]
-            groups = f"SELECT {key} AS key, {_GROUP_COLUMNS} FROM latest"
+            groups = f"SELECT {key} AS key, {GROUP_COLUMNS} FROM counted"
         most = f"{SORT_KEYS[order]} DESC, " if order else ""
         cuts = [n for n in (top, limit) if n]
         return db.execute(

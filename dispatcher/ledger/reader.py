@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.ledger.errors import ledger_error
-from dispatcher.ledger.queries import Select, select_files
+from dispatcher.ledger.queries import GROUP_COLUMNS, GROUP_FIELDS, Select, select_files
 from dispatcher.ledger.rows import FileRow
 from dispatcher.ledger.schema import ledger_path
-from dispatcher.versions import PENDING, shown_status
 from workers.errors import ConfigError, LedgerError
 
 # The latest version of every path (superseded versions are always replaced).
@@ -23,6 +22,15 @@ _LATEST = "SELECT *{extra}, {on_done} AS on_done_text FROM versions WHERE replac
 _LATEST_BEFORE_REPLACED = (
     "SELECT *{extra}, {on_done} AS on_done_text FROM versions WHERE id IN "
     "(SELECT max(id) FROM versions WHERE status != 'superseded' GROUP BY path)"
+)
+# Every version that shows in a view: the latest of each path (``is_latest``: the files), and
+# the counted versions before them, which keep what they added to the totals.
+_COUNTED = "SELECT *, replaced = 0 AS is_latest FROM versions WHERE replaced = 0 OR status = 'done'"
+# The same for a ledger no master of this version has opened yet: the latest versions, all
+# of their counts.
+_COUNTED_BEFORE_OWN = (
+    "SELECT *, 1 AS is_latest, lines AS own_lines, error_lines AS own_error_lines, "
+    "coalesce(bytes_read, size) AS own_bytes FROM latest"
 )
 # What became of a file after it was counted, for summaries (NULL in ledgers from before).
 _ON_DONE_TEXT = (
@@ -75,21 +83,12 @@ def snapshot(state_dir: Path) -> Iterator[tuple[sqlite3.Connection, dict[str, in
 
 
 def _totals(db: sqlite3.Connection) -> dict[str, int]:
-    """Files by status, and the lines, error lines and bytes of the done ones."""
-    totals = dict.fromkeys(("files", "done", "failed", "vanished", PENDING), 0)
-    totals.update(lines=0, error_lines=0, bytes=0, gone=0)
-    rows = db.execute(
-        "SELECT status, count(*), coalesce(sum(lines), 0), coalesce(sum(error_lines), 0), "
-        "coalesce(sum(size), 0), count(gone_at) FROM latest GROUP BY status"
-    )
-    for status, files, lines, error_lines, size, gone in rows:
-        totals["files"] += files
-        key = shown_status(status)
-        if key in totals:
-            totals[key] += files
-        if status == "done":
-            totals.update(lines=lines, error_lines=error_lines, bytes=size, gone=gone)
-    return totals
+    """Files by status (and of the done ones, those gone from the root), and the lines, error
+    lines and bytes of the content counted, each piece once."""
+    row = db.execute(
+        f"SELECT {GROUP_COLUMNS}, count(CASE WHEN is_latest THEN gone_at END) FROM counted"
+    ).fetchone()
+    return dict(zip((*GROUP_FIELDS[1:-1], "gone"), (value or 0 for value in row), strict=True))
 
 
 @contextmanager
@@ -114,8 +113,11 @@ def _read_only(state_dir: Path) -> Iterator[sqlite3.Connection]:
             raise LedgerError(f"{path} is not a logdispatch ledger (it has no versions table)")
         latest = _LATEST if "replaced" in columns else _LATEST_BEFORE_REPLACED
         on_done = _ON_DONE_TEXT if "on_done" in columns else "NULL"
-        extra = "" if "gone_at" in columns else ", NULL AS gone_at"  # no master opened it since
+        # Columns no master of this version has added yet.
+        extra = "".join(f", NULL AS {c}" for c in ("gone_at", "same_as") if c not in columns)
         db.execute(f"CREATE TEMP VIEW latest AS {latest.format(on_done=on_done, extra=extra)}")
+        counted = _COUNTED if "own_lines" in columns else _COUNTED_BEFORE_OWN
+        db.execute(f"CREATE TEMP VIEW counted AS {counted}")
         yield db
     except sqlite3.Error as e:
         raise ledger_error(path, e) from None

@@ -25,6 +25,7 @@ class FileRow(NamedTuple):
     finished_at: float | None
     on_done: str | None = None  # what became of the file after it was counted
     gone_at: float | None = None  # when the counted file was noticed gone from the root
+    same_as: bytes | None = None  # the path its content was first counted under, if another
 
 
 # FileRow's attributes that the ``latest`` view (dispatcher.ledger.reader) does not hold

@@ -40,11 +40,25 @@ CREATE TABLE IF NOT EXISTS versions (
     gone_at REAL,                 -- wall clock when a counted file was noticed gone from the root
     -- The length of the content counted and hashes of its first and last 64 KiB whatever its
     -- file or compression (workers/fingerprint.py). NULL: not known.
-    fingerprint BLOB
+    fingerprint BLOB,
+    -- What a done version adds to the totals (which count each piece of content once; see
+    -- docs/counting.md): all of its counts; or what it added to a version it extends; or
+    -- nothing when its content was counted before.
+    own_lines INTEGER,
+    own_error_lines INTEGER,
+    own_bytes INTEGER,
+    same_as BLOB                  -- the path its content was first counted under, if another
 );
 CREATE INDEX IF NOT EXISTS versions_path ON versions (path, id);
 -- Every status change paid for this index; the one query it served runs once, at start-up.
 DROP INDEX IF EXISTS versions_open;
+"""
+# On columns a ledger from an earlier version gains in ``_migrate``: made after it.
+INDEXES = """
+-- Content counted before, and the counted versions of a file that was renamed or grew.
+CREATE INDEX IF NOT EXISTS versions_fingerprint ON versions (fingerprint, id)
+    WHERE fingerprint IS NOT NULL;
+CREATE INDEX IF NOT EXISTS versions_inode ON versions (inode, id) WHERE inode IS NOT NULL;
 """
 
 
@@ -52,8 +66,14 @@ def ledger_path(state_dir: Path) -> Path:
     return state_dir / defaults.LEDGER_FILE
 
 
-def migrate(db: sqlite3.Connection) -> None:
-    """Bring a ledger written by an earlier version up to SCHEMA."""
+def create(db: sqlite3.Connection) -> None:
+    """Make the ledger's tables, or bring a ledger written by an earlier version up to them."""
+    db.executescript(SCHEMA)
+    _migrate(db)
+    db.executescript(INDEXES)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
     if "replaced" not in columns:
         db.execute("ALTER TABLE versions ADD COLUMN replaced INTEGER NOT NULL DEFAULT 0")
@@ -72,3 +92,20 @@ def migrate(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE versions ADD COLUMN gone_at REAL")
     if "fingerprint" not in columns:
         db.execute("ALTER TABLE versions ADD COLUMN fingerprint BLOB")
+    if "own_lines" not in columns:
+        for column, kind in (
+            ("own_lines", "INTEGER"),
+            ("own_error_lines", "INTEGER"),
+            ("own_bytes", "INTEGER"),
+            ("same_as", "BLOB"),
+        ):
+            db.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")
+        # The totals stay what they were: the latest version of each path, all of it.
+        db.execute(
+            "UPDATE versions SET own_lines = lines, own_error_lines = error_lines, "
+            "own_bytes = coalesce(bytes_read, size) WHERE status = 'done' AND replaced = 0"
+        )
+        db.execute(
+            "UPDATE versions SET own_lines = 0, own_error_lines = 0, own_bytes = 0 "
+            "WHERE status = 'done' AND replaced = 1"
+        )

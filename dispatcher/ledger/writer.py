@@ -29,10 +29,12 @@ from dispatcher.ledger.bulk import (
 )
 from dispatcher.ledger.errors import ledger_error
 from dispatcher.ledger.lock import StateDirLock
-from dispatcher.ledger.schema import SCHEMA, ledger_path, migrate
+from dispatcher.ledger.schema import create, ledger_path
 from dispatcher.versions import (
     KEEP,
     Action,
+    Added,
+    CountedVersion,
     Disposal,
     DisposalState,
     OnDone,
@@ -87,6 +89,18 @@ def _unsigned64(number: int | None) -> int | None:
     return None if number is None else number & ((1 << 64) - 1)
 
 
+# The most counted versions a lookup of one file's earlier versions gives.
+COUNTED_ROWS = 16
+
+
+def content_length(result: Result) -> int:
+    """The length of the content a done result counted: its fingerprint's first field, else
+    what the worker read."""
+    if result.fingerprint:
+        return int.from_bytes(result.fingerprint[:8], "big")
+    return result.bytes_read
+
+
 # How long close() waits for a reader's read to end before it leaves the ledger in WAL mode,
 # how long a starting master waits for them to switch it to WAL, and how long any other
 # statement waits for a lock (sqlite3's default).
@@ -107,8 +121,7 @@ class Ledger:
             self._enter_wal()
             # FULL makes each commit durable.
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-            migrate(self._db)
+            create(self._db)
             self._check_root(root)
             self.lease_secret = self._lease_secret()
             # Ids are handed to workers before the commit that writes their rows, so the next
@@ -120,6 +133,7 @@ class Ledger:
         except sqlite3.Error as e:
             self._release()
             raise ledger_error(self._path, e, "open") from None
+        self.rules_since = 0  # see count_with
         self._new_rows: list[tuple[int, bytes, int, int, float]] = []
         self._done_rows: list[DoneRow] = []
         self._disposed_rows: list[tuple[str, str, int]] = []
@@ -353,13 +367,22 @@ class Ledger:
             (attempts, error, version_id),
         )
 
-    def record_result(self, result: Result, finished_at: float, on_done: OnDone = KEEP) -> None:
-        """Counts of a done version; buffered, like new versions, to be written in bulk.
+    def record_result(
+        self,
+        result: Result,
+        finished_at: float,
+        on_done: OnDone = KEEP,
+        added: Added | None = None,
+    ) -> None:
+        """Counts of a done version, and what they ``added`` to the totals (None: all of them);
+        buffered, like new versions, to be written in bulk.
 
         A move or delete is recorded as pending with them, in the same transaction: once they
         are committed, the action happens even if the master stops before it (see ondone.py).
         """
         pending = on_done.action is not Action.KEEP
+        if added is None:
+            added = Added(result.lines, result.error_lines, content_length(result))
         self._done_rows.append(
             DoneRow(
                 attempts=result.attempt,
@@ -377,9 +400,78 @@ class Ledger:
                 device=_signed64(result.device),
                 inode=_signed64(result.inode),
                 fingerprint=result.fingerprint or None,
+                own_lines=added.lines,
+                own_error_lines=added.error_lines,
+                own_bytes=added.content,
+                same_as=added.same_as,
                 id=result.task_id,
             )
         )
+
+    @_guarded
+    def count_with(self, error_pattern: bytes) -> None:
+        """Note the error pattern versions are counted with from now on. ``rules_since`` is
+        the first version id counted with it: the counts of an earlier one are another
+        pattern's, or not known to be this one's."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'error_pattern'").fetchone()
+        if row is None or row[0] != error_pattern.hex():
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('error_pattern', ?)", (error_pattern.hex(),)
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('rules_since', ?)", (self._next_id,)
+            )
+        self.rules_since = self._meta_int("rules_since")
+
+    @_guarded
+    def first_counted(self, fingerprints: Iterable[bytes]) -> dict[bytes, bytes]:
+        """The path each of ``fingerprints`` was first counted under, for those counted before."""
+        self._flush()
+        owners = {}
+        for fingerprint in fingerprints:
+            row = self._db.execute(
+                "SELECT path FROM versions WHERE fingerprint = ? ORDER BY id LIMIT 1",
+                (fingerprint,),
+            ).fetchone()
+            if row is not None:
+                owners[fingerprint] = row[0]
+        return owners
+
+    @_guarded
+    def counted_by_inode(self, inode: int) -> list[CountedVersion]:
+        """The counted versions whose file had this inode number, latest first (a few)."""
+        self._flush()
+        return self._counted("inode = ?", (_signed64(inode),))
+
+    @_guarded
+    def counted_by_path(self, path: bytes) -> list[CountedVersion]:
+        """The latest counted versions of ``path``, latest first (a few)."""
+        self._flush()
+        return self._counted("path = ?", (path,))
+
+    @_guarded
+    def counted_by_prefix(self, prefix: bytes) -> list[CountedVersion]:
+        """The latest counted versions of the paths that start with ``prefix``, latest first
+        (a few)."""
+        self._flush()
+        # A range of the path index rather than LIKE, which SQLite does not index for BLOBs.
+        stripped = prefix.rstrip(b"\xff")
+        if not stripped:
+            return self._counted("path >= ?", (prefix,))
+        past = stripped[:-1] + bytes([stripped[-1] + 1])
+        return self._counted("path >= ? AND path < ?", (prefix, past))
+
+    def _counted(self, where: str, values: tuple[object, ...]) -> list[CountedVersion]:
+        rows = self._db.execute(
+            "SELECT id, path, size, mtime_ns, lines, error_lines, fingerprint, worker, "
+            f"bytes_read FROM versions WHERE {where} AND status = 'done' "
+            f"ORDER BY id DESC LIMIT {COUNTED_ROWS}",
+            values,
+        )
+        return [
+            CountedVersion(Version(i, p, s, m), lines, errors, fp or b"", worker, read or 0)
+            for i, p, s, m, lines, errors, fp, worker, read in rows
+        ]
 
     def record_disposals(self, outcomes: Iterable[Outcome]) -> None:
         """What became of counted files (moved, deleted...); buffered like results."""

@@ -29,7 +29,7 @@ from dispatcher.versions import Action, OpenVersion, Version, VersionStatus
 from dispatcher.views.activity import Activity
 from dispatcher.views.status import MasterInfo, RootWatch, status_document
 from dispatcher.watch.scanner import Eligibility, Scanner
-from dispatcher.watch.walk import stat_under
+from dispatcher.watch.walk import file_under
 from workers.common import display_path
 from workers.errors import ConfigError
 
@@ -110,6 +110,7 @@ class Master:
         if ledger is None:
             ledger = Ledger(config.state_dir, Path(os.fsdecode(self._root)))
         self._ledger = ledger
+        ledger.count_with(config.error_pattern)
         self._committed_at = clock()
         self.activity = Activity(clock, wall)
         self._versions = Registry(ledger.known_versions(), ledger.gone_paths())
@@ -137,7 +138,8 @@ class Master:
         self._inputs: list[Service] = []
         # New work is handed to the queue once per step: one put per file woke a waiting
         # take() for every file, which then returned a batch of one.
-        self._to_queue: list[Version] = []
+        # New versions and their files' inode numbers (0: not known), queued once a loop.
+        self._to_queue: list[tuple[Version, int]] = []
         self._next_rescan = clock() + config.rescan
         self._disposer = Disposer(self._root, self._inbox.put)
         self._results = Results(
@@ -216,7 +218,8 @@ class Master:
 
     def _restore(self) -> None:
         for record in self._ledger.open_versions():
-            self._open_version(record)
+            self._versions.add(record)
+            self._to_queue.append((record.version, 0))  # its inode is not known
         self._queue_new()
         if self._versions:
             log.info("re-queued %d unfinished files from the ledger", len(self._versions))
@@ -371,17 +374,17 @@ class Master:
     # --- settling ------------------------------------------------------------------------
 
     def _consider(self, seen: Seen) -> None:
-        size, mtime_ns = seen.size, seen.mtime_ns
+        size, mtime_ns, inode = seen.size, seen.mtime_ns, seen.inode
         if size is None or mtime_ns is None:
             if not self._eligibility.accepts(seen.path):
                 return
-            found = stat_under(self._root, seen.path)
+            found = file_under(self._root, seen.path)
             if found is None:
                 self._versions.unsettle(seen.path)
                 if self._notice_gone and self._versions.went(seen.path):
                     self._gone(seen.path)
                 return
-            size, mtime_ns = found
+            size, mtime_ns, inode = found.st_size, found.st_mtime_ns, found.st_ino
         if self._versions.back(seen.path):
             self._ledger.record_gone(seen.path, None)
             log.info("%s is in the root again", display_path(seen.path))
@@ -390,7 +393,7 @@ class Master:
         old_enough = self._wall() - mtime_ns / 1e9 >= self.config.settle
         now = self._clock()
         if self._versions.settled(seen.path, size, mtime_ns, now, self.config.settle, old_enough):
-            self._add_version(seen.path, size, mtime_ns)
+            self._add_version(seen.path, size, mtime_ns, inode)
 
     def _scanned_whole(self, missed: bool) -> None:
         """A scan of the whole root ended: the counted files it did not find are gone, unless
@@ -416,20 +419,22 @@ class Master:
         for path in self._versions.due(self._clock(), self.config.settle):
             self._consider(Seen(path))
 
-    def _add_version(self, path: bytes, size: int, mtime_ns: int) -> None:
+    def _add_version(self, path: bytes, size: int, mtime_ns: int, inode: int) -> None:
         older = self._versions.open_on(path)
         if older is not None:
             # Changed again before it was counted: only the newest version is worth counting.
             self._results.close(older, VersionStatus.SUPERSEDED, "changed before it was counted")
         version_id = self._ledger.add_version(path, size, mtime_ns, self._wall())
-        self._open_version(OpenVersion(Version(version_id, path, size, mtime_ns)))
-
-    def _open_version(self, record: OpenVersion) -> None:
-        self._versions.add(record)
-        self._to_queue.append(record.version)
+        version = Version(version_id, path, size, mtime_ns)
+        self._versions.add(OpenVersion(version))
+        self._to_queue.append((version, inode))
 
     def _queue_new(self) -> None:
+        """Queue the new versions, but those that are counted files renamed (see Results.new),
+        with the counted versions each may extend."""
         if self._to_queue:
-            self.tasks.put_many([v.id for v in self._to_queue])
-            self.activity.queued(len(self._to_queue), sum(v.size for v in self._to_queue))
+            queued = self._results.new(self._to_queue)
             self._to_queue = []
+            if queued:
+                self.tasks.put_many([v.id for v in queued])
+                self.activity.queued(len(queued), sum(v.size for v in queued))

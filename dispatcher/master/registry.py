@@ -9,9 +9,10 @@ a reader sees either the record before a change or the one after.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from dispatcher.versions import OpenVersion, Version
+from dispatcher.versions import CountedVersion, OpenVersion, Version
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,10 @@ class Registry:
     def open_on(self, path: bytes) -> int | None:
         """The id of the open version of ``path``, if one is open."""
         return self._open_by_path.get(path)
+
+    def offer(self, version_id: int, bases: tuple[CountedVersion, ...]) -> None:
+        """The counted versions the open version's content may extend (before it is queued)."""
+        self._open[version_id] = dataclasses.replace(self._open[version_id], bases=bases)
 
     def failed(self, version_id: int, attempt: int, host: str) -> OpenVersion:
         """Record that ``attempt`` failed on ``host``; returns the version as it now stands."""

@@ -9,15 +9,15 @@ import logging
 from collections.abc import Callable
 
 from dispatcher import defaults
-from dispatcher.ledger.writer import Ledger
+from dispatcher.ledger.writer import Ledger, content_length
 from dispatcher.master.config import MasterConfig
 from dispatcher.master.registry import Registry
 from dispatcher.transport.taskqueue import Lease, TaskQueue
-from dispatcher.versions import Action, Disposal, Version, VersionStatus
+from dispatcher.versions import Action, Added, CountedVersion, Disposal, Version, VersionStatus
 from dispatcher.views.activity import Activity, Counted
 from dispatcher.watch.walk import stat_under
 from workers.common import display_path, host_of
-from workers.protocol import Result, Status
+from workers.protocol import MAX_BASES, Result, Status
 
 log = logging.getLogger(f"logdispatch.{__name__}")
 
@@ -50,35 +50,75 @@ class Results:
         disposals, self._to_dispose = self._to_dispose, []
         return disposals
 
+    def new(self, batch: list[tuple[Version, int]]) -> list[Version]:
+        """New versions (with their files' inode numbers, 0 if not known), open in the
+        registry: those that are a counted file renamed are recorded with its counts; the
+        others get the counted versions their content may extend, and are returned, to queue.
+        """
+        to_queue = []
+        counted: list[Counted] = []
+        for version, inode in batch:
+            same_file = self._ledger.counted_by_inode(inode) if inode else []
+            renamed = next((c for c in same_file if _renamed(c, version)), None)
+            if renamed is None:
+                self._versions.offer(version.id, self._bases(version, same_file))
+                to_queue.append(version)
+                continue
+            log.info(
+                "%s is %s renamed: its counts are taken, not read again",
+                display_path(version.path),
+                display_path(renamed.version.path),
+            )
+            result = Result(
+                version.id, 0, renamed.worker or "", Status.DONE, renamed.lines,
+                renamed.error_lines, fingerprint=renamed.fingerprint, inode=inode,
+            )  # fmt: skip
+            owner = self._ledger.first_counted([renamed.fingerprint]).get(renamed.fingerprint)
+            same_as = renamed.version.path if owner is None else owner
+            self._done(version, result, Added(0, 0, 0, same_as), counted)
+        self._activity.counted(counted)
+        return to_queue
+
+    def _bases(
+        self, version: Version, same_file: list[CountedVersion]
+    ) -> tuple[CountedVersion, ...]:
+        """The counted versions ``version`` may extend, most likely first: the same file's (it
+        grew, perhaps under a new name), the same path's (a copy that grew, as rsync makes),
+        and those of the names in its folder it may have been rotated from."""
+        folder, slash, name = version.path.rpartition(b"/")
+        stem = name.split(b".")[0]
+        candidates = same_file + self._ledger.counted_by_path(version.path)
+        if stem:
+            candidates += self._ledger.counted_by_prefix(folder + slash + stem)
+        bases: dict[int, CountedVersion] = {}
+        for candidate in candidates:
+            # A base's counts are carried on: only those of this error pattern will do.
+            if candidate.fingerprint and candidate.version.id >= self._ledger.rules_since:
+                bases.setdefault(candidate.version.id, candidate)
+        return tuple(bases.values())[:MAX_BASES]
+
     def record_all(self, results: list[Result]) -> None:
         """Record a worker's batch: the versions done in bulk (one lock each for the task queue
         and the counters), anything else one by one."""
         counted: list[Counted] = []
         done_ids: list[int] = []
-        on_done = self._config.on_done
-        now = self._wall()
         refused: list[tuple[Result, Version]] = []
+        # Content counted before, under the path it was first counted under.
+        owners = self._ledger.first_counted(
+            {r.fingerprint for r in results if r.fingerprint and r.status is Status.DONE}
+        )
         for result in results:
             record = self._versions.get(result.task_id)
             version = None if record is None else record.version
             if version is not None and not self._issued(result, version):
                 refused.append((result, version))
                 continue
-            if version is None or result.status is not Status.DONE:
+            if record is None or version is None or result.status is not Status.DONE:
                 self._record(result, version)
                 continue
-            # The first result wins: any later one finds the version closed.
-            self._versions.close(version.id)
-            self._ledger.record_result(result, now, on_done)
+            added = _added(version, result, record.base(result.extends), owners)
+            self._done(version, result, added, counted)
             done_ids.append(version.id)
-            counted.append(
-                (version.size, result.worker, result.lines, result.error_lines, result.seconds)
-            )
-            if on_done.action is not Action.KEEP:
-                device, inode = result.device or None, result.inode or None
-                self._to_dispose.append(
-                    Disposal(version, on_done.action, on_done.archive, device, inode)
-                )
         if counted:
             self._tasks.discard(done_ids)
             self._activity.counted(counted)
@@ -94,6 +134,20 @@ class Results:
                 display_path(version.path),
                 version.size,
                 version.mtime_ns,
+            )
+
+    def _done(self, version: Version, result: Result, added: Added, counted: list[Counted]) -> None:
+        """Record a counted version; the first result wins: any later one finds it closed."""
+        self._versions.close(version.id)
+        on_done = self._config.on_done
+        self._ledger.record_result(result, self._wall(), on_done, added)
+        counted.append(
+            (version.size, result.worker, added.lines, added.error_lines, result.seconds)
+        )
+        if on_done.action is not Action.KEEP:
+            device, inode = result.device or None, result.inode or None
+            self._to_dispose.append(
+                Disposal(version, on_done.action, on_done.archive, device, inode)
             )
 
     def _issued(self, result: Result, version: Version) -> bool:
@@ -202,3 +256,35 @@ class Results:
         self._tasks.discard([version_id])
         self._ledger.record_end(version_id, status, error, self._wall(), worker, attempts)
         self._activity.closed(status.value, version.size, version.path, error)
+
+
+def _renamed(counted: CountedVersion, version: Version) -> bool:
+    """Whether ``version``, of a file with the inode number of ``counted``'s, is that counted
+    file under another name: its size and mtime are the same too."""
+    before = counted.version
+    return before.path != version.path and (before.size, before.mtime_ns) == (
+        version.size,
+        version.mtime_ns,
+    )
+
+
+def _added(
+    version: Version, result: Result, base: CountedVersion | None, owners: dict[bytes, bytes]
+) -> Added:
+    """What a done result adds to the totals (docs/counting.md): nothing if its content was
+    counted before; what it added to the ``base`` it extends; else all of it. ``owners``: the
+    path each content counted so far was first counted under, this one's added to it."""
+    fingerprint = result.fingerprint
+    if fingerprint:
+        owner = owners.get(fingerprint)
+        if owner is not None:
+            return Added(0, 0, 0, None if owner == version.path else owner)
+        owners[fingerprint] = version.path
+    length = content_length(result)
+    if base is None:
+        return Added(result.lines, result.error_lines, length)
+    return Added(
+        result.lines - base.lines,
+        result.error_lines - base.error_lines,
+        length - int.from_bytes(base.fingerprint[:8], "big"),
+    )

@@ -28,9 +28,9 @@ from dispatcher import defaults
 from dispatcher.transport.requests import check_int, check_leases, check_seconds, check_worker_id
 from dispatcher.transport.sessions import current_session
 from dispatcher.transport.weight import work_weight
-from dispatcher.versions import OpenVersion, Version
+from dispatcher.versions import OpenVersion
 from workers.common import host_of
-from workers.protocol import Task
+from workers.protocol import Base, Task
 
 MAX_BATCH_ITEMS = 1000
 # What one worker id may hold at once: a client that takes without counting cannot empty the
@@ -185,7 +185,7 @@ class TaskQueue:
                     if len(withheld) >= MAX_BATCH_ITEMS:
                         break  # a host that failed much of the queue must not scan all of it
                     continue
-                task = self._task(version, record.attempts + 1)
+                task = self._task(record, record.attempts + 1)
                 deadline = now + self._lease_seconds
                 self._leases[task.id] = Lease(task, worker_id, deadline, session, now)
                 self._held_by[worker_id] += 1
@@ -315,8 +315,12 @@ class TaskQueue:
 
     # --- internals (lock held) ------------------------------------------------------------
 
-    def _task(self, version: Version, attempt: int) -> Task:
+    def _task(self, record: OpenVersion, attempt: int) -> Task:
+        version = record.version
         signature = self.sign(version.id, attempt, version.path, version.size, version.mtime_ns)
+        bases = tuple(
+            Base(b.version.id, b.fingerprint, b.lines, b.error_lines) for b in record.bases
+        )
         return Task(
             version.id,
             version.path,
@@ -325,6 +329,7 @@ class TaskQueue:
             attempt,
             self._error_pattern,
             signature,
+            bases,
         )
 
     def _held(self, task_id: int, token: bytes) -> Lease | None:

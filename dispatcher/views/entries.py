@@ -18,6 +18,7 @@ class Kind(StrEnum):
     """How a field's value is shown."""
 
     PATH = "path"  # a name's exact bytes, shown as text (workers.common.decode_path)
+    OTHER_PATH = "other path"  # the same, or None
     TEXT = "text"
     INTEGER = "integer"
     TIME = "time"  # seconds since the epoch, shown in ISO 8601, local time with its offset
@@ -41,6 +42,7 @@ FILE_ENTRY = (
     Field("error", "error", Kind.TEXT),
     Field("on_done", "on_done", Kind.TEXT),
     Field("gone", "gone_at", Kind.TIME),
+    Field("same_as", "same_as", Kind.OTHER_PATH),
 )
 # A failed or vanished file's entry (summary --failed): when it ended, too.
 FAILED_ENTRY = (*FILE_ENTRY, Field("finished_at", "finished_at", Kind.TIME))
@@ -68,12 +70,14 @@ def iso_time(timestamp: float | None) -> str | None:
 # A field's value in an entry, and as JSON text, by its kind; "{}" is the FileRow attribute.
 _VALUE = {
     Kind.PATH: "decode_path({})",
+    Kind.OTHER_PATH: "decode_path({0}) if {0} is not None else None",
     Kind.TEXT: "{}",
     Kind.INTEGER: "{}",
     Kind.TIME: "iso_time({})",
 }
 _JSON = {
     Kind.PATH: "_json_text(decode_path({}))",
+    Kind.OTHER_PATH: "_json_text(decode_path({0}) if {0} is not None else None)",
     Kind.TEXT: "_json_text({})",
     Kind.INTEGER: "_json_int({})",
     Kind.TIME: "_json_text(iso_time({}))",

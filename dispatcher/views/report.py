@@ -102,7 +102,7 @@ def _files(rows: Any) -> list[FileRow]:
 def _timeline(db: sqlite3.Connection) -> tuple[float | None, float | None, Timeline]:
     """The finishing times' range, and the done files per minute, hour or day over it."""
     first, last = db.execute(
-        "SELECT min(finished_at), max(finished_at) FROM latest WHERE finished_at IS NOT NULL"
+        "SELECT min(finished_at), max(finished_at) FROM counted WHERE finished_at IS NOT NULL"
     ).fetchone()
     if first is None:
         return None, None, Timeline(charts.Buckets("minute", []), [], [])
@@ -127,7 +127,7 @@ def _timeline(db: sqlite3.Connection) -> tuple[float | None, float | None, Timel
     counted = {
         k: (files, error_lines)
         for k, files, error_lines in db.execute(
-            f"SELECT {key}, count(*), sum(error_lines) FROM latest "
+            f"SELECT {key}, sum(is_latest), sum(own_error_lines) FROM counted "
             "WHERE status = 'done' AND finished_at IS NOT NULL GROUP BY 1"
         )
     }
@@ -241,6 +241,8 @@ def _file_entries(rows: list[FileRow], by: str) -> list[dict[str, Any]]:
                 "error_lines": row.error_lines,
                 "rate": summary.rate_text(row.error_lines, row.lines),
                 "bar": _share(value, most),
+                # Counted once in the totals, under the other path.
+                "same_as": None if row.same_as is None else display_path(row.same_as),
             }
         )
     return entries

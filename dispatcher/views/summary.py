@@ -114,6 +114,9 @@ def render_table(
             status = f"{status}, {after}"
         elif entry.get("gone"):
             status = f"{status}, gone"  # counted, and no longer in the root
+        if entry.get("same_as"):
+            # Its lines are in the totals once, under the other path.
+            status = f"{status}, same as {entry['same_as']}"
         rate = [rate_text(entry["error_lines"], entry["lines"])] if sort == "rate" else []
         # Text(), not str: a file named "[red]x" is a name, not markup.
         table.add_row(

@@ -197,7 +197,7 @@ class Scanner:
                 if Eligibility.dir_ok(name):
                     stack.append(rel)
             elif stat.S_ISREG(st.st_mode) and self._eligibility.accepts(rel):
-                batch.append(Seen(rel, st.st_size, st.st_mtime_ns))
+                batch.append(Seen(rel, st.st_size, st.st_mtime_ns, st.st_ino))
                 if len(batch) >= SCAN_BATCH:
                     self._inbox.put(Scanned(batch[:], full=full))
                     batch.clear()

@@ -108,8 +108,14 @@ def lstat_under(top: bytes, relpath: bytes) -> os.stat_result:
 
 def stat_under(root: bytes, path: bytes) -> tuple[int, int] | None:
     """Size and mtime of a regular file under the root; None if it is anything else."""
+    found = file_under(root, path)
+    return None if found is None else (found.st_size, found.st_mtime_ns)
+
+
+def file_under(root: bytes, path: bytes) -> os.stat_result | None:
+    """The lstat of a regular file under the root; None if it is anything else."""
     try:
         st = lstat_under(root, path)  # a path longer than PATH_MAX as well
     except OSError:
         return None
-    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+    return st if stat.S_ISREG(st.st_mode) else None

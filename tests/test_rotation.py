@@ -13,11 +13,12 @@ What each scheme does to the files (the application's log is app/app.log):
   place; the application keeps it open with O_APPEND and goes on writing at its new end.
   Lines written between the copy and the truncation are lost, and a line half written then is
   cut in two, so this scheme expects the counts of the files the share holds.
-- create + compress: as create, then app.log.1 is compressed at once to app.log.1.gz and
-  removed (every archive is app.log.N.gz); the application opens, appends and closes at each
-  write, so it never writes to a file being compressed.
-- create + compress + delaycompress: as create, and app.log.1 stays plain for one more
-  rotation: it is compressed when it becomes app.log.2.gz.
+- create + compress: as create (without the SIGHUP), then app.log.1 is compressed at once to
+  app.log.1.gz and removed (every archive is app.log.N.gz); the application opens, appends
+  and closes at each write, so it never writes to a file being compressed.
+- create + compress + delaycompress: as create, and app.log.1 stays plain until the next
+  rotation, which first compresses it in place to app.log.1.gz (app.log.1 removed) and then
+  moves that up to app.log.2.gz with the older archives.
 - dateext + compress: app.log is renamed app.log-YYYYMMDD-EPOCH (dateformat -%Y%m%d-%s) and
   compressed to app.log-YYYYMMDD-EPOCH.gz; an archive is never renamed again. The application
   opens, appends and closes at each write.
@@ -55,7 +56,7 @@ SYNC_EVERY = 1.0
 KEEP = 2  # archives left by the retention at the end: the newest ones
 # Every name a rotation gives: the log, numbered archives, dated ones, compressed or not.
 INCLUDES = ["*.log", "*.log.*", "*.log-*", "*.gz"]
-FINAL = {"done", "failed", "vanished"}
+NOT_FINAL = {"queued", "leased"}
 # rsync: some files vanished between its listing and its copy, as rotation renames them.
 RSYNC_VANISHED = 24
 
@@ -107,7 +108,7 @@ class Rotation:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        body = ["missingok", "notifempty", "rotate 1000", *scheme.directives]
+        body = ["missingok", "notifempty", "rotate 100", *scheme.directives]
         if scheme.mode == "hup":
             body += [
                 "postrotate",
@@ -219,7 +220,7 @@ def _quiet(cluster: Cluster) -> bool:
 
 def _settled(cluster: Cluster, present: list[Path]) -> dict[str, Any] | None:
     """The summary once the master has nothing left to do and holds, for every file of
-    ``present``, a final status of the version now on disk; None before that."""
+    ``present`` the version now on disk, no longer pending; None before that."""
     if not _quiet(cluster):
         return None
     summary = cluster.summary()
@@ -228,7 +229,7 @@ def _settled(cluster: Cluster, present: list[Path]) -> dict[str, Any] | None:
     files = {entry["path"]: entry for entry in summary["files"]}
     for path in present:
         entry = files.get(_relative(cluster, path))
-        if entry is None or entry["status"] not in FINAL or entry["gone"] is not None:
+        if entry is None or entry["status"] in NOT_FINAL or entry["gone"] is not None:
             return None
         if entry["bytes"] != path.stat().st_size:
             return None
@@ -315,7 +316,7 @@ def test_rotated_content_is_counted_once(cluster: Cluster, name: str) -> None:
     scheme = SCHEMES[name]
     rotation = Rotation(cluster.tmp, cluster.root / "app", scheme, seed=len(name))
     try:
-        rotation.run()
+        print(rotation.run().strip())
         _retention_and_check(cluster, rotation, rotation.folder)
     finally:
         rotation.stop()
@@ -349,7 +350,7 @@ def test_a_mirror_made_by_rsync_is_counted_once(cluster: Cluster) -> None:
     syncer = threading.Thread(target=keep_syncing, name="rsync")
     syncer.start()
     try:
-        rotation.run()
+        print(rotation.run().strip())
     finally:
         stop.set()
         syncer.join()

@@ -451,15 +451,17 @@ class Ledger:
 
     @_guarded
     def counted_by_prefix(self, prefix: bytes) -> list[CountedVersion]:
-        """The latest counted versions of the paths that start with ``prefix``, latest first
-        (a few)."""
+        """The latest counted versions of the paths that start with ``prefix`` whose content
+        was first counted there, latest first (a few)."""
         self._flush()
+        # The copies (same_as) are left out: a numbered rotation makes many at each turn, and
+        # they would take the place of the versions a new one may extend.
         # A range of the path index rather than LIKE, which SQLite does not index for BLOBs.
         stripped = prefix.rstrip(b"\xff")
         if not stripped:
-            return self._counted("path >= ?", (prefix,))
+            return self._counted("path >= ? AND same_as IS NULL", (prefix,))
         past = stripped[:-1] + bytes([stripped[-1] + 1])
-        return self._counted("path >= ? AND path < ?", (prefix, past))
+        return self._counted("path >= ? AND path < ? AND same_as IS NULL", (prefix, past))
 
     def _counted(self, where: str, values: tuple[object, ...]) -> list[CountedVersion]:
         rows = self._db.execute(

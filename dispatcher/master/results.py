@@ -87,14 +87,15 @@ class Results:
         and those of the names in its folder it may have been rotated from."""
         folder, slash, name = version.path.rpartition(b"/")
         stem = name.split(b".")[0]
-        candidates = same_file + self._ledger.counted_by_path(version.path)
+        candidates = same_file + self._ledger.counted_by_path(version.path)[:2]
         if stem:
             candidates += self._ledger.counted_by_prefix(folder + slash + stem)
-        bases: dict[int, CountedVersion] = {}
+        # One base per content: a numbered rotation renames the same content many times.
+        bases: dict[bytes, CountedVersion] = {}
         for candidate in candidates:
             # A base's counts are carried on: only those of this error pattern will do.
             if candidate.fingerprint and candidate.version.id >= self._ledger.rules_since:
-                bases.setdefault(candidate.version.id, candidate)
+                bases.setdefault(candidate.fingerprint, candidate)
         return tuple(bases.values())[:MAX_BASES]
 
     def record_all(self, results: list[Result]) -> None:

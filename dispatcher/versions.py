@@ -84,6 +84,8 @@ class OpenVersion:
     avoid: frozenset[str] = frozenset()  # hosts whose attempts failed: others go first
     # Counted versions its content may extend, offered to its worker (docs/counting.md).
     bases: tuple[CountedVersion, ...] = ()
+    # Still growing (--follow): counted up to its last complete line, though it grows on.
+    growing: bool = False
 
     def base(self, version_id: int) -> CountedVersion | None:
         """The base offered with this id, if one was."""

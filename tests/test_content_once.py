@@ -6,15 +6,20 @@ Real master and worker processes, real files."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import shutil
 import signal
 import sqlite3
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from conftest import Cluster, wait_for
+from conftest import Cluster, logdispatch, wait_for
 from reference import reference_counts
+
+from workers.counting import complete_lines_end
 
 OLD = 1_600_000_000  # an mtime long past: the file has settled
 
@@ -220,3 +225,67 @@ def test_no_base_carries_counts_of_another_error_pattern(cluster: Cluster) -> No
     # Read whole, and counted by the new pattern only.
     assert latest["bytes_read"] == len(first) + 12
     assert (latest["lines"], latest["error_lines"]) == (30_001, 1)
+
+
+def test_complete_lines_end_finds_the_last_newline_before_a_size(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(b"a\n" + b"x" * 200 + b"\nhalf a li")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert complete_lines_end(fd, 212) == 203
+        assert complete_lines_end(fd, 203) == 203
+        assert complete_lines_end(fd, 202, window=16) == 2  # found windows back
+        assert complete_lines_end(fd, 1) == 0
+        assert complete_lines_end(fd, 0) == 0
+    finally:
+        os.close(fd)
+
+
+def test_follow_counts_a_growing_log_up_to_its_last_line_and_once_in_all(
+    cluster: Cluster,
+) -> None:
+    log = cluster.root / "app.log"
+    written = _lines(1, 20_000)  # past the size from which a worker reads only what was added
+    log.write_bytes(written)
+    cluster.serve("--settle", "30", "--follow", "0.5")
+    cluster.work()
+    n = 20_001
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        # Lines written in two pieces: the file often ends inside a line when it is counted.
+        piece = _lines(n, 50)
+        for part in (piece[:7], piece[7:]):
+            with open(log, "ab") as f:
+                f.write(part)
+            time.sleep(0.01)
+        written += piece
+        n += 50
+    # Counted while it grew, though it never held still for --settle.
+    growing = [r for r in _rows(cluster, "app.log") if r["status"] == "done"]
+    assert len(growing) >= 2
+    for row in growing:
+        # Up to a complete line: the counts are those of whole lines of what was written.
+        content = written[: _length(row)]
+        assert content.endswith(b"\n") and (row["lines"], row["error_lines"]) == reference_counts(
+            content
+        )
+    # Once it stops, the last version settles and the totals are all of it, each line once.
+    wait_for(_counted_at(cluster, "app.log", len(written)), timeout=60)
+    assert _totals(cluster) == reference_counts(written)
+    # Each count after the first read what was added, and the 64 KiB checks of the base.
+    done = [r for r in _rows(cluster, "app.log") if r["status"] == "done"]
+    for before, row in itertools.pairwise(done):
+        added = _length(row) - _length(before)
+        assert row["bytes_read"] <= added + 3 * 64 * 1024, (row["bytes_read"], added)
+
+
+def _length(row: dict[str, Any]) -> int:
+    """The length of the content a done version counted."""
+    return int.from_bytes(row["fingerprint"][:8], "big")
+
+
+def test_follow_must_be_positive(tmp_path: Path) -> None:
+    run = logdispatch(
+        "run", str(tmp_path), "--once", "--follow", "0", "--state", str(tmp_path / "s")
+    )
+    assert run.returncode != 0 and "--follow must be positive" in run.stderr

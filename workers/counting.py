@@ -283,6 +283,27 @@ def _plain_chunks(
         yield chunk
 
 
+def compressed(fd: int) -> bool:
+    """Whether the open file's first bytes are those of a compressed format."""
+    return detect_compression(os.pread(fd, MAGIC_BYTES, 0)) is not None
+
+
+def complete_lines_end(fd: int, size: int, window: int = 64 * 1024) -> int:
+    """Where the last complete line of the open file's first ``size`` bytes ends (after its
+    ``\n``); 0 if they hold none. Read backwards from ``size``, a window at a time."""
+    end = size
+    while end > 0:
+        start = max(0, end - window)
+        data = os.pread(fd, end - start, start)
+        if len(data) != end - start:
+            raise CountError("the file is shorter than when it was queued")
+        newline = data.rfind(b"\n")
+        if newline != -1:
+            return start + newline + 1
+        end = start
+    return 0
+
+
 def count_path(
     path: str | bytes,
     matcher: ErrorMatcher,

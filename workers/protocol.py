@@ -107,6 +107,10 @@ class Task:
     # Earlier versions the content may extend, at most MAX_BASES: the worker reports the
     # longest one it does extend, and reads only past it where it can.
     bases: tuple[Base, ...] = ()
+    # A log still growing (the master's --follow): its content is counted up to the last
+    # complete line of its first ``size`` bytes, and may grow meanwhile. A compressed file is
+    # counted as any other, whole and unchanged.
+    growing: bool = False
 
     def __reduce__(self) -> tuple[type[Task], tuple[object, ...]]:
         # Pickled as its constructor's arguments: several times faster both ways than the
@@ -120,6 +124,7 @@ class Task:
             self.error_pattern,
             self.lease,
             self.bases,
+            self.growing,
         )
 
 

@@ -28,7 +28,7 @@ from workers.common import (
     format_address,
     printable,
 )
-from workers.counting import count_fd
+from workers.counting import complete_lines_end, compressed, count_fd
 from workers.errors import CountError, MasterRefused, PathRefused
 from workers.expansion import Expansion
 from workers.matching import ErrorMatcher
@@ -202,16 +202,19 @@ class Worker:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
                 return failed(Status.ERROR, "not a regular file")
-            if (before.st_size, before.st_mtime_ns) != (task.size, task.mtime_ns):
+            growing = task.growing and not compressed(fd)
+            if before.st_size < task.size or (
+                not growing and (before.st_size, before.st_mtime_ns) != (task.size, task.mtime_ns)
+            ):
                 return failed(Status.CHANGED, "changed since it was queued")
-            if before.st_size >= LONG_FILE_BYTES:
+            if task.size >= LONG_FILE_BYTES:
                 self._flush()
             # Reading stops at the queued size (one read for a small file): growth past it
             # shows in the fstat below. A compressed file flushes too, once it is recognised.
             counts = count_fd(
                 fd,
                 matcher,
-                size=before.st_size,
+                size=complete_lines_end(fd, task.size) if growing else task.size,
                 expansion=self._expansion,
                 bases=task.bases[:MAX_BASES],
             )
@@ -222,7 +225,9 @@ class Worker:
             return failed(Status.ERROR, error_text(e))
         finally:
             os.close(fd)
-        if (after.st_size, after.st_mtime_ns) != (task.size, task.mtime_ns):
+        if after.st_size < task.size or (
+            not growing and (after.st_size, after.st_mtime_ns) != (task.size, task.mtime_ns)
+        ):
             return failed(Status.CHANGED, "changed while it was counted")
         return Result(
             task.id,

@@ -85,6 +85,14 @@ def add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
         metavar="SECONDS",
         help="a file is counted once its size and mtime held still this long (default %(default)s)",
     )
+    parser.add_argument(
+        "--follow",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="count a log that keeps growing up to its last complete line every SECONDS, "
+        "without waiting for it to settle (default: off)",
+    )
     parser.add_argument("--include", action="append", default=[], metavar="GLOB")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB")
     parser.add_argument(

@@ -70,6 +70,7 @@ def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -
         "rescan": args.rescan,
         "events": args.events,
         "settle": args.settle,
+        "follow": args.follow,
         "include": args.include,
         "exclude": args.exclude,
         "error_pattern": error_pattern(args.error_pattern),

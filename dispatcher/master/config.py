@@ -22,6 +22,7 @@ class MasterConfig:
     state_dir: Path = Path(defaults.STATE_DIR)
     poll: float | None = None
     settle: float = defaults.SETTLE_SECONDS
+    follow: float | None = None  # count a growing log this often, up to its last whole line
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
     error_pattern: bytes = DEFAULT_ERROR_PATTERN
@@ -50,5 +51,7 @@ class MasterConfig:
             raise ConfigError("--max-attempts must be at least 1")
         if self.lease <= 0 or self.settle < 0:
             raise ConfigError("--lease must be positive and --settle not negative")
+        if self.follow is not None and self.follow <= 0:
+            raise ConfigError("--follow must be positive")
         if self.max_lease_age < self.lease:
             raise ConfigError("--max-lease-age must be at least --lease")

@@ -21,7 +21,7 @@ from dispatcher.inbox import Disposed, Inbox, ResultsIn, Scanned, Seen
 from dispatcher.ledger.writer import Ledger
 from dispatcher.master.config import MasterConfig
 from dispatcher.master.ondone import Disposer, prepare_archive
-from dispatcher.master.registry import Registry
+from dispatcher.master.registry import Ready, Registry
 from dispatcher.master.results import Results
 from dispatcher.transport.server import ManagerServer, ResultSink, StatusService
 from dispatcher.transport.taskqueue import TaskQueue
@@ -392,8 +392,11 @@ class Master:
         # file has held still that long already (the clocks of master and file server agree).
         old_enough = self._wall() - mtime_ns / 1e9 >= self.config.settle
         now = self._clock()
-        if self._versions.settled(seen.path, size, mtime_ns, now, self.config.settle, old_enough):
-            self._add_version(seen.path, size, mtime_ns, inode)
+        ready = self._versions.settled(
+            seen.path, size, mtime_ns, now, self.config.settle, old_enough, self.config.follow
+        )
+        if ready is not None:
+            self._add_version(seen.path, size, mtime_ns, inode, ready is Ready.GROWING)
 
     def _scanned_whole(self, missed: bool) -> None:
         """A scan of the whole root ended: the counted files it did not find are gone, unless
@@ -416,17 +419,19 @@ class Master:
         self._consider(Seen(path))
 
     def _check_settling(self) -> None:
-        for path in self._versions.due(self._clock(), self.config.settle):
+        for path in self._versions.due(self._clock(), self.config.settle, self.config.follow):
             self._consider(Seen(path))
 
-    def _add_version(self, path: bytes, size: int, mtime_ns: int, inode: int) -> None:
+    def _add_version(
+        self, path: bytes, size: int, mtime_ns: int, inode: int, growing: bool = False
+    ) -> None:
         older = self._versions.open_on(path)
         if older is not None:
             # Changed again before it was counted: only the newest version is worth counting.
             self._results.close(older, VersionStatus.SUPERSEDED, "changed before it was counted")
         version_id = self._ledger.add_version(path, size, mtime_ns, self._wall())
         version = Version(version_id, path, size, mtime_ns)
-        self._versions.add(OpenVersion(version))
+        self._versions.add(OpenVersion(version, growing=growing))
         self._to_queue.append((version, inode))
 
     def _queue_new(self) -> None:

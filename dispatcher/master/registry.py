@@ -11,8 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from enum import Enum
 
 from dispatcher.versions import CountedVersion, OpenVersion, Version
+
+
+class Ready(Enum):
+    """Why a version is to be counted now."""
+
+    SETTLED = "settled"  # it held still for the settle time, or was old enough already
+    GROWING = "growing"  # it kept changing for the follow time: counted up to its last line
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +28,7 @@ class _Settling:
     size: int
     mtime_ns: int
     since: float  # monotonic time it was first seen with this size and mtime
+    changing_since: float  # monotonic time it was first seen changing, not counted since
 
 
 class Registry:
@@ -37,29 +46,46 @@ class Registry:
     # --- settling --------------------------------------------------------------------------
 
     def settled(
-        self, path: bytes, size: int, mtime_ns: int, now: float, settle: float, old_enough: bool
-    ) -> bool:
-        """Whether ``path`` with this size and mtime is a new version to count now.
+        self,
+        path: bytes,
+        size: int,
+        mtime_ns: int,
+        now: float,
+        settle: float,
+        old_enough: bool,
+        follow: float | None = None,
+    ) -> Ready | None:
+        """Whether ``path`` with this size and mtime is a new version to count now, and why.
 
         It is when it is not the latest version known and it held still for ``settle``
-        seconds, or is ``old_enough`` already; otherwise it is remembered as settling from now
-        (or from when it was first seen so, if it was).
+        seconds, or is ``old_enough`` already, or (with ``follow``) has kept changing for
+        ``follow`` seconds; otherwise it is remembered as settling from now (or from when it
+        was first seen so, if it was).
         """
         if self._known.get(path) == (size, mtime_ns):
             self._settling.pop(path, None)
-            return False
+            return None
         previous = self._settling.get(path)
         unchanged = previous is not None and (previous.size, previous.mtime_ns) == (size, mtime_ns)
         if old_enough or (unchanged and previous is not None and now - previous.since >= settle):
             self._settling.pop(path, None)
-            return True
+            return Ready.SETTLED
+        changing_since = now if previous is None else previous.changing_since
+        if follow is not None and now - changing_since >= follow:
+            self._settling.pop(path, None)
+            return Ready.GROWING
         if not unchanged:
-            self._settling[path] = _Settling(size, mtime_ns, now)
-        return False
+            self._settling[path] = _Settling(size, mtime_ns, now, changing_since)
+        return None
 
-    def due(self, now: float, settle: float) -> list[bytes]:
-        """The settling paths to look at again: unchanged for ``settle`` seconds, if still so."""
-        return [p for p, s in self._settling.items() if now - s.since >= settle]
+    def due(self, now: float, settle: float, follow: float | None = None) -> list[bytes]:
+        """The settling paths to look at again: unchanged for ``settle`` seconds, if still so,
+        or changing for ``follow`` seconds."""
+        return [
+            p
+            for p, s in self._settling.items()
+            if now - s.since >= settle or (follow is not None and now - s.changing_since >= follow)
+        ]
 
     def unsettle(self, path: bytes) -> None:
         """``path`` is gone, or no longer a file to count."""

@@ -330,6 +330,7 @@ class TaskQueue:
             self._error_pattern,
             signature,
             bases,
+            record.growing,
         )
 
     def _held(self, task_id: int, token: bytes) -> Lease | None:

@@ -4,7 +4,7 @@ at once, in as few statements as SQLite allows."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 # The sqlite3 module lets other threads run during each step of a statement. One statement per
@@ -96,11 +96,20 @@ def execute_rows(
 ) -> None:
     """Run ``sql``, whose ``{}`` is a VALUES list, for all ``rows`` (``width`` values each) in
     as few statements as the parameter limit allows."""
+    for statement, values in values_statements(sql, width, rows):
+        db.execute(statement, values)
+
+
+def values_statements(
+    sql: str, width: int, rows: Sequence[tuple[Any, ...]]
+) -> Iterator[tuple[str, list[Any]]]:
+    """``sql``, whose ``{}`` is a VALUES list, and its values, for all ``rows`` (``width``
+    values each) in as few statements as the parameter limit allows."""
     group = "(" + ", ".join("?" * width) + ")"
     per = max(1, min(ROWS_PER_STATEMENT, _MAX_PARAMETERS // width))
     for start in range(0, len(rows), per):
         part = rows[start : start + per]
-        db.execute(sql.format(", ".join([group] * len(part))), [v for row in part for v in row])
+        yield sql.format(", ".join([group] * len(part))), [v for row in part for v in row]
 
 
 def update_rows(

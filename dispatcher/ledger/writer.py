@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from dispatcher.ledger.bulk import (
     DONE_MANY,
@@ -26,6 +26,7 @@ from dispatcher.ledger.bulk import (
     LeaseRow,
     execute_rows,
     update_rows,
+    values_statements,
 )
 from dispatcher.ledger.errors import ledger_error
 from dispatcher.ledger.lock import StateDirLock
@@ -91,6 +92,12 @@ def _unsigned64(number: int | None) -> int | None:
 
 # The most counted versions a lookup of one file's earlier versions gives.
 COUNTED_ROWS = 16
+
+
+def _past_prefix(prefix: bytes) -> bytes | None:
+    """The first byte string after all those that start with ``prefix``; None: there is none."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
 
 
 def content_length(result: Result) -> int:
@@ -426,54 +433,74 @@ class Ledger:
     @_guarded
     def first_counted(self, fingerprints: Iterable[bytes]) -> dict[bytes, bytes]:
         """The path each of ``fingerprints`` was first counted under, for those counted before."""
-        self._flush()
-        owners = {}
-        for fingerprint in fingerprints:
-            row = self._db.execute(
-                "SELECT path FROM versions WHERE fingerprint = ? ORDER BY id LIMIT 1",
-                (fingerprint,),
-            ).fetchone()
-            if row is not None:
-                owners[fingerprint] = row[0]
+        keys = [(fingerprint,) for fingerprint in fingerprints]
+        self._flush_counted()
+        owners: dict[bytes, bytes] = {}
+        for sql, values in values_statements(
+            "WITH w(fingerprint) AS (VALUES {}) SELECT w.fingerprint, (SELECT path FROM versions "
+            "WHERE fingerprint = w.fingerprint ORDER BY id LIMIT 1) FROM w",
+            1,
+            keys,
+        ):
+            owners.update(
+                (f, path) for f, path in self._db.execute(sql, values) if path is not None
+            )
         return owners
 
     @_guarded
-    def counted_by_inode(self, inode: int) -> list[CountedVersion]:
-        """The counted versions whose file had this inode number, latest first (a few)."""
-        self._flush()
-        return self._counted("inode = ?", (_signed64(inode),))
+    def counted_by_inode(self, inodes: Iterable[int]) -> dict[int, list[CountedVersion]]:
+        """The counted versions whose file had each of these inode numbers, latest first (a
+        few each)."""
+        keys = {_signed64(inode): inode for inode in inodes}
+        found = self._counted_for("v.inode = w.a", [(k, None) for k in keys])
+        return {keys[k]: versions for k, versions in found.items()}
 
     @_guarded
-    def counted_by_path(self, path: bytes) -> list[CountedVersion]:
-        """The latest counted versions of ``path``, latest first (a few)."""
-        self._flush()
-        return self._counted("path = ?", (path,))
+    def counted_by_path(self, paths: Iterable[bytes]) -> dict[bytes, list[CountedVersion]]:
+        """The latest counted versions of each of ``paths``, latest first (a few each)."""
+        return self._counted_for("v.path = w.a", [(path, None) for path in set(paths)])
 
     @_guarded
-    def counted_by_prefix(self, prefix: bytes) -> list[CountedVersion]:
-        """The latest counted versions of the paths that start with ``prefix`` whose content
-        was first counted there, latest first (a few)."""
-        self._flush()
+    def counted_by_prefix(self, prefixes: Iterable[bytes]) -> dict[bytes, list[CountedVersion]]:
+        """The latest counted versions of the paths that start with each of ``prefixes``,
+        whose content was first counted there, latest first (a few each)."""
         # The copies (same_as) are left out: a numbered rotation makes many at each turn, and
         # they would take the place of the versions a new one may extend.
         # A range of the path index rather than LIKE, which SQLite does not index for BLOBs.
-        stripped = prefix.rstrip(b"\xff")
-        if not stripped:
-            return self._counted("path >= ? AND same_as IS NULL", (prefix,))
-        past = stripped[:-1] + bytes([stripped[-1] + 1])
-        return self._counted("path >= ? AND path < ? AND same_as IS NULL", (prefix, past))
-
-    def _counted(self, where: str, values: tuple[object, ...]) -> list[CountedVersion]:
-        rows = self._db.execute(
-            "SELECT id, path, size, mtime_ns, lines, error_lines, fingerprint, worker, "
-            f"bytes_read FROM versions WHERE {where} AND status = 'done' "
-            f"ORDER BY id DESC LIMIT {COUNTED_ROWS}",
-            values,
+        ranges = [(prefix, _past_prefix(prefix)) for prefix in set(prefixes)]
+        return self._counted_for(
+            "v.path >= w.a AND v.path < w.b AND v.same_as IS NULL",
+            [(low, high) for low, high in ranges if high is not None],  # none past b"\xff..."
         )
-        return [
-            CountedVersion(Version(i, p, s, m), lines, errors, fp or b"", worker, read or 0)
-            for i, p, s, m, lines, errors, fp, worker, read in rows
-        ]
+
+    def _counted_for(
+        self, join: str, keys: list[tuple[object, object]]
+    ) -> dict[Any, list[CountedVersion]]:
+        """For each key (a, b), the latest COUNTED_ROWS done versions ``v`` that ``join``
+        matches with it, latest first: one statement for many keys."""
+        self._flush_counted()
+        found: dict[Any, list[CountedVersion]] = {}
+        for sql, values in values_statements(
+            "WITH w(a, b) AS (VALUES {}) SELECT a, id, path, size, mtime_ns, lines, error_lines, "
+            "fingerprint, worker, bytes_read FROM (SELECT w.a, v.*, row_number() OVER "
+            f"(PARTITION BY w.a ORDER BY v.id DESC) AS n FROM w JOIN versions v ON {join} "
+            # "+": not a term for an index. Given many keys, SQLite would otherwise build an
+            # index on status for the statement rather than search the keys' own.
+            f"AND +v.status = 'done') WHERE n <= {COUNTED_ROWS} ORDER BY id DESC",
+            2,
+            keys,
+        ):
+            for key, i, p, s, m, lines, errors, fp, worker, read in self._db.execute(sql, values):
+                found.setdefault(key, []).append(
+                    CountedVersion(Version(i, p, s, m), lines, errors, fp or b"", worker, read or 0)
+                )
+        return found
+
+    def _flush_counted(self) -> None:
+        """Write the results buffered, for a lookup of counted versions: the new versions
+        buffered alone are none of them, and stay buffered to be written in bulk."""
+        if self._done_rows:
+            self._flush()
 
     def record_disposals(self, outcomes: Iterable[Outcome]) -> None:
         """What became of counted files (moved, deleted...); buffered like results."""

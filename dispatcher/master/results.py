@@ -57,11 +57,20 @@ class Results:
         """
         to_queue = []
         counted: list[Counted] = []
-        for version, inode in batch:
-            same_file = self._ledger.counted_by_inode(inode) if inode else []
+        # The counted versions each may be or extend, looked up for the whole batch at once.
+        prefixes = [_rotated_from(version.path) for version, _ in batch]
+        by_inode = self._ledger.counted_by_inode(inode for _, inode in batch if inode)
+        by_path = self._ledger.counted_by_path(version.path for version, _ in batch)
+        by_prefix = self._ledger.counted_by_prefix(prefix for prefix in prefixes if prefix)
+        for (version, inode), prefix in zip(batch, prefixes, strict=True):
+            same_file = by_inode.get(inode, []) if inode else []
             renamed = next((c for c in same_file if _renamed(c, version)), None)
             if renamed is None:
-                self._versions.offer(version.id, self._bases(version, same_file))
+                candidates = same_file + by_path.get(version.path, [])[:2]
+                if prefix:
+                    candidates += by_prefix.get(prefix, [])
+                if candidates:
+                    self._versions.offer(version.id, self._bases(candidates))
                 to_queue.append(version)
                 continue
             log.info(
@@ -76,20 +85,15 @@ class Results:
             owner = self._ledger.first_counted([renamed.fingerprint]).get(renamed.fingerprint)
             same_as = renamed.version.path if owner is None else owner
             self._done(version, result, Added(0, 0, 0, same_as), counted)
-        self._activity.counted(counted)
+        if counted:
+            self._activity.counted(counted)
         return to_queue
 
-    def _bases(
-        self, version: Version, same_file: list[CountedVersion]
-    ) -> tuple[CountedVersion, ...]:
-        """The counted versions ``version`` may extend, most likely first: the same file's (it
-        grew, perhaps under a new name), the same path's (a copy that grew, as rsync makes),
-        and those of the names in its folder it may have been rotated from."""
-        folder, slash, name = version.path.rpartition(b"/")
-        stem = name.split(b".")[0]
-        candidates = same_file + self._ledger.counted_by_path(version.path)[:2]
-        if stem:
-            candidates += self._ledger.counted_by_prefix(folder + slash + stem)
+    def _bases(self, candidates: list[CountedVersion]) -> tuple[CountedVersion, ...]:
+        """The bases to offer of ``candidates``, the counted versions a new version may
+        extend, most likely first: the same file's (it grew, perhaps under a new name), the
+        same path's (a copy that grew, as rsync makes), and those of the names in its folder
+        it may have been rotated from."""
         # One base per content: a numbered rotation renames the same content many times.
         bases: dict[bytes, CountedVersion] = {}
         for candidate in candidates:
@@ -257,6 +261,15 @@ class Results:
         self._tasks.discard([version_id])
         self._ledger.record_end(version_id, status, error, self._wall(), worker, attempts)
         self._activity.closed(status.value, version.size, version.path, error)
+
+
+def _rotated_from(path: bytes) -> bytes | None:
+    """What the paths a file may have been rotated from start with: its folder and its name up
+    to the first "." (``app`` for ``app.log.1``, ``app.log-20261203.gz``); None for a name that
+    starts with a "."."""
+    folder, slash, name = path.rpartition(b"/")
+    stem = name.split(b".")[0]
+    return folder + slash + stem if stem else None
 
 
 def _renamed(counted: CountedVersion, version: Version) -> bool:

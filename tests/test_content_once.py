@@ -65,6 +65,27 @@ def _settled(cluster: Cluster, done: int) -> None:
     )
 
 
+def _counted_log(cluster: Cluster, content: bytes, *serve: str) -> Path:
+    """ROOT/app.log with ``content``, counted by a master started with ``serve`` and a worker."""
+    log = cluster.root / "app.log"
+    log.write_bytes(content)
+    cluster.serve(*serve)
+    cluster.work()
+    _settled(cluster, 1)
+    return log
+
+
+def _kill_master(cluster: Cluster) -> None:
+    assert cluster.master is not None
+    cluster.master.signal(signal.SIGKILL)
+    cluster.master.wait()
+
+
+def _append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
 def test_renamed_and_compressed_the_content_counts_once(cluster: Cluster) -> None:
     content = _lines(1, 300)
     log = cluster.root / "app" / "app.log"
@@ -116,8 +137,7 @@ def test_a_growing_log_is_read_about_once(cluster: Cluster) -> None:
         piece = _lines(step * 40_000, 40_000) + b"%d ERROR half of a li" % step
         if step:
             piece = b"ne\n" + piece
-        with open(log, "ab") as f:
-            f.write(piece)
+        _append(log, piece)
         written += piece
         wait_for(_counted_at(cluster, "app.log", len(written)))
         assert _totals(cluster) == reference_counts(written)
@@ -131,15 +151,10 @@ def test_a_growing_log_is_read_about_once(cluster: Cluster) -> None:
 def test_a_rotated_log_with_lines_written_after_its_last_count(cluster: Cluster) -> None:
     """logrotate's compress: the log is renamed and compressed at once, holding lines written
     since it was last counted; the new log starts empty."""
-    log = cluster.root / "app.log"
     counted = _lines(1, 5000)
-    log.write_bytes(counted)
-    cluster.serve()
-    cluster.work()
-    _settled(cluster, 1)
+    log = _counted_log(cluster, counted)
     later = _lines(5001, 777)
-    with open(log, "ab") as f:
-        f.write(later)
+    _append(log, later)
     with open(log, "rb") as f, gzip.open(cluster.root / "app.log.1.gz", "wb") as out:
         shutil.copyfileobj(f, out)
     log.write_bytes(b"")
@@ -152,22 +167,16 @@ def test_a_rotated_log_with_lines_written_after_its_last_count(cluster: Cluster)
 
 
 def test_copytruncate_counts_the_copy_and_the_new_lines_once(cluster: Cluster) -> None:
-    log = cluster.root / "app.log"
     first = _lines(1, 2000)
-    log.write_bytes(first)
-    cluster.serve()
-    cluster.work()
-    _settled(cluster, 1)
+    log = _counted_log(cluster, first)
     more = _lines(2001, 100)
-    with open(log, "ab") as f:
-        f.write(more)
+    _append(log, more)
     shutil.copyfile(log, cluster.root / "app.log.1")
     with open(log, "r+b") as f:
         f.truncate(0)
     _settled(cluster, 2)
     after = _lines(9001, 50, every=2)
-    with open(log, "ab") as f:
-        f.write(after)
+    _append(log, after)
     wait_for(lambda: _rows(cluster, "app.log")[-1]["size"] == len(after))
     _settled(cluster, 2)
     assert _totals(cluster) == reference_counts(first + more + after)
@@ -176,32 +185,25 @@ def test_copytruncate_counts_the_copy_and_the_new_lines_once(cluster: Cluster) -
 def test_a_master_killed_around_a_rename_and_an_append_loses_and_doubles_nothing(
     cluster: Cluster,
 ) -> None:
-    log = cluster.root / "app.log"
     first = _lines(1, 30_000)
-    log.write_bytes(first)
-    master = cluster.serve()
-    cluster.work()
-    _settled(cluster, 1)
-    master.signal(signal.SIGKILL)
-    master.wait()
+    log = _counted_log(cluster, first)
+    _kill_master(cluster)
     # While no master runs: renamed, written to under its new name, and a new log begun.
     rotated = cluster.root / "app.log.1"
     log.rename(rotated)
     more = _lines(30_001, 200)
-    with open(rotated, "ab") as f:
-        f.write(more)
+    _append(rotated, more)
     new = _lines(1, 10, every=5)
     log.write_bytes(new)
-    master = cluster.serve()
+    cluster.serve()
     _settled(cluster, 2)
     assert _totals(cluster) == reference_counts(first + more + new)
     (counted,) = _rows(cluster, "app.log.1")
     assert counted["lines"] == 30_200 and counted["bytes_read"] < len(first) / 2  # from its end
-    # Appended, and the master killed before it counted the append.
-    master.signal(signal.SIGKILL)
-    master.wait()
-    with open(rotated, "ab") as f:
-        f.write(_lines(30_201, 10))
+    # Appended, and the master killed before the append settled (--settle 0.5).
+    _append(rotated, _lines(30_201, 10))
+    _kill_master(cluster)
+    assert _rows(cluster, "app.log.1")[-1]["lines"] == 30_200
     cluster.serve()
     wait_for(lambda: _rows(cluster, "app.log.1")[-1]["lines"] == 30_210)
     _settled(cluster, 2)
@@ -209,16 +211,10 @@ def test_a_master_killed_around_a_rename_and_an_append_loses_and_doubles_nothing
 
 
 def test_no_base_carries_counts_of_another_error_pattern(cluster: Cluster) -> None:
-    log = cluster.root / "app.log"
     first = _lines(1, 30_000)
-    log.write_bytes(first)
-    master = cluster.serve()
-    cluster.work()
-    _settled(cluster, 1)
-    master.signal(signal.SIGTERM)
-    master.wait()
-    with open(log, "ab") as f:
-        f.write(b"a WARN line\n")
+    log = _counted_log(cluster, first)
+    _kill_master(cluster)
+    _append(log, b"a WARN line\n")
     cluster.serve("--error-pattern", "WARN")
     wait_for(_counted_at(cluster, "app.log", len(first) + 12))
     latest = _rows(cluster, "app.log")[-1]
@@ -255,8 +251,7 @@ def test_follow_counts_a_growing_log_up_to_its_last_line_and_once_in_all(
         # Lines written in two pieces: the file often ends inside a line when it is counted.
         piece = _lines(n, 50)
         for part in (piece[:7], piece[7:]):
-            with open(log, "ab") as f:
-                f.write(part)
+            _append(log, part)
             time.sleep(0.01)
         written += piece
         n += 50

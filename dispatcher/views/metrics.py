@@ -104,8 +104,16 @@ class _MasterCollector:
             finished.add_metric([state], since[state])
         yield finished
         for name, key, text in (
-            ("logdispatch_lines", "lines", "Lines counted since the master started."),
-            ("logdispatch_error_lines", "error_lines", "Error lines counted since start."),
+            (
+                "logdispatch_lines",
+                "lines",
+                "Lines of new content counted since the master started, each piece once.",
+            ),
+            (
+                "logdispatch_error_lines",
+                "error_lines",
+                "Error lines of new content counted since start, each piece once.",
+            ),
             ("logdispatch_bytes", "bytes", "On-disk bytes of the files counted since start."),
         ):
             yield CounterMetricFamily(name, text, value=since[key])

@@ -77,11 +77,14 @@ class View:
         return self.sort or ("errors" if self.top and not self.errors else None)
 
 
-def show(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) -> None:
-    """Print ``view`` of the ledger in ``fmt``; a table shows at most ``rows`` rows (0: all)."""
+def show(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) -> int:
+    """Print ``view`` of the ledger in ``fmt``; a table shows at most ``rows`` rows (0: all).
+
+    Returns the number of files failed or vanished for the ``failed`` view, else 0.
+    """
     if view.failed:
-        _show_failed(state_dir, fmt, out, rows)
-    elif view.errors:
+        return _show_failed(state_dir, fmt, out, rows)
+    if view.errors:
         _show_messages(state_dir, view.top, fmt, out, rows)
     elif view.by != "file":
         _show_groups(state_dir, view, fmt, out, rows)
@@ -90,6 +93,7 @@ def show(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) -> None:
         summary.render_table(document, out, rows, view.order, view.top)
     else:
         summary.write(state_dir, fmt, out, view.order, view.top)
+    return 0
 
 
 # ----------------------------------------------------------------------------------- groups
@@ -196,7 +200,7 @@ def read_failed(
     return totals, map(FileRow._make, rows)
 
 
-def _show_failed(state_dir: Path, fmt: str, out: TextIO, rows: int) -> None:
+def _show_failed(state_dir: Path, fmt: str, out: TextIO, rows: int) -> int:
     totals, files = read_failed(state_dir, rows if fmt == "table" else None)
     if fmt == "json":
         summary.write_json(out, {"totals": totals}, "files", map(FAILED_FORMAT.json, files))
@@ -204,6 +208,7 @@ def _show_failed(state_dir: Path, fmt: str, out: TextIO, rows: int) -> None:
         summary.write_csv(out, FAILED_FIELDS, map(FAILED_FORMAT.values, files))
     else:
         _failed_table(totals, list(files), out)
+    return totals["failed"] + totals["vanished"]
 
 
 def local_time(timestamp: float | None) -> str:

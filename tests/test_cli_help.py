@@ -12,12 +12,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import COUNT_HEADER, logdispatch
+from conftest import COUNT_HEADER, Cluster, logdispatch, wait_for
 
 from dispatcher.cli.main import all_commands, build_parser
 from workers.config import REQUIRED, subcommands
 
 PYPROJECT = Path(__file__).parent.parent / "pyproject.toml"
+SAMPLES = Path(__file__).parent.parent / "sample_logs"
 
 
 def test_version_is_the_installed_distributions() -> None:
@@ -128,6 +129,20 @@ def test_a_url_for_an_address_says_it_wants_host_port(tmp_path: Path, option: st
             assert f"--address wants HOST:PORT, not a URL: '{url}'" in shown.stderr, command
 
 
+def test_the_worker_logs_its_error_pattern_as_typed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.log").write_bytes(b"ERROR x\nfine\n")
+    state = str(tmp_path / "state")
+    shown = logdispatch(
+        "run", str(root), "--once", "--workers", "1", "--state", state, "-v",
+        "--error-pattern", r"\bERROR\b",
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert r"error pattern \bERROR\b: " in shown.stderr
+    assert r"\\b" not in shown.stderr
+
+
 def test_count_prints_a_header_row_and_json_has_none(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_bytes(b"ERROR x\nfine\n")
@@ -174,3 +189,30 @@ def test_summary_failed_exits_1_when_a_file_failed_and_every_other_view_0(
         shown = logdispatch("summary", "--state", state, *view)
         assert shown.returncode == 0, (view, shown.stderr)
     assert "exit status 1" in " ".join(logdispatch("summary", "-h").stdout.split())
+
+
+def test_verbose_logs_a_line_per_file_counted(tmp_path: Path) -> None:
+    state = str(tmp_path / "state")
+    quiet = logdispatch("run", str(SAMPLES), "--once", "--workers", "1", "--state", state)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "logdispatch.files" not in quiet.stderr
+
+    state = str(tmp_path / "again")
+    shown = logdispatch("run", str(SAMPLES), "--once", "--workers", "1", "--state", state, "-v")
+    assert shown.returncode == 0, shown.stderr
+    expected = json.loads((SAMPLES / "EXPECTED.json").read_text())["files"]["db-01/syslog"]
+    counts = f"db-01/syslog: {expected['lines']} lines, {expected['error_lines']} error lines, "
+    [master] = [line for line in shown.stderr.splitlines() if "files.master INFO " + counts in line]
+    assert " by " in master  # the worker that counted it
+    assert [line for line in shown.stderr.splitlines() if "files.worker INFO " + counts in line]
+
+
+def test_serve_at_its_default_level_logs_no_line_per_file(cluster: Cluster) -> None:
+    # serve logs INFO by default: the per-file lines must still wait for -v.
+    master = cluster.serve()
+    worker = cluster.work("-v")
+    (cluster.root / "a.log").write_bytes(b"ERROR x\nfine\n")
+    wait_for(lambda: "files.worker INFO a.log: 2 lines, 1 error lines" in worker.output)
+    wait_for(lambda: cluster.files().get("a.log", {}).get("status") == "done")
+    assert "logdispatch.files" not in master.output
+    assert "INFO" in master.output

@@ -232,8 +232,10 @@ def add_max_expanded_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def setup_logging(verbosity: int, base: int = logging.INFO) -> int:
+def setup_logging(verbosity: int, base: int = logging.INFO, per_file: bool | None = None) -> int:
     """Log to stderr from ``base`` made louder by ``verbosity`` (-v minus -q); returns the level.
+
+    ``per_file``: whether the PER_FILE_LOG lines are logged (None: with -v, ``verbosity`` > 0).
 
     Every line names the module it comes from, below ``logdispatch`` (for instance
     ``logdispatch.dispatcher.master.loop``, ``logdispatch.workers.worker``).
@@ -242,7 +244,16 @@ def setup_logging(verbosity: int, base: int = logging.INFO) -> int:
     logging.basicConfig(
         level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
     )
+    # One INFO line per file counted: with -v only, whatever the command's own level.
+    if per_file is None:
+        per_file = verbosity > 0
+    logging.getLogger(PER_FILE_LOG).setLevel(logging.INFO if per_file else logging.WARNING)
     return level
+
+
+# The loggers below this one log a line per file counted (the master's .master, the worker's
+# .worker): too many lines for an INFO default, so setup_logging() enables them on -v only.
+PER_FILE_LOG = "logdispatch.files"
 
 
 class StopSignals:

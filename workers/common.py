@@ -38,6 +38,16 @@ def decode_path(path: bytes) -> str:
     return path.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
+def encode_path(text: str) -> bytes:
+    """The bytes of a path given as decode_path shows it (``\\xNN``, ``\\\\``); any other
+    text as its own bytes."""
+    parts = re.split(r"(\\\\|\\x[0-9a-fA-F]{2})", text)
+    return b"".join(
+        b"\\" if part == "\\\\" else bytes([int(part[2:], 16)]) if i % 2 else os.fsencode(part)
+        for i, part in enumerate(parts)
+    )
+
+
 def printable(text: str) -> str:
     """Text safe for a terminal or a log line: control characters escaped (``\\n``...)."""
     if text.isprintable():

@@ -84,6 +84,19 @@ def add_summary_parser(commands: Subparsers) -> None:
     summ.add_argument(
         "--errors", action="store_true", help="the most frequent error messages (sampled lines)"
     )
+    summ.add_argument(
+        "--path",
+        metavar="GLOB",
+        help="only the files whose path (as shown) matches GLOB, in every view and its totals; "
+        "* and ? match / too, as in --include's globs with / (default: every file)",
+    )
+    summ.add_argument(
+        "--history",
+        metavar="PATH",
+        help="every version of one path (as summaries show it), oldest first: its id, status, "
+        "size, mtime, counts, what it added to the totals (own lines), same_as and when it "
+        "was finished",
+    )
     add_verbosity(summ)
     summ.set_defaults(func=cmd_summary)
 
@@ -130,7 +143,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from dispatcher.views import groups
 
-    view = groups.View(args.by, args.depth, args.sort, args.top, args.failed, args.errors)
+    view = groups.View(
+        args.by, args.depth, args.sort, args.top, args.failed, args.errors, args.path, args.history
+    )
     problems = groups.show(args.state, view, args.format, sys.stdout, args.rows)
     return 1 if problems else 0  # only --failed finds any
 

@@ -43,6 +43,8 @@ LOGDISPATCH = [
     "-c",
     "import sys; from dispatcher.cli.main import main; sys.exit(main())",
 ]
+# The header row of `logdispatch count`'s table, as split into words.
+COUNT_HEADER = ["lines", "error_lines", "path"]
 
 
 def logdispatch(

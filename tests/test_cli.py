@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from conftest import LOGDISPATCH, logdispatch
+from conftest import COUNT_HEADER, LOGDISPATCH, logdispatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import content_of, reference_counts
@@ -117,6 +117,7 @@ def test_count_prints_the_same_counts_as_the_rules(tmp_path: Path) -> None:
     text = logdispatch("count", str(plain), str(tmp_path / "missing.log"))
     assert text.returncode == 1
     assert text.stdout.split() == [
+        *COUNT_HEADER,
         str(lines),
         str(errors),
         str(plain),

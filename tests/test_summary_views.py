@@ -157,7 +157,8 @@ def counted(tmp_path_factory: pytest.TempPathFactory) -> Counted:
 
 def summary(state: str, *args: str, env: dict[str, str] | None = None) -> str:
     shown = logdispatch("summary", "--state", state, *args, env=env)
-    assert shown.returncode == 0, shown.stderr
+    # --failed exits 1 when a file failed or vanished: every ledger read here has one.
+    assert shown.returncode == (1 if "--failed" in args else 0), shown.stderr
     return shown.stdout
 
 
@@ -467,3 +468,97 @@ def test_errors_read_the_samples_of_the_files_with_most_error_lines_only(tmp_pat
     ]  # the ten files with one error line were left out
     table = summary(str(state), "--errors")
     assert f"of {many:,} files with error lines" in table
+
+
+def _narrowed_ledger(tmp_path: Path) -> tuple[Path, str]:
+    """A ledger of two folders, a copy, a failed file and an undecodable name."""
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    (root / "a" / "x.log").write_bytes(b"ERROR one\nok\n")
+    (root / "a" / "y.log").write_bytes(b"ok\n" * 3)
+    (root / "b" / "z.log").write_bytes(b"ERROR two\nERROR three\n")
+    (root / "b" / "copy.log.gz").write_bytes(gzip.compress(b"ERROR one\nok\n"))
+    (root / "bad.gz").write_bytes(gzip.compress(b"ERROR x\n" * 10_000)[:-40])
+    with open(os.path.join(os.fsencode(root), b"c\xff.log"), "wb") as f:
+        f.write(b"ok\nok\n")
+    state = str(tmp_path / "state")
+    run = logdispatch(
+        "run", str(root), "--once", "--workers", "1", "--state", state,
+        "--max-attempts", "1", "--settle", "0",
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr  # bad.gz failed
+    return root, state
+
+
+def test_path_narrows_every_view_and_its_totals(tmp_path: Path) -> None:
+    _, state = _narrowed_ledger(tmp_path)
+    a = as_json(state, "--path", "a/*")
+    assert [f["path"] for f in a["files"]] == ["a/x.log", "a/y.log"]
+    assert (a["totals"]["files"], a["totals"]["lines"], a["totals"]["error_lines"]) == (2, 5, 1)
+
+    # The copy's content was counted first under a/x.log: it shows its counts, and adds
+    # nothing to the totals, narrowed or not.
+    b = as_json(state, "--path", "b/*")
+    files = {f["path"]: f for f in b["files"]}
+    assert set(files) == {"b/copy.log.gz", "b/z.log"}
+    assert files["b/copy.log.gz"]["same_as"] == "a/x.log"
+    assert files["b/copy.log.gz"]["lines"] == 2
+    assert (b["totals"]["files"], b["totals"]["lines"], b["totals"]["error_lines"]) == (2, 2, 2)
+
+    # * takes / too (fnmatch); a glob that starts with an escape matches the path as shown.
+    logs = as_json(state, "--path", "*.log", "--by", "dir")
+    assert {g["key"]: g["files"] for g in logs["groups"]} == {"a": 2, "b": 1, ".": 1}
+    assert logs["totals"]["files"] == 4 and logs["totals"]["failed"] == 0
+    odd = as_json(state, "--path", "c\\xff*")
+    assert [f["path"] for f in odd["files"]] == ["c\\xff.log"]
+    assert as_json(state, "--path", "nothing/*")["totals"]["files"] == 0
+
+    # --failed: only the matching failures, and its exit status follows them.
+    failed = logdispatch("summary", "--state", state, "--failed", "--path", "*.gz")
+    assert failed.returncode == 1 and "bad.gz" in failed.stdout
+    clean = logdispatch("summary", "--state", state, "--failed", "--path", "a/*")
+    assert clean.returncode == 0, clean.stderr
+    assert "No file failed or vanished, of 2." in clean.stdout
+
+    messages = as_json(state, "--errors", "--path", "b/z*")["messages"]
+    assert {m["path"] for m in messages} == {"b/z.log"}
+    table = summary(state, "--path", "a/*")
+    assert "a/x.log" in table and "b/z.log" not in table
+
+
+def test_history_lists_every_version_of_one_path(tmp_path: Path) -> None:
+    root, state = _narrowed_ledger(tmp_path)
+    with open(root / "a" / "y.log", "ab") as f:
+        f.write(b"ERROR later\n")
+    run = logdispatch(
+        "run", str(root), "--once", "--workers", "1", "--state", state,
+        "--max-attempts", "1", "--settle", "0",
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+
+    document = as_json(state, "--history", "a/y.log")
+    assert document["path"] == "a/y.log"
+    first, second = document["versions"]
+    assert set(first) == {
+        "id", "status", "size", "mtime", "lines", "error_lines", "own_lines", "same_as",
+        "finished_at",
+    }  # fmt: skip
+    assert first["id"] < second["id"]
+    assert (first["status"], first["size"], first["lines"], first["own_lines"]) == ("done", 9, 3, 3)
+    # The grown log counts in full, and adds what it gained.
+    assert (second["size"], second["lines"], second["error_lines"]) == (21, 4, 1)
+    assert second["own_lines"] == 1
+    assert datetime.datetime.fromisoformat(second["finished_at"]).tzinfo is not None
+
+    copy = as_json(state, "--history", "b/copy.log.gz")["versions"]
+    assert [(v["same_as"], v["own_lines"]) for v in copy] == [("a/x.log", 0)]
+    assert as_json(state, "--history", "c\\xff.log")["versions"][0]["lines"] == 2
+    assert as_json(state, "--history", "no/such.log")["versions"] == []
+
+    table = summary(state, "--history", "b/copy.log.gz")
+    assert "its content was counted first as a/x.log" in table
+    assert as_csv(state, "--history", "a/y.log")[1]["own_lines"] == "1"
+    refused = logdispatch("summary", "--state", state, "--history", "a/y.log", "--path", "a/*")
+    assert refused.returncode == 2
+    assert "--history lists the versions of one path" in refused.stderr

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import logdispatch, write_bomb
+from conftest import COUNT_HEADER, logdispatch, write_bomb
 from reference import reference_counts
 
 from dispatcher.transport.weight import work_weight
@@ -234,7 +234,7 @@ def test_count_shows_zstd_end_to_end(tmp_path: Path) -> None:
     text = logdispatch("count", str(archive), str(broken))
     assert text.returncode == 1
     totals = [str(lines), str(errors), "total"]
-    assert text.stdout.split() == [str(lines), str(errors), str(archive), *totals]
+    assert text.stdout.split() == [*COUNT_HEADER, str(lines), str(errors), str(archive), *totals]
     assert text.stderr == f"logdispatch count: {broken}: {TRUNCATED}\n"
 
 

@@ -11,6 +11,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from workers.common import (
+    WORK_ABOUT,
+    Parser,
     add_connection_arguments,
     add_engine_argument,
     add_max_expanded_argument,
@@ -30,8 +32,8 @@ if TYPE_CHECKING:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="logdispatch work", description="Take paths from a master, count them, report."
+    parser = Parser(
+        prog="logdispatch work", description=f"{WORK_ABOUT[0].upper()}{WORK_ABOUT[1:]}."
     )
     add_connection_arguments(parser, "the master's address")
     parser.add_argument(

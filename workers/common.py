@@ -8,6 +8,7 @@ engine only.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import logging
 import os
@@ -17,7 +18,7 @@ import stat
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from workers.errors import ConfigError
 
@@ -35,6 +36,16 @@ def decode_path(path: bytes) -> str:
     Undecodable bytes become ``\\xNN`` and a real backslash ``\\\\``, so no two names look alike.
     """
     return path.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+def encode_path(text: str) -> bytes:
+    """The bytes of a path given as decode_path shows it (``\\xNN``, ``\\\\``); any other
+    text as its own bytes."""
+    parts = re.split(r"(\\\\|\\x[0-9a-fA-F]{2})", text)
+    return b"".join(
+        b"\\" if part == "\\\\" else bytes([int(part[2:], 16)]) if i % 2 else os.fsencode(part)
+        for i, part in enumerate(parts)
+    )
 
 
 def printable(text: str) -> str:
@@ -63,8 +74,12 @@ def error_text(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def parse_address(text: str, default_host: str = DEFAULT_ADDRESS[0]) -> tuple[str, int]:
-    """Parse ``HOST:PORT`` or ``:PORT`` (HOST then defaults to loopback)."""
+def parse_address(
+    text: str, default_host: str = DEFAULT_ADDRESS[0], option: str = "--address"
+) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` or ``:PORT`` (HOST then defaults to loopback), given as ``option``."""
+    if "://" in text:  # http://host:port would otherwise read as an IPv6 host
+        raise ConfigError(f"{option} wants HOST:PORT, not a URL: {text!r}")
     host, sep, port_text = text.rpartition(":")
     if not sep:
         raise ConfigError(f"address {text!r} is not HOST:PORT")
@@ -89,6 +104,36 @@ def format_peer(address: object) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         return format_address((str(address[0]), int(address[1])))
     return str(address)
+
+
+# What `logdispatch work` does, in its help and in `logdispatch -h`'s list.
+WORK_ABOUT = "take files from a master, count them and send it their counts"
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose unknown option error names the closest known option, if one
+    is close; its subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith(UNRECOGNIZED):
+            message += suggestion(self, message[len(UNRECOGNIZED) :].split())
+        super().error(message)
+
+
+# How argparse begins its message for arguments no option or positional took.
+UNRECOGNIZED = "unrecognized arguments: "
+
+
+def suggestion(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    """``; did you mean --settle?`` for the first of ``unknown`` that is close to one of
+    ``parser``'s options, else nothing."""
+    known = [flag for action in parser._actions for flag in action.option_strings]
+    for word in unknown:
+        if word.startswith("-"):
+            close = difflib.get_close_matches(word.partition("=")[0], known, n=1)
+            if close:
+                return f"; did you mean {close[0]}?"
+    return ""
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser, address_help: str) -> None:
@@ -197,8 +242,10 @@ def add_max_expanded_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def setup_logging(verbosity: int, base: int = logging.INFO) -> int:
+def setup_logging(verbosity: int, base: int = logging.INFO, per_file: bool | None = None) -> int:
     """Log to stderr from ``base`` made louder by ``verbosity`` (-v minus -q); returns the level.
+
+    ``per_file``: whether the PER_FILE_LOG lines are logged (None: with -v, ``verbosity`` > 0).
 
     Every line names the module it comes from, below ``logdispatch`` (for instance
     ``logdispatch.dispatcher.master.loop``, ``logdispatch.workers.worker``).
@@ -207,7 +254,16 @@ def setup_logging(verbosity: int, base: int = logging.INFO) -> int:
     logging.basicConfig(
         level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
     )
+    # One INFO line per file counted: with -v only, whatever the command's own level.
+    if per_file is None:
+        per_file = verbosity > 0
+    logging.getLogger(PER_FILE_LOG).setLevel(logging.INFO if per_file else logging.WARNING)
     return level
+
+
+# The loggers below this one log a line per file counted (the master's .master, the worker's
+# .worker): too many lines for an INFO default, so setup_logging() enables them on -v only.
+PER_FILE_LOG = "logdispatch.files"
 
 
 class StopSignals:

@@ -16,7 +16,7 @@ import time
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext, SpawnContext
 
-from workers.common import setup_logging
+from workers.common import PER_FILE_LOG, setup_logging
 from workers.worker import Worker, WorkerConfig
 
 log = logging.getLogger(f"logdispatch.{__name__}")
@@ -29,13 +29,15 @@ def process_context() -> ForkContext | SpawnContext:
     return multiprocessing.get_context("spawn")
 
 
-def _child(config_from: Connection, level: int) -> None:
+def _child(config_from: Connection, level: int, per_file: bool) -> None:
     # A forked child has its parent's handlers until the worker sets its own.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     # Own process group: a terminal's Ctrl-C reaches the parent, which stops the workers in order.
     os.setpgid(0, 0)
-    setup_logging(0, base=level)  # spawned: configure; forked: the parent's setup is kept
+    # Spawned: configure; forked: the parent's handlers are kept. Either way the parent's
+    # levels, the per-file lines' too.
+    setup_logging(0, base=level, per_file=per_file)
     try:
         config = config_from.recv()
     except EOFError:
@@ -53,9 +55,12 @@ class LocalWorkers:
         self._senders: list[Connection] = []
         self.processes: list[multiprocessing.process.BaseProcess] = []
         level = logging.getLogger().getEffectiveLevel()
+        per_file = logging.getLogger(PER_FILE_LOG).isEnabledFor(logging.INFO)
         for i in range(count):
             receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(target=_child, args=(receiver, level), name=f"worker-{i}")
+            process = context.Process(
+                target=_child, args=(receiver, level, per_file), name=f"worker-{i}"
+            )
             process.start()
             receiver.close()
             self._senders.append(sender)

@@ -21,6 +21,7 @@ from typing import Any
 
 from workers.common import (
     MAX_EXPANDED_BYTES,
+    PER_FILE_LOG,
     StopSignals,
     TLSFiles,
     display_path,
@@ -45,6 +46,7 @@ from workers.protocol import (
 )
 
 log = logging.getLogger(f"logdispatch.{__name__}")
+per_file_log = logging.getLogger(f"{PER_FILE_LOG}.worker")
 
 # Small files are taken a hundred at a time (one round trip each way per batch); big files one
 # or a few at a time, so one worker does not sit on work another could start.
@@ -151,6 +153,7 @@ class Worker:
             self._held = {t.id: t.lease for t in tasks}
             self._lost.clear()
         last_flush = time.monotonic()
+        per_file = per_file_log.isEnabledFor(logging.INFO)  # once a batch: it may be thousands
         for index, task in enumerate(tasks):
             if self._stopping:
                 self._hand_back(tasks[index:])
@@ -163,6 +166,14 @@ class Worker:
                 result = self.count(task)
                 self._unsent.append(result)
                 self.handled += 1
+                if per_file and result.status is Status.DONE:
+                    per_file_log.info(
+                        "%s: %d lines, %d error lines, %.3fs",
+                        display_path(task.path),
+                        result.lines,
+                        result.error_lines,
+                        result.seconds,
+                    )
             if time.monotonic() - last_flush >= FLUSH_SECONDS:
                 self._flush()
                 last_flush = time.monotonic()
@@ -254,7 +265,7 @@ class Worker:
             self._matchers[pattern] = matcher
             log.info(
                 "error pattern %s: %s engine, lines counted by %s",
-                display_path(pattern),
+                printable(pattern.decode("utf-8", "backslashreplace")),  # as typed: \b, not \\b
                 matcher.engine,
                 matcher.newline_counter,
             )

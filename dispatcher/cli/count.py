@@ -9,7 +9,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from dispatcher.cli.options import add_verbosity, error_pattern
+from dispatcher.cli.options import add_command, add_error_pattern, add_verbosity, error_pattern
 from workers.common import (
     add_engine_argument,
     add_max_expanded_argument,
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 
 def add_count_parser(commands: Subparsers) -> None:
-    count = commands.add_parser("count", help="count local files directly, no master")
-    count.add_argument("files", nargs="+", metavar="FILE")
-    count.add_argument("--error-pattern", default=None, metavar="RE")
+    count = add_command(commands, "count", "count local files directly, with no master or ledger")
+    count.add_argument("files", nargs="+", metavar="FILE", help="the files to count")
+    add_error_pattern(count)
     count.add_argument("--json", action="store_true", help="print JSON")
     add_engine_argument(count)
     add_max_expanded_argument(count)
@@ -44,6 +44,8 @@ def cmd_count(args: argparse.Namespace) -> int:
         raise ConfigError(f"--error-pattern is not a valid regex: {e}") from None
     expansion = Expansion(args.max_expanded)
     entries: list[dict[str, Any]] = []
+    if not args.json:
+        print(f"{'lines':>12} {'error_lines':>12}  path")
     for name in args.files:
         shown = decode_path(os.fsencode(name))
         entry: dict[str, Any] = {"path": shown}

@@ -14,13 +14,14 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 from dispatcher.cli.config import show
 from dispatcher.cli.count import add_count_parser
-from dispatcher.cli.options import add_verbosity
+from dispatcher.cli.options import add_command, add_verbosity
 from dispatcher.cli.serve import add_run_parser, add_serve_parser
 from dispatcher.cli.views import add_report_parser, add_status_parser, add_summary_parser
-from workers.common import setup_logging
+from workers.common import UNRECOGNIZED, WORK_ABOUT, Parser, setup_logging
 from workers.config import add_config_option, resolve, subcommands, takes_config
 from workers.errors import ConfigError, LogDispatchError
 
@@ -34,7 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return work(argv[1:], all_commands)
     parser = build_parser()
-    command = parser.parse_args(argv).command  # --help and usage errors end here
+    # --help and usage errors end here; an argument no option of the command took is the
+    # command's error, with its usage, not the program's.
+    parsed, unknown = parser.parse_known_args(argv)
+    command = parsed.command
+    if unknown:
+        subcommands(parser)[command].error(UNRECOGNIZED + " ".join(unknown))
     try:
         args = resolve(command, subcommands(parser)[command], argv[1:], all_commands).args
         args.command = command
@@ -54,17 +60,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="logdispatch",
         description="Count lines and error lines of log files landing in a shared folder, "
         "with the work spread over many hosts.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('logdispatch')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     add_serve_parser(commands)
 
     # Listed for --help only: main() hands `work` to the worker program before parsing.
-    commands.add_parser("work", help="count files for a master (see `logdispatch work --help`)")
+    add_command(commands, "work", f"{WORK_ABOUT} (see `logdispatch work -h`)")
 
     add_run_parser(commands)
     add_status_parser(commands)
@@ -72,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(commands)
     add_count_parser(commands)
 
-    configure = commands.add_parser(
-        "config", help="each option's value for a command line, and where it comes from"
+    configure = add_command(
+        commands, "config", "each option's value for a command line, and where it comes from"
     )
     configure.add_argument("--json", action="store_true", help="print JSON")
     configure.add_argument(

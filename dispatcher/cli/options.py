@@ -14,7 +14,15 @@ from workers.matching import DEFAULT_ERROR_PATTERN
 
 if TYPE_CHECKING:
     # What add_subparsers() gives: each command's module adds its parser to it.
-    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    from workers.common import Parser
+
+    Subparsers: TypeAlias = argparse._SubParsersAction[Parser]
+
+
+def add_command(commands: Subparsers, name: str, about: str) -> argparse.ArgumentParser:
+    """A command's parser: ``about``, one line, in ``logdispatch -h``'s list and atop its own
+    help."""
+    return commands.add_parser(name, help=about, description=f"{about[0].upper()}{about[1:]}.")
 
 
 def add_root_argument(parser: argparse.ArgumentParser, what: str) -> None:
@@ -93,15 +101,30 @@ def add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
         help="count a log that keeps growing up to its last complete line every SECONDS, "
         "without waiting for it to settle (default: off)",
     )
-    parser.add_argument("--include", action="append", default=[], metavar="GLOB")
-    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB")
     parser.add_argument(
-        "--error-pattern",
-        default=None,
-        metavar="RE",
-        help="bytes regex for error lines (default: \\b(?:ERROR|FATAL|CRITICAL)\\b)",
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="count only the files that match a GLOB: one without / matches the file name, "
+        "one with / the path under ROOT; repeat for more (default: every file)",
     )
-    parser.add_argument("--lease", type=float, default=defaults.LEASE_SECONDS, metavar="SECONDS")
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip the files that match a GLOB, as --include's; repeat for more (default: none)",
+    )
+    add_error_pattern(parser)
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=defaults.LEASE_SECONDS,
+        metavar="SECONDS",
+        help="a file handed to a worker that has not heard from it this long is handed out "
+        "again (default: %(default)g)",
+    )
     parser.add_argument(
         "--max-lease-age",
         type=float,
@@ -110,7 +133,14 @@ def add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
         help="a lease ends this long after it was taken, however often its worker heartbeats "
         "(default: %(default)g)",
     )
-    parser.add_argument("--max-attempts", type=int, default=defaults.MAX_ATTEMPTS, metavar="N")
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=defaults.MAX_ATTEMPTS,
+        metavar="N",
+        help="a file whose counting failed or whose lease ran out this many times is failed "
+        "for good (default: %(default)s)",
+    )
     parser.add_argument(
         "--on-done",
         default="keep",
@@ -119,6 +149,15 @@ def add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
         "DIR/<its path under ROOT>, or delete it",
     )
     add_verbosity(parser)
+
+
+def add_error_pattern(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--error-pattern",
+        default=None,
+        metavar="RE",
+        help="bytes regex for error lines (default: \\b(?:ERROR|FATAL|CRITICAL)\\b)",
+    )
 
 
 def error_pattern(text: str | None) -> bytes:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher import defaults
 from dispatcher.cli.options import (
+    add_command,
     add_master_options,
     add_root_argument,
     error_pattern,
@@ -39,16 +40,20 @@ WORKER_STOP_SECONDS = 10.0
 
 
 def add_serve_parser(commands: Subparsers) -> None:
-    serve = commands.add_parser("serve", help="watch ROOT and hand its files to workers")
+    serve = add_command(
+        commands, "serve", "watch ROOT and hand its files to workers; their counts go in the ledger"
+    )
     add_root_argument(serve, "the folder to watch")
     add_master_options(serve, listen=True)
     serve.set_defaults(func=cmd_serve)
 
 
 def add_run_parser(commands: Subparsers) -> None:
-    run = commands.add_parser("run", help="master and local workers in one command")
+    run = add_command(commands, "run", "a master and its own workers in one command, on this host")
     add_root_argument(run, "the folder to count")
-    run.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes")
+    run.add_argument(
+        "--workers", type=int, default=2, metavar="N", help="worker processes (default %(default)s)"
+    )
     run.add_argument(
         "--once", action="store_true", help="count what is in ROOT now, print the summary, exit"
     )
@@ -118,8 +123,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dispatcher.master.loop import Master
 
     raise_descriptor_limit()
-    metrics_address = None if args.metrics is None else parse_address(args.metrics)
-    http_address = None if args.http is None else parse_address(args.http)
+    metrics_address = None
+    if args.metrics is not None:
+        metrics_address = parse_address(args.metrics, option="--metrics")
+    http_address = None if args.http is None else parse_address(args.http, option="--http")
     master = Master(_master_config(args, load_authkey(args.authkey_file)))
     StopSignals(master.stop)  # before start(): a signal during start-up is not lost
     try:

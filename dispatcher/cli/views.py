@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dispatcher import defaults
-from dispatcher.cli.options import add_state_option, add_verbosity
+from dispatcher.cli.options import add_command, add_state_option, add_verbosity
 from workers.common import add_connection_arguments, load_authkey, parse_address, tls_files
 from workers.config import REQUIRED
 from workers.errors import ConfigError
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def add_status_parser(commands: Subparsers) -> None:
-    stat = commands.add_parser("status", help="what the running master is doing now")
+    stat = add_command(commands, "status", "what the running master is doing now")
     add_connection_arguments(stat, "the master's address")
     view = stat.add_mutually_exclusive_group()
     view.add_argument("--json", action="store_true", help="print the status document as JSON")
@@ -38,9 +38,18 @@ def add_status_parser(commands: Subparsers) -> None:
 
 
 def add_summary_parser(commands: Subparsers) -> None:
-    summ = commands.add_parser("summary", help="per-file counts and totals from the ledger")
+    summ = add_command(
+        commands,
+        "summary",
+        "per-file counts and totals from the ledger, or groups, failures, error messages",
+    )
     add_state_option(summ)
-    summ.add_argument("--format", choices=defaults.SUMMARY_FORMATS, default="table")
+    summ.add_argument(
+        "--format",
+        choices=defaults.SUMMARY_FORMATS,
+        default="table",
+        help="a table for people, or CSV or JSON for programs (default: %(default)s)",
+    )
     summ.add_argument(
         "--rows",
         type=int,
@@ -67,17 +76,33 @@ def add_summary_parser(commands: Subparsers) -> None:
         "--top", type=int, metavar="N", help="the first N rows only (by error lines unless --sort)"
     )
     summ.add_argument(
-        "--failed", action="store_true", help="only the failed and vanished files, and why"
+        "--failed",
+        action="store_true",
+        help="only the failed and vanished files, and why; exit status 1 if there is any, "
+        "0 if none (for cron and alerting)",
     )
     summ.add_argument(
         "--errors", action="store_true", help="the most frequent error messages (sampled lines)"
+    )
+    summ.add_argument(
+        "--path",
+        metavar="GLOB",
+        help="only the files whose path (as shown) matches GLOB, in every view and its totals; "
+        "* and ? match / too, as in --include's globs with / (default: every file)",
+    )
+    summ.add_argument(
+        "--history",
+        metavar="PATH",
+        help="every version of one path (as summaries show it), oldest first: its id, status, "
+        "size, mtime, counts, what it added to the totals (own lines), same_as and when it "
+        "was finished",
     )
     add_verbosity(summ)
     summ.set_defaults(func=cmd_summary)
 
 
 def add_report_parser(commands: Subparsers) -> None:
-    page = commands.add_parser("report", help="the ledger as one HTML page, with charts")
+    page = add_command(commands, "report", "the ledger as one HTML page, with charts")
     add_state_option(page)
     page.add_argument(
         "--out",
@@ -118,9 +143,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from dispatcher.views import groups
 
-    view = groups.View(args.by, args.depth, args.sort, args.top, args.failed, args.errors)
-    groups.show(args.state, view, args.format, sys.stdout, args.rows)
-    return 0
+    view = groups.View(
+        args.by, args.depth, args.sort, args.top, args.failed, args.errors, args.path, args.history
+    )
+    problems = groups.show(args.state, view, args.format, sys.stdout, args.rows)
+    return 1 if problems else 0  # only --failed finds any
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -138,6 +138,29 @@ def select_failed(limit: int | None = None) -> Select:
     return select
 
 
+HISTORY_FIELDS = (
+    "id", "status", "size", "mtime", "lines", "error_lines", "own_lines", "same_as",
+    "finished_at",
+)  # fmt: skip
+
+
+def select_history(path: bytes) -> Select:
+    """Every version of ``path``, oldest first: the HISTORY_FIELDS values (times in seconds)."""
+
+    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
+        # A ledger no master of this version has opened yet: a version owns all its counts.
+        own = "own_lines" if "own_lines" in columns else "lines"
+        same_as = "same_as" if "same_as" in columns else "NULL"
+        return db.execute(
+            f"SELECT id, status, size, mtime_ns / 1e9, lines, error_lines, {own}, {same_as}, "
+            "finished_at FROM versions WHERE path = ? ORDER BY id",
+            (path,),
+        )
+
+    return select
+
+
 def select_samples(db: sqlite3.Connection) -> tuple[int, sqlite3.Cursor]:
     """How many files have error lines, and the (path, samples) of the ERROR_SAMPLE_FILES of
     them with the most error lines (the first counted among equals)."""

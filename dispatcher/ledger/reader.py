@@ -4,6 +4,8 @@ the latest version of every path, whether its master runs or not."""
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,7 @@ from dispatcher.ledger.errors import ledger_error
 from dispatcher.ledger.queries import GROUP_COLUMNS, GROUP_FIELDS, Select, select_files
 from dispatcher.ledger.rows import FileRow
 from dispatcher.ledger.schema import ledger_path
+from workers.common import decode_path
 from workers.errors import ConfigError, LedgerError
 
 # The latest version of every path (superseded versions are always replaced).
@@ -39,19 +42,26 @@ _ON_DONE_TEXT = (
 
 
 def read_summary(
-    state_dir: Path, limit: int | None = None, sort: str | None = None, top: int | None = None
+    state_dir: Path,
+    limit: int | None = None,
+    sort: str | None = None,
+    top: int | None = None,
+    paths: str | None = None,
 ) -> tuple[dict[str, int], Iterator[FileRow]]:
-    """Totals and the latest version of every path, by path, from one snapshot of the ledger.
+    """Totals and the latest version of every path, by path, from one snapshot of the ledger
+    (of the paths that match the glob ``paths`` only, if given: see ``snapshot``).
 
     With ``sort`` (a SORT_KEYS key) the files with the most of it come first, ties by path;
     with ``top`` only the first ``top``. With ``limit``, and more files than that, only
     ``limit`` of them: the first by ``sort``, else those that most need attention.
     """
-    totals, rows = read_latest(state_dir, select_files(limit, sort, top))
+    totals, rows = read_latest(state_dir, select_files(limit, sort, top), paths)
     return totals, map(FileRow._make, rows)
 
 
-def read_latest(state_dir: Path, select: Select) -> tuple[dict[str, int], Iterator[Any]]:
+def read_latest(
+    state_dir: Path, select: Select, paths: str | None = None
+) -> tuple[dict[str, int], Iterator[Any]]:
     """Totals and the rows ``select(connection, totals)`` reads from the ``latest`` view (the
     latest version of every path), from one snapshot of the ledger.
 
@@ -59,7 +69,7 @@ def read_latest(state_dir: Path, select: Select) -> tuple[dict[str, int], Iterat
     closes once they are read.
     """
     with contextlib.ExitStack() as stack:
-        db, totals = stack.enter_context(snapshot(state_dir))
+        db, totals = stack.enter_context(snapshot(state_dir, paths))
         cursor = select(db, totals)
         closing = stack.pop_all()  # from here the rows' generator closes the connection
 
@@ -74,10 +84,16 @@ def read_latest(state_dir: Path, select: Select) -> tuple[dict[str, int], Iterat
 
 
 @contextmanager
-def snapshot(state_dir: Path) -> Iterator[tuple[sqlite3.Connection, dict[str, int]]]:
+def snapshot(
+    state_dir: Path, paths: str | None = None
+) -> Iterator[tuple[sqlite3.Connection, dict[str, int]]]:
     """A read-only connection to one snapshot of the ledger, and its totals: for a reader of
-    several views at once (dispatcher.ledger.queries gives their queries)."""
-    with _read_only(state_dir) as db:
+    several views at once (dispatcher.ledger.queries gives their queries).
+
+    With ``paths``, a glob (fnmatch's, over the path as summaries show it), the connection's
+    views and so its totals hold only the versions of the paths that match.
+    """
+    with _read_only(state_dir, paths) as db:
         db.execute("BEGIN")  # one snapshot for the totals and the rows, while the master writes
         yield db, _totals(db)
 
@@ -92,8 +108,9 @@ def _totals(db: sqlite3.Connection) -> dict[str, int]:
 
 
 @contextmanager
-def _read_only(state_dir: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection with a ``latest`` view of the latest version of every path.
+def _read_only(state_dir: Path, paths: str | None = None) -> Iterator[sqlite3.Connection]:
+    """A read-only connection with a ``latest`` view of the latest version of every path (that
+    matches the glob ``paths``, if given) and a ``counted`` view of the versions that count.
 
     SQLite's errors in the block, the caller's queries too, become a LedgerError.
     """
@@ -115,11 +132,43 @@ def _read_only(state_dir: Path) -> Iterator[sqlite3.Connection]:
         on_done = _ON_DONE_TEXT if "on_done" in columns else "NULL"
         # Columns no master of this version has added yet.
         extra = "".join(f", NULL AS {c}" for c in ("gone_at", "same_as") if c not in columns)
-        db.execute(f"CREATE TEMP VIEW latest AS {latest.format(on_done=on_done, extra=extra)}")
+        latest = latest.format(on_done=on_done, extra=extra)
         counted = _COUNTED if "own_lines" in columns else _COUNTED_BEFORE_OWN
+        if paths is not None:
+            where = _path_condition(db, paths)
+            latest = f"SELECT * FROM ({latest}) WHERE {where}"
+            counted = f"SELECT * FROM ({counted}) WHERE {where}"
+        db.execute(f"CREATE TEMP VIEW latest AS {latest}")
         db.execute(f"CREATE TEMP VIEW counted AS {counted}")
         yield db
     except sqlite3.Error as e:
         raise ledger_error(path, e) from None
     finally:
         db.close()
+
+
+def _path_condition(db: sqlite3.Connection, glob: str) -> str:
+    """A condition on ``path`` that holds for the paths that match ``glob``.
+
+    The glob's plain start (up to its first wildcard) becomes a range of the bytes of the path,
+    which the index on path narrows; the whole glob is a Python function, called for the paths
+    in that range only. A start with a backslash is left to the function: a path shows a
+    backslash, and an undecodable byte, as an escape.
+    """
+    pattern = re.compile(fnmatch.translate(glob))
+    db.create_function(
+        "path_matches",
+        1,
+        lambda path: pattern.match(decode_path(bytes(path))) is not None,
+        deterministic=True,
+    )
+    start = re.split(r"[*?\[]", glob, maxsplit=1)[0]
+    try:
+        prefix = start.encode("utf-8") if "\\" not in start else b""
+    except UnicodeEncodeError:  # a byte of the command line that is not UTF-8
+        prefix = b""
+    if not prefix:
+        return "path_matches(path)"
+    # UTF-8 has no 0xFF byte: the last one has a next.
+    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    return f"path >= X'{prefix.hex()}' AND path < X'{end.hex()}' AND path_matches(path)"

@@ -16,10 +16,11 @@ from dispatcher.transport.taskqueue import Lease, TaskQueue
 from dispatcher.versions import Action, Added, CountedVersion, Disposal, Version, VersionStatus
 from dispatcher.views.activity import Activity, Counted
 from dispatcher.watch.walk import stat_under
-from workers.common import display_path, host_of
+from workers.common import PER_FILE_LOG, display_path, host_of
 from workers.protocol import MAX_BASES, Result, Status
 
 log = logging.getLogger(f"logdispatch.{__name__}")
+per_file_log = logging.getLogger(f"{PER_FILE_LOG}.master")
 
 
 class Results:
@@ -112,6 +113,7 @@ class Results:
         owners = self._ledger.first_counted(
             {r.fingerprint for r in results if r.fingerprint and r.status is Status.DONE}
         )
+        per_file = per_file_log.isEnabledFor(logging.INFO)  # once a batch: it may be thousands
         for result in results:
             record = self._versions.get(result.task_id)
             version = None if record is None else record.version
@@ -124,6 +126,15 @@ class Results:
             added = _added(version, result, record.base(result.extends), owners)
             self._done(version, result, added, counted)
             done_ids.append(version.id)
+            if per_file:
+                per_file_log.info(
+                    "%s: %d lines, %d error lines, %.3fs, by %s",
+                    display_path(version.path),
+                    result.lines,
+                    result.error_lines,
+                    result.seconds,
+                    result.worker,
+                )
         if counted:
             self._tasks.discard(done_ids)
             self._activity.counted(counted)

@@ -12,16 +12,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher import defaults
-from dispatcher.ledger.queries import GROUP_FIELDS, select_failed, select_groups, select_samples
+from dispatcher.ledger.queries import (
+    GROUP_FIELDS,
+    HISTORY_FIELDS,
+    select_failed,
+    select_groups,
+    select_history,
+    select_samples,
+)
 from dispatcher.ledger.reader import read_latest
 from dispatcher.ledger.rows import FileRow
 from dispatcher.views import summary
-from dispatcher.views.entries import FAILED_ENTRY, EntryFormat
-from workers.common import decode_path, display_path, printable
+from dispatcher.views.entries import FAILED_ENTRY, EntryFormat, iso_time
+from workers.common import decode_path, display_path, encode_path, printable
 from workers.errors import ConfigError
 from workers.scans import SAMPLE_LINES
 
 if TYPE_CHECKING:  # rich loads only with a table, the masking patterns with --errors
+    from rich.console import JustifyMethod
     from rich.text import Text
 
     from dispatcher.views.messages import Message, Tally
@@ -44,8 +52,17 @@ class View:
     top: int | None = None
     failed: bool = False
     errors: bool = False
+    paths: str | None = None  # a glob: only the paths that match it, totals too
+    history: str | None = None  # a path as shown: every version of it, not a view of files
 
     def __post_init__(self) -> None:
+        if self.history is not None and (
+            self.by != "file" or self.failed or self.errors or self.sort or self.top or self.paths
+        ):
+            raise ConfigError(
+                "--history lists the versions of one path: --by, --failed, --errors, --sort, "
+                "--top and --path do not apply"
+            )
         if self.failed and self.errors:
             raise ConfigError("--failed and --errors are two views: choose one")
         for flag, on, why in (
@@ -77,19 +94,26 @@ class View:
         return self.sort or ("errors" if self.top and not self.errors else None)
 
 
-def show(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) -> None:
-    """Print ``view`` of the ledger in ``fmt``; a table shows at most ``rows`` rows (0: all)."""
+def show(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) -> int:
+    """Print ``view`` of the ledger in ``fmt``; a table shows at most ``rows`` rows (0: all).
+
+    Returns the number of files failed or vanished for the ``failed`` view, else 0.
+    """
+    if view.history is not None:
+        _show_history(state_dir, view.history, fmt, out)
+        return 0
     if view.failed:
-        _show_failed(state_dir, fmt, out, rows)
-    elif view.errors:
-        _show_messages(state_dir, view.top, fmt, out, rows)
+        return _show_failed(state_dir, fmt, out, rows, view.paths)
+    if view.errors:
+        _show_messages(state_dir, view.top, fmt, out, rows, view.paths)
     elif view.by != "file":
         _show_groups(state_dir, view, fmt, out, rows)
     elif fmt == "table":
-        document = summary.build(state_dir, rows, view.order, view.top)
+        document = summary.build(state_dir, rows, view.order, view.top, view.paths)
         summary.render_table(document, out, rows, view.order, view.top)
     else:
-        summary.write(state_dir, fmt, out, view.order, view.top)
+        summary.write(state_dir, fmt, out, view.order, view.top, view.paths)
+    return 0
 
 
 # ----------------------------------------------------------------------------------- groups
@@ -103,7 +127,8 @@ def read_groups(
     Groups come by key (no key last), or most first by ``view.order``; at most ``view.top``
     of them, and ``limit``.
     """
-    return read_latest(state_dir, select_groups(view.by, view.depth, view.order, view.top, limit))
+    select = select_groups(view.by, view.depth, view.order, view.top, limit)
+    return read_latest(state_dir, select, view.paths)
 
 
 def _show_groups(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) -> None:
@@ -189,21 +214,23 @@ def _group_note(view: View, groups: list[tuple[Any, ...]]) -> Text:
 
 
 def read_failed(
-    state_dir: Path, limit: int | None = None
+    state_dir: Path, limit: int | None = None, paths: str | None = None
 ) -> tuple[dict[str, int], Iterator[FileRow]]:
-    """Totals, and the failed and vanished files (latest versions) by path, at most ``limit``."""
-    totals, rows = read_latest(state_dir, select_failed(limit))
+    """Totals, and the failed and vanished files (latest versions) by path, at most ``limit``;
+    of the paths that match the glob ``paths`` only, if given."""
+    totals, rows = read_latest(state_dir, select_failed(limit), paths)
     return totals, map(FileRow._make, rows)
 
 
-def _show_failed(state_dir: Path, fmt: str, out: TextIO, rows: int) -> None:
-    totals, files = read_failed(state_dir, rows if fmt == "table" else None)
+def _show_failed(state_dir: Path, fmt: str, out: TextIO, rows: int, paths: str | None) -> int:
+    totals, files = read_failed(state_dir, rows if fmt == "table" else None, paths)
     if fmt == "json":
         summary.write_json(out, {"totals": totals}, "files", map(FAILED_FORMAT.json, files))
     elif fmt == "csv":
         summary.write_csv(out, FAILED_FIELDS, map(FAILED_FORMAT.values, files))
     else:
         _failed_table(totals, list(files), out)
+    return totals["failed"] + totals["vanished"]
 
 
 def local_time(timestamp: float | None) -> str:
@@ -247,10 +274,78 @@ def _failed_table(totals: dict[str, int], files: list[FileRow], out: TextIO) -> 
     )
 
 
+# ---------------------------------------------------------------------------------- history
+
+
+def history_entry(row: tuple[Any, ...]) -> dict[str, Any]:
+    entry = dict(zip(HISTORY_FIELDS, row, strict=True))
+    entry["mtime"] = iso_time(entry["mtime"])
+    entry["finished_at"] = iso_time(entry["finished_at"])
+    entry["same_as"] = None if entry["same_as"] is None else decode_path(entry["same_as"])
+    return entry
+
+
+def _show_history(state_dir: Path, shown: str, fmt: str, out: TextIO) -> None:
+    path = encode_path(shown)
+    _, rows = read_latest(state_dir, select_history(path))
+    entries = map(history_entry, rows)
+    if fmt == "json":
+        head = {"path": decode_path(path)}
+        summary.write_json(out, head, "versions", map(json.dumps, entries))
+    elif fmt == "csv":
+        summary.write_csv(out, HISTORY_FIELDS, (entry.values() for entry in entries))
+    else:
+        _history_table(path, list(entries), out)
+
+
+def _history_table(path: bytes, entries: list[dict[str, Any]], out: TextIO) -> None:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    console = summary.console_for(out)
+    if not entries:
+        console.print(Text(f"No version of {display_path(path)} in the ledger."))
+        return
+    table = Table(box=box.SIMPLE_HEAD, title=Text(display_path(path)))
+    numbers = ("id", "size", "lines", "errors", "own lines")
+    time_width = len("YYYY-MM-DD HH:MM:SS")
+    for title in ("id", "status", "size", "mtime", "lines", "errors", "own lines", "finished"):
+        justify: JustifyMethod = "right" if title in numbers else "left"
+        width = time_width if title in ("mtime", "finished") else len(title)
+        table.add_column(title, no_wrap=True, justify=justify, min_width=width)
+
+    def number(value: int | None) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    for entry in entries:
+        table.add_row(
+            str(entry["id"]),
+            entry["status"],
+            number(entry["size"]),
+            _local(entry["mtime"]),
+            number(entry["lines"]),
+            number(entry["error_lines"]),
+            number(entry["own_lines"]),
+            _local(entry["finished_at"]),
+        )
+    console.print(table)
+    # Too wide for a column: the few versions whose content was counted under another path.
+    for entry in entries:
+        if entry["same_as"] is not None:
+            same_as = printable(entry["same_as"])
+            console.print(Text(f"{entry['id']}: its content was counted first as {same_as}"))
+
+
+def _local(iso: str | None) -> str:
+    """An ISO time of history_entry as the tables show times."""
+    return "-" if iso is None else iso[:19].replace("T", " ")
+
+
 # --------------------------------------------------------------------------------- messages
 
 
-def read_messages(state_dir: Path) -> tuple[dict[str, int], Tally, int]:
+def read_messages(state_dir: Path, paths: str | None = None) -> tuple[dict[str, int], Tally, int]:
     """Totals, the messages of the sample error lines, and how many files have error lines.
 
     The samples come from at most ERROR_SAMPLE_FILES files, those with the most error lines
@@ -265,12 +360,14 @@ def read_messages(state_dir: Path) -> tuple[dict[str, int], Tally, int]:
 
     from dispatcher.views.messages import tally
 
-    totals, samples = read_latest(state_dir, select)
+    totals, samples = read_latest(state_dir, select, paths)
     return totals, tally(samples), files_with_errors
 
 
-def _show_messages(state_dir: Path, top: int | None, fmt: str, out: TextIO, rows: int) -> None:
-    totals, found, files_with_errors = read_messages(state_dir)
+def _show_messages(
+    state_dir: Path, top: int | None, fmt: str, out: TextIO, rows: int, paths: str | None
+) -> None:
+    totals, found, files_with_errors = read_messages(state_dir, paths)
     messages = found.messages[:top]
     sampled = {
         "files": found.files,

@@ -25,23 +25,32 @@ SORT_WORDS = {"lines": "most lines", "errors": "most error lines", "rate": "high
 
 
 def build(
-    state_dir: Path, limit: int | None = None, sort: str | None = None, top: int | None = None
+    state_dir: Path,
+    limit: int | None = None,
+    sort: str | None = None,
+    top: int | None = None,
+    paths: str | None = None,
 ) -> dict[str, Any]:
     """The summary document: ``{"totals": {...}, "files": [...]}`` as docs/summary.md fixes it.
 
     With ``limit`` (a table's view), "files" holds at most that many: if there are more, those
     that most need attention (not done first, then most error lines), or the first by
-    ``sort``. ``sort`` and ``top`` are read_summary's. Totals count them all.
+    ``sort``. ``sort``, ``top`` and ``paths`` are read_summary's. Totals count them all.
     """
-    totals, rows = read_summary(state_dir, limit or None, sort, top)
+    totals, rows = read_summary(state_dir, limit or None, sort, top, paths)
     return {"totals": totals, "files": [file_entry(row) for row in rows]}
 
 
 def write(
-    state_dir: Path, fmt: str, out: TextIO, sort: str | None = None, top: int | None = None
+    state_dir: Path,
+    fmt: str,
+    out: TextIO,
+    sort: str | None = None,
+    top: int | None = None,
+    paths: str | None = None,
 ) -> None:
     """The whole document as ``fmt`` ("json" or "csv"), written as the ledger is read."""
-    totals, rows = read_summary(state_dir, sort=sort, top=top)
+    totals, rows = read_summary(state_dir, sort=sort, top=top, paths=paths)
     if fmt == "json":
         write_json(out, {"totals": totals}, "files", map(json_entry, rows))
     else:

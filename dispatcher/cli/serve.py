@@ -115,12 +115,16 @@ def raise_descriptor_limit() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from dispatcher.cli.preflight import check_listening
     from dispatcher.master.loop import Master
 
     raise_descriptor_limit()
     metrics_address = None if args.metrics is None else parse_address(args.metrics)
     http_address = None if args.http is None else parse_address(args.http)
-    master = Master(_master_config(args, load_authkey(args.authkey_file)))
+    config = _master_config(args, load_authkey(args.authkey_file))
+    # Before the ledger is opened: a port in use or a missing extra leaves nothing written.
+    check_listening(args)
+    master = Master(config)
     StopSignals(master.stop)  # before start(): a signal during start-up is not lost
     try:
         with contextlib.ExitStack() as side_servers:  # they stop before the master closes

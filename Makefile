@@ -1,5 +1,6 @@
-# Quick start: `make demo` counts sample_logs/ with a master and two workers; `make test` runs
-# the whole suite. Both create .venv on first use.
+# Quick start: `make demo` counts sample_logs/ with a master and two workers and says what to
+# type next; `make test` runs the whole suite. Both create .venv on first use: the demo with
+# what running needs, the tests with their tools on top.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,17 +12,27 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# What running needs, with the accelerators (the [fast] extra); where they do not install, counting
+# uses the standard library, with the same counts.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[fast]' || { \
+	    echo "make: the [fast] extra did not install; counting without it" >&2; \
+	    $(BIN)/python -m pip install --quiet -e .; }
 	# An editable install writes no bytecode; with PYTHONDONTWRITEBYTECODE set, nothing would.
 	$(BIN)/python -m compileall -q dispatcher workers
+	touch $@
+
+# The test and lint tools on top, in the same venv.
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
 demo: $(VENV)/.installed
 	rm -rf $(DEMO_STATE)
 	$(BIN)/logdispatch run sample_logs --once --workers 2 --state $(DEMO_STATE)
+	@scripts/demo-next-steps.sh $(BIN) $(DEMO_STATE)
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check dispatcher workers tests scripts benchmarks
 	$(BIN)/mypy dispatcher workers benchmarks
 	$(BIN)/lint-imports
@@ -33,4 +44,4 @@ test: lint
 	exit $$rc
 
 clean:
-	rm -rf $(VENV) .venv-3.* $(DEMO_STATE) .logdispatch .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) .venv-3.* $(DEMO_STATE) .logdispatch .logdispatch-serve demo.key report.html .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

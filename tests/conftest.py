@@ -264,6 +264,15 @@ class Cluster:
         wait_for(lambda: "serving on" in self.master.output if self.master else False)
         return self.master
 
+    def serve_refused(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        """``serve`` with ``extra`` to its end, for a start that is refused: nothing written."""
+        done = logdispatch(
+            "serve", str(self.root), "--address", self.address,
+            "--authkey-file", str(self.key_file), "--state", str(self.state), *extra,
+        )  # fmt: skip
+        assert not (self.state / "ledger.sqlite3").exists()
+        return done
+
     def work(self, *extra: str, key_file: Path | None = None) -> Proc:
         args = ["workers", "--address", self.address]
         args += ["--authkey-file", str(key_file or self.key_file), *extra]

@@ -266,6 +266,8 @@ def test_config_prints_each_value_and_its_source(tmp_path: Path) -> None:
     )
     args = ("serve", "--config", config, "--lease", "12")
     env = {"LOGDISPATCH_POLL": "3", "LOGDISPATCH_NO_EVENTS": "1"}
+    # A key and a port of its own, for a command line that would start.
+    env |= {"LOGDISPATCH_AUTHKEY": AUTHKEY, "LOGDISPATCH_ADDRESS": "127.0.0.1:0"}
     shown = logdispatch("config", "--json", *args, env=env)
     assert shown.returncode == 0, shown.stderr
     document = json.loads(shown.stdout)
@@ -297,10 +299,12 @@ def test_config_prints_each_value_and_its_source(tmp_path: Path) -> None:
 
 def test_config_defaults_to_serve_and_shows_a_missing_root() -> None:
     shown = logdispatch("config", "--json")
-    assert shown.returncode == 0, shown.stderr
+    assert shown.returncode == 1, shown.stderr  # serve would not start
     document = json.loads(shown.stdout)
     assert document["command"] == "serve"
     assert document["options"]["root"] == {"value": None, "source": "missing"}
+    required = "ROOT is required: give it on the command line or as root in --config"
+    assert required in document["problems"]
     table = logdispatch("config")
     assert re.search(r"root +required, not given +missing", table.stdout)
 

@@ -156,7 +156,8 @@ except ConfigError as e:
     expected = count_path(str(path), HYPERSCAN)
     assert done.stdout.splitlines() == [
         f"literal bytes.count {expected.lines} {expected.error_lines}",
-        "the hyperscan engine is not installed: pip install 'logdispatch[fast]'",
+        "the hyperscan engine is not installed: "
+        "pip install '.[fast]' in a checkout, or 'FILE.whl[fast]' for a wheel",
     ]
 
 

@@ -6,6 +6,7 @@ checked is that each file ends in exactly one final state with the right counts.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import signal
@@ -295,11 +296,51 @@ def test_workers_of_a_killed_run_stop_by_themselves(tmp_path: Path) -> None:
     wait_for(lambda: not any(os.path.exists(f"/proc/{pid}/cmdline") for pid in children), 15)
 
 
-def test_work_processes_report_a_killed_child(cluster: Cluster) -> None:
+def test_work_processes_replace_a_killed_child(cluster: Cluster) -> None:
     cluster.serve()
     worker = cluster.work("--processes", "2")
     children = wait_for(lambda: found if len(found := child_pids(worker.popen.pid)) == 2 else None)
-    os.kill(sorted(children)[0], signal.SIGKILL)
-    time.sleep(0.5)
+    killed = sorted(children)[0]
+    os.kill(killed, signal.SIGKILL)
+    now = wait_for(
+        lambda: (
+            found if len(found := child_pids(worker.popen.pid)) == 2 and found != children else None
+        )
+    )
+    assert killed not in now and len(now & children) == 1
+    assert f"counting process {killed} was killed by SIGKILL; another starts in 0.5 s" in (
+        worker.output
+    )
+    # The new one counts.
+    (cluster.root / "after-kill.log").write_text("ERROR one\n")
+    wait_for(lambda: cluster.files().get("after-kill.log", {}).get("status") == "done")
+    # Its stop is clean: the killed one was dealt with.
+    worker.signal(signal.SIGINT)
+    assert worker.wait() == 0
+    assert not child_pids(worker.popen.pid)
+
+
+def said_by(proc: Proc, line: str) -> bool:
+    return line in proc.output
+
+
+def test_work_processes_that_keep_dying_are_started_less_often(cluster: Cluster) -> None:
+    cluster.serve()
+    worker = cluster.work("--processes", "2")
+    children = wait_for(lambda: found if len(found := child_pids(worker.popen.pid)) == 2 else None)
+    victim, survivor = sorted(children)
+
+    def replacement(dead: int) -> int | None:
+        found = child_pids(worker.popen.pid)
+        return (
+            next(iter(found - {survivor}), None) if len(found) == 2 and dead not in found else None
+        )
+
+    for seconds in ("0.5", "1", "2"):
+        os.kill(victim, signal.SIGKILL)
+        said = f"counting process {victim} was killed by SIGKILL; another starts in {seconds} s"
+        wait_for(functools.partial(said_by, worker, said))
+        victim = wait_for(functools.partial(replacement, victim))
+    assert survivor in child_pids(worker.popen.pid)
     worker.signal(signal.SIGTERM)
-    assert worker.wait() == 128 + signal.SIGKILL
+    assert worker.wait() == 0

@@ -263,10 +263,10 @@ def test_metrics_endpoint_over_http(cluster: Cluster) -> None:
 
 def test_metrics_address_in_use_is_a_clear_error(cluster: Cluster) -> None:
     with port_in_use() as port:
-        # The queue server is up ("serving on") before the metrics port is refused.
-        master = cluster.serve("--metrics", f"127.0.0.1:{port}")
-        assert master.wait() == 2
-    assert f"cannot serve metrics on 127.0.0.1:{port}" in master.output
+        # Refused at start, before the ledger is opened (tests/test_preflight.py).
+        master = cluster.serve_refused("--metrics", f"127.0.0.1:{port}")
+    assert master.returncode == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in master.stderr
 
 
 def _small_root(tmp_path: Path, files: int) -> Path:

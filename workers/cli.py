@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -29,6 +31,8 @@ from workers.matching import check_engine
 # options whenever it checks a configuration file.
 if TYPE_CHECKING:
     from workers.worker import WorkerConfig
+
+log = logging.getLogger(f"logdispatch.{__name__}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +94,14 @@ def main(argv: Sequence[str], commands: Commands | None = None) -> int:
     return _run_many(config, args.processes)
 
 
+# A counting process that dies is started again after this long, doubled for each one that died
+# soon after it started, up to the cap: a process that cannot live is not restarted in a loop.
+RESTART_SECONDS = 0.5
+RESTART_MAX_SECONDS = 60.0
+# A process that lived this long died of something else than its start: back to the shortest wait.
+RESTART_RESET_SECONDS = 60.0
+
+
 def _run_many(config: WorkerConfig, processes: int) -> int:
     from workers.local import LocalWorkers
 
@@ -102,15 +114,63 @@ def _run_many(config: WorkerConfig, processes: int) -> int:
     signal.signal(signal.SIGINT, record)
     workers = LocalWorkers(processes)
     workers.start(config)
-    while not workers.all_exited():
+    started = [time.monotonic()] * processes
+    waits = [RESTART_SECONDS] * processes
+    restart_at: dict[int, float] = {}  # slot -> when its next process starts
+    # Each slot's status: its last process's, once it exited and is not started again.
+    statuses: dict[int, int] = {}
+    stopping = False
+    while True:
         while received:
             signum = received.pop(0)
+            stopping = True
+            # A stop is no time to start more; a slot waiting for its next process has nothing
+            # left to stop, and its process's end was logged.
+            statuses.update(dict.fromkeys(restart_at, 0))
+            restart_at.clear()
             for process in workers.processes:
                 if process.pid is not None and process.is_alive():
                     os.kill(process.pid, signum)
+        now = time.monotonic()
+        for slot, process in enumerate(workers.processes):
+            if slot in statuses or slot in restart_at or process.exitcode is None:
+                continue
+            status = _status(process.exitcode)
+            # 0: it stopped as asked (or its parent's master is gone); 2: starting it again
+            # would only fail again (workers.errors).
+            if stopping or status in (0, 2):
+                statuses[slot] = status
+                continue
+            if now - started[slot] >= RESTART_RESET_SECONDS:
+                waits[slot] = RESTART_SECONDS
+            log.warning(
+                "counting process %d %s; another starts in %g s",
+                process.pid,
+                _ending(process.exitcode),
+                waits[slot],
+            )
+            restart_at[slot] = now + waits[slot]
+            waits[slot] = min(waits[slot] * 2, RESTART_MAX_SECONDS)
+        for slot, when in list(restart_at.items()):
+            if when <= now:
+                del restart_at[slot]
+                workers.replace(slot, config)
+                started[slot] = time.monotonic()
+        if len(statuses) == processes:
+            return max(statuses.values())
         for process in workers.processes:
-            process.join(0.1)
-    return max(_status(process.exitcode) for process in workers.processes)
+            process.join(0.1 / processes)
+
+
+def _ending(exitcode: int) -> str:
+    """How a process ended, in words: its exit status or the signal that killed it."""
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"was killed by {name}"
+    return f"exited with status {exitcode}"
 
 
 def _status(exitcode: int | None) -> int:

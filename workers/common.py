@@ -74,6 +74,12 @@ def error_text(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def install_hint(extra: str) -> str:
+    """How to add an extra: the project is not on the package index, so from the checkout or
+    from a wheel built from it."""
+    return f"pip install '.[{extra}]' in a checkout, or 'FILE.whl[{extra}]' for a wheel"
+
+
 def parse_address(
     text: str, default_host: str = DEFAULT_ADDRESS[0], option: str = "--address"
 ) -> tuple[str, int]:

@@ -51,20 +51,34 @@ class LocalWorkers:
     """``count`` worker processes, waiting for ``start()``."""
 
     def __init__(self, count: int) -> None:
-        context = process_context()
+        self._context = process_context()
+        self._level = logging.getLogger().getEffectiveLevel()
+        self._per_file = logging.getLogger(PER_FILE_LOG).isEnabledFor(logging.INFO)
         self._senders: list[Connection] = []
         self.processes: list[multiprocessing.process.BaseProcess] = []
-        level = logging.getLogger().getEffectiveLevel()
-        per_file = logging.getLogger(PER_FILE_LOG).isEnabledFor(logging.INFO)
         for i in range(count):
-            receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(
-                target=_child, args=(receiver, level, per_file), name=f"worker-{i}"
-            )
-            process.start()
-            receiver.close()
+            process, sender = self._fork(f"worker-{i}")
             self._senders.append(sender)
             self.processes.append(process)
+
+    def _fork(self, name: str) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+        receiver, sender = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=_child, args=(receiver, self._level, self._per_file), name=name
+        )
+        process.start()
+        receiver.close()
+        return process, sender
+
+    def replace(self, index: int, config: WorkerConfig) -> None:
+        """A new process, started with ``config``, in place of ``processes[index]``, which has
+        exited."""
+        old = self.processes[index]
+        old.join()
+        process, sender = self._fork(old.name)
+        with sender:
+            sender.send(config)
+        self.processes[index] = process
 
     def start(self, config: WorkerConfig) -> None:
         """Send every process its configuration: they connect and count."""

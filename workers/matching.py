@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from workers.common import ENGINES
+from workers.common import ENGINES, install_hint
 from workers.errors import ConfigError
 from workers.scans import (
     SAMPLE_LINES,
@@ -23,7 +23,7 @@ from workers.scans import (
     sample_ending_at,
 )
 
-# The optional accelerators: `pip install 'logdispatch[fast]'`.
+# The optional accelerators: the [fast] extra (workers.common.install_hint).
 try:
     import hyperscan
 except ImportError:  # pragma: no cover - the default install
@@ -172,7 +172,7 @@ def check_engine(engine: str) -> None:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "hyperscan" and hyperscan is None:
-        raise ConfigError("the hyperscan engine is not installed: pip install 'logdispatch[fast]'")
+        raise ConfigError(f"the hyperscan engine is not installed: {install_hint('fast')}")
 
 
 def _compile_hyperscan(words: tuple[bytes, ...], bounded: bool, stream: bool) -> hyperscan.Database:

@@ -1,5 +1,6 @@
 """``logdispatch config``: each option's value and where it came from, as the command would
-resolve it (``workers.config``), the authkey only as set or not."""
+resolve it (``workers.config``), the authkey only as set or not; for a command that starts
+something, what would stop it (``dispatcher.cli.preflight``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from workers.config import CONFIG_DEST, REQUIRED, Option, Resolution, Source
 from workers.errors import ConfigError
 
 
-def show(resolution: Resolution, out: TextIO, as_json: bool) -> None:
-    """Each option's value and source as a table (or JSON); the authkey only as set or not."""
+def show(
+    resolution: Resolution, out: TextIO, as_json: bool, problems: list[str] | None = None
+) -> None:
+    """Each option's value and source as a table (or JSON); the authkey only as set or not;
+    then the ``problems`` that would stop the command, or that it is ready (None: not checked).
+    """
     entries = _entries(resolution)
     authkey = _authkey(resolution)
     if as_json:
@@ -30,6 +35,9 @@ def show(resolution: Resolution, out: TextIO, as_json: bool) -> None:
             document["authkey"] = {"set": state == "set", **_source_json(source)}
             if state != "set":
                 document["authkey"]["error"] = state
+        if problems is not None:
+            document["problems"] = problems
+            document["ready"] = not problems
         json.dump(document, out, indent=2)
         out.write("\n")
         return
@@ -50,7 +58,14 @@ def show(resolution: Resolution, out: TextIO, as_json: bool) -> None:
         state, source = authkey
         style = None if state == "set" else "red"
         table.add_row("authkey", Text(state), Text(str(source)), style=style)
-    Console(file=out, width=max(100, Console().width), highlight=False).print(table)
+    console = Console(file=out, width=max(100, Console().width), highlight=False)
+    console.print(table)
+    if problems:
+        console.print(Text(f"logdispatch {resolution.command} would not start:", style="red"))
+        for problem in problems:
+            console.print(Text(f"  - {problem}"), soft_wrap=True)  # one line each, for grep
+    elif problems is not None:
+        console.print(Text("ready", style="green"))
 
 
 def _entries(resolution: Resolution) -> list[tuple[str, Any, Source]]:

@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_count_parser(commands)
 
     configure = add_command(
-        commands, "config", "each option's value for a command line, and where it comes from"
+        commands,
+        "config",
+        "each option's value for a command line, and where it comes from; for serve, run "
+        "and work, what would stop it at start (exit 1 if anything would)",
     )
     configure.add_argument("--json", action="store_true", help="print JSON")
     configure.add_argument(
@@ -113,5 +116,10 @@ def cmd_config(args: argparse.Namespace) -> int:
     if command not in commands:
         raise ConfigError(f"{command!r} is not a command with options: {', '.join(commands)}")
     resolution = resolve(command, commands[command], line, lambda: commands, allow_missing=True)
-    show(resolution, sys.stdout, args.json)
-    return 0
+    from dispatcher.cli import preflight
+
+    found = None
+    if command in preflight.CHECKED:
+        found = preflight.problems(command, resolution.args)
+    show(resolution, sys.stdout, args.json, found)
+    return 1 if found else 0

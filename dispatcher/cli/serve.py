@@ -120,6 +120,7 @@ def raise_descriptor_limit() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from dispatcher.cli.preflight import check_listening
     from dispatcher.master.loop import Master
 
     raise_descriptor_limit()
@@ -127,7 +128,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.metrics is not None:
         metrics_address = parse_address(args.metrics, option="--metrics")
     http_address = None if args.http is None else parse_address(args.http, option="--http")
-    master = Master(_master_config(args, load_authkey(args.authkey_file)))
+    config = _master_config(args, load_authkey(args.authkey_file))
+    # Before the ledger is opened: a port in use or a missing extra leaves nothing written.
+    check_listening(args)
+    master = Master(config)
     StopSignals(master.stop)  # before start(): a signal during start-up is not lost
     try:
         with contextlib.ExitStack() as side_servers:  # they stop before the master closes

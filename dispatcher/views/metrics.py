@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from dispatcher.views.activity import SECONDS_BUCKETS, ActivitySnapshot
 from dispatcher.views.httpguard import GuardedHandlerMixIn, GuardedServerMixIn, Serving
-from workers.common import format_address
+from workers.common import format_address, install_hint
 from workers.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -42,9 +42,7 @@ def serve_metrics(
         from prometheus_client import make_wsgi_app
         from prometheus_client.registry import CollectorRegistry
     except ImportError:
-        raise ConfigError(
-            "--metrics needs prometheus_client: pip install 'logdispatch[metrics]'"
-        ) from None
+        raise ConfigError(f"--metrics needs prometheus_client: {install_hint('metrics')}") from None
     from prometheus_client import ProcessCollector
 
     registry = CollectorRegistry()

@@ -1,6 +1,6 @@
 """Soak: drop files for a while, kill workers and the master at random, then audit the ledger.
 
-    python scripts/soak.py --seconds 180 --files 3000
+    .venv/bin/python scripts/soak.py --seconds 180 --files 3000
 
 Every file is written once (directly, or under a .tmp name then renamed, some gzip-compressed)
 and its counts are computed here by the plain reference rules. At the end the ledger must hold

@@ -61,7 +61,7 @@ def status_document(
     now: float,
     root: RootWatch = RootWatch(),
 ) -> dict[str, Any]:
-    """The status document; its keys are documented in the README and only ever added to.
+    """The status document; its keys are documented in docs/commands.md and only ever added to.
 
     ``now`` is the activity clock's present (monotonic), which all its times are on.
     """

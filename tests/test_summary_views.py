@@ -562,3 +562,61 @@ def test_history_lists_every_version_of_one_path(tmp_path: Path) -> None:
     refused = logdispatch("summary", "--state", state, "--history", "a/y.log", "--path", "a/*")
     assert refused.returncode == 2
     assert "--history lists the versions of one path" in refused.stderr
+
+
+def test_since_narrows_every_view_to_what_was_finished_since(tmp_path: Path) -> None:
+    _, state = _narrowed_ledger(tmp_path)
+    three_days = 3 * 86400
+    with sqlite3.connect(Path(state) / "ledger.sqlite3") as db:
+        db.execute(
+            "UPDATE versions SET finished_at = finished_at - ? WHERE path IN (?, ?)",
+            (three_days, b"a/x.log", b"bad.gz"),
+        )
+        (old,) = db.execute(
+            "SELECT finished_at FROM versions WHERE path = ?", (b"a/x.log",)
+        ).fetchone()
+    everything = as_json(state)
+    recent = as_json(state, "--since", "2d")
+    assert {f["path"] for f in everything["files"]} - {f["path"] for f in recent["files"]} == {
+        "a/x.log",
+        "bad.gz",
+    }
+    assert recent["totals"]["files"] == everything["totals"]["files"] - 2
+    assert recent["totals"]["failed"] == 0
+    # a/x.log's two lines are not in the totals since, and neither is its copy's content,
+    # counted first before then.
+    assert recent["totals"]["lines"] == everything["totals"]["lines"] - 2
+
+    # An ISO date or time, local unless it gives its offset: the same cut either side of old.
+    iso = datetime.datetime.fromtimestamp(old + 60).isoformat(timespec="seconds")
+    assert as_json(state, "--since", iso)["totals"] == recent["totals"]
+    before = datetime.datetime.fromtimestamp(old - 60, datetime.UTC).isoformat()
+    assert as_json(state, "--since", before)["totals"] == everything["totals"]
+
+    # Every view: groups, failed (and its exit status), with --path too.
+    days = as_json(state, "--since", "2d", "--by", "day")
+    assert sum(g["files"] for g in days["groups"]) == recent["totals"]["files"]
+    clean = logdispatch("summary", "--state", state, "--failed", "--since", "1h")
+    assert clean.returncode == 0, clean.stderr
+    assert logdispatch("summary", "--state", state, "--failed", "--since", "1w").returncode == 1
+    a = as_json(state, "--since", "2d", "--path", "a/*")
+    assert [f["path"] for f in a["files"]] == ["a/y.log"]
+
+    # A version not finished yet shows whatever --since says: it is the work at hand.
+    with sqlite3.connect(Path(state) / "ledger.sqlite3") as db:
+        db.execute("UPDATE versions SET finished_at = finished_at - ?", (three_days,))
+        db.execute(
+            "UPDATE versions SET status = 'queued', finished_at = NULL, lines = NULL, "
+            "error_lines = NULL, own_lines = 0, own_error_lines = 0 WHERE path = ?",
+            (b"b/z.log",),
+        )
+    pending = as_json(state, "--since", "1d")
+    assert [(f["path"], f["status"]) for f in pending["files"]] == [("b/z.log", "queued")]
+
+    for bad in ("yesterday", "2x", "-2h"):
+        refused = logdispatch("summary", "--state", state, f"--since={bad}")
+        said = f"{bad!r} is neither a duration (2h, 7d) nor an ISO date or time"
+        assert refused.returncode == 2 and said in refused.stderr, refused.stderr
+        assert refused.stderr.startswith("usage: logdispatch summary")
+    refused = logdispatch("summary", "--state", state, "--history", "a/y.log", "--since", "2h")
+    assert refused.returncode == 2 and "--since do not apply" in refused.stderr

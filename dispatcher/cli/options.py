@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import math
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -162,3 +165,38 @@ def add_error_pattern(parser: argparse.ArgumentParser) -> None:
 
 def error_pattern(text: str | None) -> bytes:
     return DEFAULT_ERROR_PATTERN if text is None else os.fsencode(text)
+
+
+# What a duration's unit stands for, in seconds: 90s, 15m, 2h, 7d, 2w.
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration(text: str) -> float:
+    """Seconds in a duration such as ``90s``, ``15m``, ``2h``, ``7d`` or ``2w`` (argparse type)."""
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: a number and s, m, h, d or w (90s, 2h, 7d)"
+        ) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: it must be 0 or more")
+    return seconds
+
+
+def since(text: str) -> float:
+    """The wall clock time (seconds) that ``text`` names: that long ago (``2h``, ``7d``), or
+    an ISO date or date and time (``2026-12-01``, ``2026-12-01T08:00``, local time unless it
+    says its offset). An argparse type."""
+    try:
+        when = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        try:
+            return time.time() - duration(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither a duration (2h, 7d) nor an ISO date or time "
+                "(2026-12-01, 2026-12-01T08:00)"
+            ) from None
+    return when.timestamp()  # a naive time is taken as local, as the summaries show times

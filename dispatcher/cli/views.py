@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dispatcher import defaults
-from dispatcher.cli.options import add_command, add_state_option, add_verbosity
+from dispatcher.cli.options import add_command, add_state_option, add_verbosity, since
 from workers.common import add_connection_arguments, load_authkey, parse_address, tls_files
 from workers.config import REQUIRED
 from workers.errors import ConfigError
@@ -91,6 +91,14 @@ def add_summary_parser(commands: Subparsers) -> None:
         "* and ? match / too, as in --include's globs with / (default: every file)",
     )
     summ.add_argument(
+        "--since",
+        type=since,
+        metavar="WHEN",
+        help="only the files finished since WHEN, and those not finished yet, in every view "
+        "and its totals: a duration ago (30m, 2h, 7d) or an ISO date or time (2026-12-01, "
+        "2026-12-01T08:00, local time unless it gives its offset) (default: all)",
+    )
+    summ.add_argument(
         "--history",
         metavar="PATH",
         help="every version of one path (as summaries show it), oldest first: its id, status, "
@@ -144,7 +152,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from dispatcher.views import groups
 
     view = groups.View(
-        args.by, args.depth, args.sort, args.top, args.failed, args.errors, args.path, args.history
+        args.by,
+        args.depth,
+        args.sort,
+        args.top,
+        args.failed,
+        args.errors,
+        args.path,
+        args.history,
+        args.since,
     )
     problems = groups.show(args.state, view, args.format, sys.stdout, args.rows)
     return 1 if problems else 0  # only --failed finds any

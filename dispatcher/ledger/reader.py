@@ -9,6 +9,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,19 @@ from dispatcher.ledger.rows import FileRow
 from dispatcher.ledger.schema import ledger_path
 from workers.common import decode_path
 from workers.errors import ConfigError, LedgerError
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The part of the ledger a view shows, its totals too: the paths that match the glob
+    ``paths`` (fnmatch's, over the path as summaries show it), and of them the versions finished
+    at or after ``since`` (wall clock, seconds) or not finished yet. None: no narrowing."""
+
+    paths: str | None = None
+    since: float | None = None
+
+
+EVERYTHING = Scope()
 
 # The latest version of every path (superseded versions are always replaced).
 _LATEST = "SELECT *{extra}, {on_done} AS on_done_text FROM versions WHERE replaced = 0"
@@ -46,21 +60,21 @@ def read_summary(
     limit: int | None = None,
     sort: str | None = None,
     top: int | None = None,
-    paths: str | None = None,
+    scope: Scope = EVERYTHING,
 ) -> tuple[dict[str, int], Iterator[FileRow]]:
     """Totals and the latest version of every path, by path, from one snapshot of the ledger
-    (of the paths that match the glob ``paths`` only, if given: see ``snapshot``).
+    (of the ``scope`` only: see ``snapshot``).
 
     With ``sort`` (a SORT_KEYS key) the files with the most of it come first, ties by path;
     with ``top`` only the first ``top``. With ``limit``, and more files than that, only
     ``limit`` of them: the first by ``sort``, else those that most need attention.
     """
-    totals, rows = read_latest(state_dir, select_files(limit, sort, top), paths)
+    totals, rows = read_latest(state_dir, select_files(limit, sort, top), scope)
     return totals, map(FileRow._make, rows)
 
 
 def read_latest(
-    state_dir: Path, select: Select, paths: str | None = None
+    state_dir: Path, select: Select, scope: Scope = EVERYTHING
 ) -> tuple[dict[str, int], Iterator[Any]]:
     """Totals and the rows ``select(connection, totals)`` reads from the ``latest`` view (the
     latest version of every path), from one snapshot of the ledger.
@@ -69,7 +83,7 @@ def read_latest(
     closes once they are read.
     """
     with contextlib.ExitStack() as stack:
-        db, totals = stack.enter_context(snapshot(state_dir, paths))
+        db, totals = stack.enter_context(snapshot(state_dir, scope))
         cursor = select(db, totals)
         closing = stack.pop_all()  # from here the rows' generator closes the connection
 
@@ -85,15 +99,14 @@ def read_latest(
 
 @contextmanager
 def snapshot(
-    state_dir: Path, paths: str | None = None
+    state_dir: Path, scope: Scope = EVERYTHING
 ) -> Iterator[tuple[sqlite3.Connection, dict[str, int]]]:
     """A read-only connection to one snapshot of the ledger, and its totals: for a reader of
     several views at once (dispatcher.ledger.queries gives their queries).
 
-    With ``paths``, a glob (fnmatch's, over the path as summaries show it), the connection's
-    views and so its totals hold only the versions of the paths that match.
+    The connection's views, and so its totals, hold only the versions in ``scope``.
     """
-    with _read_only(state_dir, paths) as db:
+    with _read_only(state_dir, scope) as db:
         db.execute("BEGIN")  # one snapshot for the totals and the rows, while the master writes
         yield db, _totals(db)
 
@@ -108,9 +121,9 @@ def _totals(db: sqlite3.Connection) -> dict[str, int]:
 
 
 @contextmanager
-def _read_only(state_dir: Path, paths: str | None = None) -> Iterator[sqlite3.Connection]:
-    """A read-only connection with a ``latest`` view of the latest version of every path (that
-    matches the glob ``paths``, if given) and a ``counted`` view of the versions that count.
+def _read_only(state_dir: Path, scope: Scope = EVERYTHING) -> Iterator[sqlite3.Connection]:
+    """A read-only connection with a ``latest`` view of the latest version of every path and a
+    ``counted`` view of the versions that count, both narrowed to ``scope``.
 
     SQLite's errors in the block, the caller's queries too, become a LedgerError.
     """
@@ -134,10 +147,15 @@ def _read_only(state_dir: Path, paths: str | None = None) -> Iterator[sqlite3.Co
         extra = "".join(f", NULL AS {c}" for c in ("gone_at", "same_as") if c not in columns)
         latest = latest.format(on_done=on_done, extra=extra)
         counted = _COUNTED if "own_lines" in columns else _COUNTED_BEFORE_OWN
-        if paths is not None:
-            where = _path_condition(db, paths)
-            latest = f"SELECT * FROM ({latest}) WHERE {where}"
-            counted = f"SELECT * FROM ({counted}) WHERE {where}"
+        where = []
+        if scope.paths is not None:
+            where.append(_path_condition(db, scope.paths))
+        if scope.since is not None:
+            # A float from the command line's parser, never text: safe to write in.
+            where.append(f"(finished_at IS NULL OR finished_at >= {float(scope.since)!r})")
+        if where:
+            latest = f"SELECT * FROM ({latest}) WHERE {' AND '.join(where)}"
+            counted = f"SELECT * FROM ({counted}) WHERE {' AND '.join(where)}"
         db.execute(f"CREATE TEMP VIEW latest AS {latest}")
         db.execute(f"CREATE TEMP VIEW counted AS {counted}")
         yield db

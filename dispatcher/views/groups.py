@@ -20,7 +20,7 @@ from dispatcher.ledger.queries import (
     select_history,
     select_samples,
 )
-from dispatcher.ledger.reader import read_latest
+from dispatcher.ledger.reader import EVERYTHING, Scope, read_latest
 from dispatcher.ledger.rows import FileRow
 from dispatcher.views import summary
 from dispatcher.views.entries import FAILED_ENTRY, EntryFormat, iso_time
@@ -54,14 +54,21 @@ class View:
     errors: bool = False
     paths: str | None = None  # a glob: only the paths that match it, totals too
     history: str | None = None  # a path as shown: every version of it, not a view of files
+    since: float | None = None  # only versions finished since (or not yet), totals too
 
     def __post_init__(self) -> None:
         if self.history is not None and (
-            self.by != "file" or self.failed or self.errors or self.sort or self.top or self.paths
+            self.by != "file"
+            or self.failed
+            or self.errors
+            or self.sort
+            or self.top
+            or self.paths
+            or self.since is not None
         ):
             raise ConfigError(
                 "--history lists the versions of one path: --by, --failed, --errors, --sort, "
-                "--top and --path do not apply"
+                "--top, --path and --since do not apply"
             )
         if self.failed and self.errors:
             raise ConfigError("--failed and --errors are two views: choose one")
@@ -89,6 +96,10 @@ class View:
             )
 
     @property
+    def scope(self) -> Scope:
+        return Scope(self.paths, self.since)
+
+    @property
     def order(self) -> str | None:
         """What rows are sorted by: --sort, else error lines when cut with --top."""
         return self.sort or ("errors" if self.top and not self.errors else None)
@@ -103,16 +114,16 @@ def show(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) -> int:
         _show_history(state_dir, view.history, fmt, out)
         return 0
     if view.failed:
-        return _show_failed(state_dir, fmt, out, rows, view.paths)
+        return _show_failed(state_dir, fmt, out, rows, view.scope)
     if view.errors:
-        _show_messages(state_dir, view.top, fmt, out, rows, view.paths)
+        _show_messages(state_dir, view.top, fmt, out, rows, view.scope)
     elif view.by != "file":
         _show_groups(state_dir, view, fmt, out, rows)
     elif fmt == "table":
-        document = summary.build(state_dir, rows, view.order, view.top, view.paths)
+        document = summary.build(state_dir, rows, view.order, view.top, view.scope)
         summary.render_table(document, out, rows, view.order, view.top)
     else:
-        summary.write(state_dir, fmt, out, view.order, view.top, view.paths)
+        summary.write(state_dir, fmt, out, view.order, view.top, view.scope)
     return 0
 
 
@@ -128,7 +139,7 @@ def read_groups(
     of them, and ``limit``.
     """
     select = select_groups(view.by, view.depth, view.order, view.top, limit)
-    return read_latest(state_dir, select, view.paths)
+    return read_latest(state_dir, select, view.scope)
 
 
 def _show_groups(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) -> None:
@@ -214,16 +225,16 @@ def _group_note(view: View, groups: list[tuple[Any, ...]]) -> Text:
 
 
 def read_failed(
-    state_dir: Path, limit: int | None = None, paths: str | None = None
+    state_dir: Path, limit: int | None = None, scope: Scope = EVERYTHING
 ) -> tuple[dict[str, int], Iterator[FileRow]]:
     """Totals, and the failed and vanished files (latest versions) by path, at most ``limit``;
-    of the paths that match the glob ``paths`` only, if given."""
-    totals, rows = read_latest(state_dir, select_failed(limit), paths)
+    of the ``scope`` only."""
+    totals, rows = read_latest(state_dir, select_failed(limit), scope)
     return totals, map(FileRow._make, rows)
 
 
-def _show_failed(state_dir: Path, fmt: str, out: TextIO, rows: int, paths: str | None) -> int:
-    totals, files = read_failed(state_dir, rows if fmt == "table" else None, paths)
+def _show_failed(state_dir: Path, fmt: str, out: TextIO, rows: int, scope: Scope) -> int:
+    totals, files = read_failed(state_dir, rows if fmt == "table" else None, scope)
     if fmt == "json":
         summary.write_json(out, {"totals": totals}, "files", map(FAILED_FORMAT.json, files))
     elif fmt == "csv":
@@ -345,7 +356,9 @@ def _local(iso: str | None) -> str:
 # --------------------------------------------------------------------------------- messages
 
 
-def read_messages(state_dir: Path, paths: str | None = None) -> tuple[dict[str, int], Tally, int]:
+def read_messages(
+    state_dir: Path, scope: Scope = EVERYTHING
+) -> tuple[dict[str, int], Tally, int]:
     """Totals, the messages of the sample error lines, and how many files have error lines.
 
     The samples come from at most ERROR_SAMPLE_FILES files, those with the most error lines
@@ -360,14 +373,14 @@ def read_messages(state_dir: Path, paths: str | None = None) -> tuple[dict[str, 
 
     from dispatcher.views.messages import tally
 
-    totals, samples = read_latest(state_dir, select, paths)
+    totals, samples = read_latest(state_dir, select, scope)
     return totals, tally(samples), files_with_errors
 
 
 def _show_messages(
-    state_dir: Path, top: int | None, fmt: str, out: TextIO, rows: int, paths: str | None
+    state_dir: Path, top: int | None, fmt: str, out: TextIO, rows: int, scope: Scope
 ) -> None:
-    totals, found, files_with_errors = read_messages(state_dir, paths)
+    totals, found, files_with_errors = read_messages(state_dir, scope)
     messages = found.messages[:top]
     sampled = {
         "files": found.files,

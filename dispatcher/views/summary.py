@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dispatcher.defaults import TABLE_ROWS
-from dispatcher.ledger.reader import read_summary
+from dispatcher.ledger.reader import EVERYTHING, Scope, read_summary
 from dispatcher.versions import MOVED_TO
 from dispatcher.views.entries import FILE_FIELDS, file_entry, file_values, json_entry
 from workers.common import printable
@@ -29,15 +29,15 @@ def build(
     limit: int | None = None,
     sort: str | None = None,
     top: int | None = None,
-    paths: str | None = None,
+    scope: Scope = EVERYTHING,
 ) -> dict[str, Any]:
     """The summary document: ``{"totals": {...}, "files": [...]}`` as docs/summary.md fixes it.
 
     With ``limit`` (a table's view), "files" holds at most that many: if there are more, those
     that most need attention (not done first, then most error lines), or the first by
-    ``sort``. ``sort``, ``top`` and ``paths`` are read_summary's. Totals count them all.
+    ``sort``. ``sort``, ``top`` and ``scope`` are read_summary's. Totals count them all.
     """
-    totals, rows = read_summary(state_dir, limit or None, sort, top, paths)
+    totals, rows = read_summary(state_dir, limit or None, sort, top, scope)
     return {"totals": totals, "files": [file_entry(row) for row in rows]}
 
 
@@ -47,10 +47,10 @@ def write(
     out: TextIO,
     sort: str | None = None,
     top: int | None = None,
-    paths: str | None = None,
+    scope: Scope = EVERYTHING,
 ) -> None:
     """The whole document as ``fmt`` ("json" or "csv"), written as the ledger is read."""
-    totals, rows = read_summary(state_dir, sort=sort, top=top, paths=paths)
+    totals, rows = read_summary(state_dir, sort=sort, top=top, scope=scope)
     if fmt == "json":
         write_json(out, {"totals": totals}, "files", map(json_entry, rows))
     else:

@@ -6,6 +6,7 @@ checked is that each file ends in exactly one final state with the right counts.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import os
@@ -344,3 +345,52 @@ def test_work_processes_that_keep_dying_are_started_less_often(cluster: Cluster)
     assert survivor in child_pids(worker.popen.pid)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_run_that_watches_says_what_it_does_and_exits_zero_when_stopped(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.log").write_bytes(b"ERROR x\nok\n")
+    state = tmp_path / "state"
+    run = subprocess.Popen(
+        [*LOGDISPATCH, "run", str(root), "--workers", "2", "--state", str(state), "--settle", "0"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As a terminal's Ctrl-C does: the signal reaches the workers too.
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: len(child_pids(run.pid)) == 2)
+        (root / "b.log").write_bytes(b"ok\n" * 3)  # landed while it runs: counted too
+        wait_for(lambda: _done_paths(state) == {b"a.log", b"b.log"}, timeout=30)
+        os.killpg(run.pid, sig)
+        out, err = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 0, err
+    first = err.splitlines()[0]
+    assert first == (
+        f"logdispatch run: counting {root} with 2 workers, and whatever lands there until "
+        f"stopped (Ctrl-C); the ledger is in {state}: logdispatch summary --state {state}"
+    )
+    assert err.rstrip().endswith(
+        f"logdispatch run: stopped; what was counted is in the ledger: "
+        f"logdispatch summary --state {state}"
+    )
+    assert "Traceback" not in err and out == ""
+
+
+def _done_paths(state: Path) -> set[bytes]:
+    if not (state / "ledger.sqlite3").exists():
+        return set()
+    with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3")) as db:
+        try:
+            return {row[0] for row in db.execute("SELECT path FROM versions WHERE status = 'done'")}
+        except sqlite3.OperationalError:  # not created yet
+            return set()

@@ -204,6 +204,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 max_expanded=args.max_expanded,
             )
         )
+        if not args.once and not args.quiet:
+            print(
+                f"logdispatch run: counting {config.root} with {args.workers} "
+                f"worker{'s' if args.workers > 1 else ''}, and whatever lands there until "
+                f"stopped (Ctrl-C); the ledger is in {config.state_dir}: "
+                f"logdispatch summary --state {config.state_dir}",
+                file=sys.stderr,
+            )
         crashed = master.run(until=workers_gone)
     finally:
         if progress is not None:
@@ -221,13 +229,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _report_run(config: MasterConfig, signals: StopSignals, crashed: bool) -> int:
+    """The exit status: a run that watches ends by a signal, as serve does, and exits 0; a
+    run --once stopped before every file was done exits 128 + the signal."""
     if signals.first is not None:
+        done = "stopped" if not config.once else "interrupted"
         print(
-            f"logdispatch run: interrupted; what was counted is in the ledger: "
+            f"logdispatch run: {done}; what was counted is in the ledger: "
             f"logdispatch summary --state {config.state_dir}",
             file=sys.stderr,
         )
-        return 128 + signals.first
+        # Workers in the terminal's process group stop on its Ctrl-C too: not a crash.
+        return 0 if not config.once else 128 + signals.first
     from dispatcher.views import summary
 
     document = summary.build(config.state_dir, defaults.TABLE_ROWS)

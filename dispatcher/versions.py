@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from workers.errors import ConfigError
+from workers.matching import Counters
 
 
 class VersionStatus(StrEnum):
@@ -48,6 +49,21 @@ class Version:
 
 
 @dataclass(frozen=True, slots=True)
+class Rules:
+    """What versions are counted with: the error pattern and the named counters, in order.
+    ``id`` is the ledger's for them (0: not recorded): versions counted with the same rules
+    have the same id, and a lease is signed for one (dispatcher.transport.taskqueue)."""
+
+    error_pattern: bytes
+    counters: Counters = ()
+    id: int = 0
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.counters)
+
+
+@dataclass(frozen=True, slots=True)
 class CountedVersion:
     """A done version's counts, as a new version is compared with it: the same file renamed,
     or grown."""
@@ -58,6 +74,16 @@ class CountedVersion:
     fingerprint: bytes  # b"": not known
     worker: str | None
     bytes_read: int
+    rules: int = 0  # the id of the Rules it was counted with (0: from before rules were kept)
+    counts: tuple[tuple[str, int], ...] = ()  # (counter name, lines) for each it was counted with
+
+    def counts_for(self, rules: Rules) -> tuple[int, ...] | None:
+        """Its counts of ``rules``' counters in their order; None if it lacks any of them."""
+        mine = dict(self.counts)
+        try:
+            return tuple(mine[name] for name in rules.names)
+        except KeyError:
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +96,7 @@ class Added:
     error_lines: int
     content: int  # bytes of content (decompressed)
     same_as: bytes | None = None
+    counts: tuple[int, ...] = ()  # of each named counter, in the rules' order
 
 
 @dataclass(frozen=True, slots=True)

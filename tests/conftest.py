@@ -32,7 +32,7 @@ else:
 
 from dispatcher.transport.server import ManagerServer, ResultSink
 from dispatcher.transport.taskqueue import TaskQueue
-from dispatcher.versions import OpenVersion, Version
+from dispatcher.versions import OpenVersion, Rules, Version
 from dispatcher.views import summary
 from workers.protocol import DispatchManager
 
@@ -319,7 +319,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 def manager_server(key: bytes, login_timeout: float, *queued: Version) -> Iterator[ManagerServer]:
     """A real manager server on loopback, serving a task queue that holds ``queued``."""
     versions = open_versions(*queued)
-    tasks = TaskQueue(b"/srv/logs", rb"ERROR", versions.get, secret=b"k" * 32)
+    tasks = TaskQueue(b"/srv/logs", Rules(b"ERROR"), versions.get, secret=b"k" * 32)
     tasks.put_many(list(versions))
     srv = ManagerServer(
         ("127.0.0.1", 0), key, tasks, ResultSink(queue.SimpleQueue()), login_timeout

@@ -27,7 +27,7 @@ from conftest import (
 
 from dispatcher.cli.main import all_commands
 from dispatcher.transport.taskqueue import TaskQueue
-from dispatcher.versions import Version
+from dispatcher.versions import Rules, Version
 from workers.config import resolve
 from workers.errors import ConfigError
 from workers.worker import Worker, WorkerConfig
@@ -192,7 +192,7 @@ def test_a_compressed_file_weighs_more_than_its_size_in_a_batch() -> None:
         *[Version(i, f"{i}.log.GZ".encode(), size=100_000, mtime_ns=1) for i in range(10, 20)],
         Version(20, b"last.log.bz2", size=100, mtime_ns=1),
     )
-    queue = TaskQueue(b"/r", b"ERROR", versions.get, secret=b"k" * 32)
+    queue = TaskQueue(b"/r", Rules(b"ERROR"), versions.get, secret=b"k" * 32)
     queue.put_many(list(versions))
     assert len(queue.take("w", 100, 2 * MiB, 0)) == 10  # the plain files: 1 MB in all
     assert [t.id for t in queue.take("w", 100, 2 * MiB, 0)] == [10]  # 3.2 MB of work alone

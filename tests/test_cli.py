@@ -252,7 +252,7 @@ def test_summary_over_a_ledger_with_changed_and_vanished_files(tmp_path: Path) -
     assert files["a.log"]["gone"] is None and files["c.log"]["gone"] is None
     assert document["totals"] == {
         "files": 3, "done": 3, "failed": 0, "vanished": 0, "pending": 0,
-        "lines": 5, "error_lines": 3, "bytes": 19 + 3 + 6, "gone": 1,
+        "lines": 5, "error_lines": 3, "bytes": 19 + 3 + 6, "gone": 1, "counts": {}, "lacking": {},
     }  # fmt: skip
     rows = list(csv.DictReader(io.StringIO(_summary(state, "csv"))))
     assert [(r["path"], r["lines"]) for r in rows] == [

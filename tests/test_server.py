@@ -18,7 +18,7 @@ from conftest import manager_server, task_queue_of, wait_for
 
 from dispatcher.transport.server import ManagerServer, ResultSink
 from dispatcher.transport.taskqueue import TaskQueue
-from dispatcher.versions import Version
+from dispatcher.versions import Rules, Version
 
 KEY = b"server-test-key"
 
@@ -131,7 +131,7 @@ def test_each_connection_is_a_session_of_its_own_even_on_a_reused_thread() -> No
     ended: list[int] = []
     tasks = TaskQueue(
         b"/srv/logs",
-        rb"ERROR",
+        Rules(b"ERROR"),
         {}.get,
         on_contact=lambda _, s: contacts.append(s),
         secret=b"k" * 32,

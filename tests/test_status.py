@@ -27,7 +27,7 @@ from conftest import (
 from reference import reference_counts
 
 from dispatcher.transport.taskqueue import TaskQueue
-from dispatcher.versions import Version
+from dispatcher.versions import Rules, Version
 from dispatcher.views.activity import FORGET_WORKER_SECONDS, SECONDS_BUCKETS, Activity
 from dispatcher.views.status import MasterInfo, fetch, status_document
 from workers.errors import MasterUnreachable
@@ -50,7 +50,7 @@ def test_worker_states_follow_their_calls_and_connections() -> None:
     clock = FakeClock()
     activity = Activity(clock, wall=lambda: 1_800_000_000.0)
     versions = open_versions(Version(1, b"a/big.log", 10_000, 1), Version(2, b"b/small.log", 10, 1))
-    queue = TaskQueue(b"/srv/logs", b"ERROR", versions.get, 30.0, clock, secret=b"k" * 32)
+    queue = TaskQueue(b"/srv/logs", Rules(b"ERROR"), versions.get, 30.0, clock, secret=b"k" * 32)
     queue.put_many(list(versions))
     # Each worker on its own connection (the server gives each connection a session id).
     activity.contact("h1:1", 101)

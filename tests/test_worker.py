@@ -12,7 +12,7 @@ import pytest
 from conftest import as_unprivileged, open_versions
 
 from dispatcher.transport.taskqueue import TaskQueue
-from dispatcher.versions import Version
+from dispatcher.versions import Rules, Version
 from workers.matching import DEFAULT_ERROR_PATTERN
 from workers.protocol import Status, Task
 from workers.worker import Worker, WorkerConfig
@@ -104,7 +104,7 @@ def test_take_batches_by_count_and_bytes_and_release_returns_work() -> None:
         *[Version(i, f"{i}.log".encode(), size=10, mtime_ns=1) for i in range(5)],
         Version(5, b"big.log", size=1000, mtime_ns=1),
     )
-    queue = TaskQueue(b"/r", b"ERROR", versions.get, secret=b"k" * 32)
+    queue = TaskQueue(b"/r", Rules(b"ERROR"), versions.get, secret=b"k" * 32)
     for version_id in versions:
         queue.put(version_id)
     assert [t.id for t in queue.take("w", 2, 1 << 20, 0)] == [0, 1]
@@ -121,7 +121,7 @@ def test_take_batches_by_count_and_bytes_and_release_returns_work() -> None:
 def test_a_waiting_take_gets_the_whole_scan_batch() -> None:
     """New work arrives in one put: a worker waiting for it gets a full batch, not one file."""
     versions = open_versions(*[Version(i, f"{i}.log".encode(), 10, 1) for i in range(50)])
-    queue = TaskQueue(b"/r", b"ERROR", versions.get, secret=b"k" * 32)
+    queue = TaskQueue(b"/r", Rules(b"ERROR"), versions.get, secret=b"k" * 32)
     batches: list[list[Task]] = []
     taker = threading.Thread(target=lambda: batches.append(queue.take("w", 100, 1 << 20, 5)))
     taker.start()

@@ -244,7 +244,13 @@ def _file_settings(
     known = set().union(*keys.values())
     settings: dict[str, tuple[Any, Source]] = {}
     tables: dict[str, dict[str, Any]] = {}
-    for key, value in _normal(_load(path), path, "").items():
+    loaded = _load(path)
+    counters = loaded.get(COUNTERS_TABLE)
+    if isinstance(counters, dict):
+        loaded[COUNTERS_TABLE], named = _split_counters(counters, keys.get(COUNTERS_TABLE, set()))
+        if named and COUNTERS_TABLE in keys.get(command, ()):
+            settings[COUNTERS_TABLE] = (named, Source("file", path, COUNTERS_TABLE))
+    for key, value in _normal(loaded, path, "").items():
         if isinstance(value, dict):
             if key not in keys:
                 if commands is None:
@@ -263,6 +269,24 @@ def _file_settings(
     for key, value in tables.get(command, {}).items():
         settings[key] = (value, Source("file", path, command))
     return settings
+
+
+# The file's [count] table holds the named counters (NAME = "PATTERN", the --count option of
+# serve, run and count) beside the count command's own options.
+COUNTERS_TABLE = "count"
+
+
+def _split_counters(table: dict[str, Any], options: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """The [count] table's keys that are options of the count command, and its counters as
+    --count would take them (NAME=PATTERN)."""
+    own = {key: value for key, value in table.items() if key.replace("_", "-") in options}
+    named = []
+    for name, pattern in table.items():
+        if name not in own:
+            if not isinstance(pattern, str):
+                raise ConfigError(f'[count] {name}: a pattern is a string, as {name} = "RE"')
+            named.append(f"{name}={pattern}")
+    return own, named
 
 
 def _load(path: str) -> dict[str, Any]:

@@ -120,6 +120,7 @@ def add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
         help="skip the files that match a GLOB, as --include's; repeat for more (default: none)",
     )
     add_error_pattern(parser)
+    add_counters(parser)
     parser.add_argument(
         "--lease",
         type=float,
@@ -161,6 +162,28 @@ def add_error_pattern(parser: argparse.ArgumentParser) -> None:
         metavar="RE",
         help="bytes regex for error lines (default: \\b(?:ERROR|FATAL|CRITICAL)\\b)",
     )
+
+
+def add_counters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--count",
+        action="append",
+        default=[],
+        type=counter,
+        metavar="NAME=PATTERN",
+        help="count the lines that match PATTERN (a bytes regex, as --error-pattern) as NAME, "
+        "beside the error lines; repeat for more, up to 32; in the configuration file a "
+        '[count] table of NAME = "PATTERN" (default: none)',
+    )
+
+
+def counter(text: str) -> tuple[str, bytes]:
+    """A named counter from ``NAME=PATTERN`` (argparse type); the name and the pattern are
+    checked with all the counters (MasterConfig, ErrorMatcher)."""
+    name, equals, pattern = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=PATTERN (warn=\\bWARN\\b)")
+    return name.strip(), os.fsencode(pattern)
 
 
 def error_pattern(text: str | None) -> bytes:

@@ -79,6 +79,7 @@ def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -
         "include": args.include,
         "exclude": args.exclude,
         "error_pattern": error_pattern(args.error_pattern),
+        "counters": tuple(args.count),
         "lease": args.lease,
         "max_lease_age": args.max_lease_age,
         "max_attempts": args.max_attempts,

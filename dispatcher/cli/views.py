@@ -69,8 +69,8 @@ def add_summary_parser(commands: Subparsers) -> None:
     )
     summ.add_argument(
         "--sort",
-        choices=defaults.SUMMARY_SORTS,
-        help="most lines, error lines or highest error rate first",
+        metavar="lines|errors|rate|COUNTER",
+        help="most lines, error lines, highest error rate or most lines of a named counter first",
     )
     summ.add_argument(
         "--top", type=int, metavar="N", help="the first N rows only (by error lines unless --sort)"

@@ -40,6 +40,9 @@ class DoneRow(NamedTuple):
     own_error_lines: int
     own_bytes: int
     same_as: bytes | None
+    rules: int | None
+    counts: str | None
+    own_counts: str | None
     id: int
 
 

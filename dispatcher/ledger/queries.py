@@ -7,6 +7,7 @@ snapshot (``snapshot``), and a reader of one in its own (``read_latest``).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,8 +16,9 @@ from dispatcher import defaults
 from dispatcher.ledger.rows import FILE_COLUMNS
 from dispatcher.versions import PENDING, sql_open
 from workers.common import host_of
+from workers.errors import ConfigError
 
-Select = Callable[[sqlite3.Connection, dict[str, int]], Iterable[tuple[Any, ...]]]
+Select = Callable[[sqlite3.Connection, dict[str, Any]], Iterable[tuple[Any, ...]]]
 
 # Failed, vanished and pending files first, then the most error lines.
 ATTENTION_ORDER = "status = 'done', coalesce(error_lines, 0) DESC, path"
@@ -29,10 +31,10 @@ SORT_KEYS = {
     "rate": ERROR_RATE,
 }
 
-GROUP_FIELDS = (
-    "key", "files", "done", "failed", "vanished", "pending", "lines", "error_lines", "bytes",
-    "error_rate",
-)  # fmt: skip
+# What GROUP_COLUMNS adds up, for a group and for the totals.
+GROUP_SUMS = ("files", "done", "failed", "vanished", "pending", "lines", "error_lines", "bytes")
+# A group's entry: its key, its sums, its error rate and its named counters' lines.
+GROUP_FIELDS = ("key", *GROUP_SUMS, "error_rate", "counts")
 # A group's counts over the ``counted`` view, as the totals count them all: its files (the
 # latest version of each path) by status, and what its counted versions added to the totals.
 GROUP_COLUMNS = (
@@ -45,7 +47,17 @@ GROUP_COLUMNS = (
     "coalesce(sum(CASE WHEN status = 'done' THEN own_error_lines END), 0) AS error_lines, "
     "coalesce(sum(CASE WHEN status = 'done' THEN own_bytes END), 0) AS bytes"
 )
-_REGROUP_COLUMNS = ", ".join(f"sum({name}) AS {name}" for name in GROUP_FIELDS[1:-1])
+# Each named counter's lines in the totals, each piece of content once, as GROUP_COLUMNS's.
+SELECT_COUNTER_TOTALS = (
+    "SELECT c.key, sum(c.value) FROM counted, json_each(counted.own_counts) AS c "
+    "WHERE counted.status = 'done' GROUP BY c.key"
+)
+# How many done files were counted with each named counter.
+SELECT_COUNTER_FILES = (
+    "SELECT c.key, count(*) FROM latest, json_each(latest.counts) AS c "
+    "WHERE latest.status = 'done' GROUP BY c.key"
+)
+_REGROUP_COLUMNS = ", ".join(f"sum({name}) AS {name}" for name in GROUP_SUMS)
 # The first folder in SQL: a Python function called for every row costs far more.
 _TOP_FOLDER = (
     "CASE WHEN instr(path, X'2F') > 0 THEN substr(path, 1, instr(path, X'2F') - 1) ELSE X'2E' END"
@@ -53,18 +65,46 @@ _TOP_FOLDER = (
 DAY = "date(finished_at, 'unixepoch', 'localtime')"
 
 
+# A named counter's name (workers.matching.check_counters): safe to write into SQL.
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _sort_key(sort: str, totals: dict[str, Any], column: str = "counts") -> str:
+    """What ``sort`` sorts by in SQL: a SORT_KEYS key, or a named counter of the ledger's (of
+    a file's ``counts``; of a group's ``by_counter``, which _counter_column adds)."""
+    if sort in SORT_KEYS:
+        return SORT_KEYS[sort]
+    if sort not in totals["counts"] or not _NAME.fullmatch(sort):
+        known = ", ".join(totals["counts"]) or "none"
+        raise ConfigError(f"--sort {sort}: no such counter in the ledger (its counters: {known})")
+    if column == "counts":
+        return f"coalesce(json_extract(counts, '$.{sort}'), 0)"
+    return column
+
+
+def _counter_column(sort: str | None) -> str:
+    """The column a group query adds to sort its groups by a named counter, or nothing."""
+    if sort is None or sort in SORT_KEYS:
+        return ""
+    return (
+        ", coalesce(sum(CASE WHEN status = 'done' THEN "
+        f"json_extract(own_counts, '$.{sort}') END), 0) AS by_counter"
+    )
+
+
 def select_files(
     limit: int | None = None, sort: str | None = None, top: int | None = None
 ) -> Select:
     """The latest version of every path as FileRow values, by path.
 
-    With ``sort`` (a SORT_KEYS key) the files with the most of it come first, ties by path;
-    with ``top`` only the first ``top``. With ``limit``, and more files than that, only
-    ``limit`` of them: the first by ``sort``, else those that most need attention.
+    With ``sort`` (a SORT_KEYS key or a counter's name) the files with the most of it come
+    first, ties by path; with ``top`` only the first ``top``. With ``limit``, and more files
+    than that, only ``limit`` of them: the first by ``sort``, else those that most need
+    attention.
     """
 
-    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
-        order = f"{SORT_KEYS[sort]} DESC, path" if sort else "path"
+    def select(db: sqlite3.Connection, totals: dict[str, Any]) -> sqlite3.Cursor:
+        order = f"{_sort_key(sort, totals)} DESC, path" if sort else "path"
         cut = top
         if limit is not None and totals["files"] > limit:
             if not sort:
@@ -86,32 +126,70 @@ def select_groups(
     """One row per group of files ``by`` "dir" (its first ``depth`` folders), "worker", "host"
     or "day": the GROUP_FIELDS values and the number of groups.
 
-    Groups come by key (no key last), or most first by ``order`` (a SORT_KEYS key); at most
-    ``top`` of them, and ``limit``.
+    Groups come by key (no key last), or most first by ``order`` (a SORT_KEYS key or a
+    counter's name); at most ``top`` of them, and ``limit``.
     """
 
-    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
-        if by == "dir" and (depth or 1) > 1:
-            db.create_function("folder_of", 2, folder_of, deterministic=True)
-            key = f"folder_of(path, {int(depth or 1)})"
-            groups = f"SELECT {key} AS key, {GROUP_COLUMNS} FROM counted"
-        elif by == "host":
-            # By worker first (a few rows), so that host_of runs once per worker.
-            db.create_function("host_of", 1, _host_of, deterministic=True)
-            by_worker = f"SELECT worker AS key, {GROUP_COLUMNS} FROM counted GROUP BY 1"
-            groups = f"SELECT host_of(key) AS key, {_REGROUP_COLUMNS} FROM ({by_worker})"
-        else:
-            key = {"dir": _TOP_FOLDER, "worker": "worker", "day": DAY}[by]
-            groups = f"SELECT {key} AS key, {GROUP_COLUMNS} FROM counted"
-        most = f"{SORT_KEYS[order]} DESC, " if order else ""
+    def select(db: sqlite3.Connection, totals: dict[str, Any]) -> list[tuple[Any, ...]]:
+        most = f"{_sort_key(order, totals, 'by_counter')} DESC, " if order else ""
+        extra = _counter_column(order)
+        regroup = _REGROUP_COLUMNS + (", sum(by_counter) AS by_counter" if extra else "")
+        groups = _grouped(db, by, depth, GROUP_COLUMNS + extra, regroup)
         cuts = [n for n in (top, limit) if n]
-        return db.execute(
-            f"SELECT {', '.join(GROUP_FIELDS[:-1])}, {ERROR_RATE}, count(*) OVER () "
+        rows = db.execute(
+            f"SELECT key, {', '.join(GROUP_SUMS)}, {ERROR_RATE}, count(*) OVER () "
             f"FROM ({groups} GROUP BY 1) ORDER BY {most}key IS NULL, key LIMIT ?",
             (min(cuts) if cuts else -1,),
-        )
+        ).fetchall()
+        counts: dict[Any, dict[str, int]] = {}
+        if totals["counts"]:
+            for key, counter, value in select_group_counts(by, depth)(db, totals):
+                counts.setdefault(key, {})[counter] = value
+        # Each row's counts go before the number of groups, last.
+        return [(*row[:-1], counts.get(row[0], {}), row[-1]) for row in rows]
 
     return select
+
+
+def select_group_counts(by: str, depth: int | None = None) -> Select:
+    """Each named counter's lines in each group of ``select_groups``, as the totals count
+    them: (group key, counter, lines) rows."""
+
+    def select(db: sqlite3.Connection, totals: dict[str, Any]) -> sqlite3.Cursor:
+        per = "c.key AS counter, sum(c.value) AS value"
+        source = "counted, json_each(counted.own_counts) AS c WHERE counted.status = 'done'"
+        groups = _grouped(db, by, depth, per, "counter, sum(value) AS value", source, 2)
+        return db.execute(f"SELECT key, counter, value FROM ({groups} GROUP BY 1, 2)")
+
+    return select
+
+
+def _grouped(
+    db: sqlite3.Connection,
+    by: str,
+    depth: int | None,
+    columns: str,
+    regrouped: str,
+    source: str = "counted",
+    keys: int = 1,
+) -> str:
+    """SELECT key, ``columns`` FROM ``source``, with the key of each row's group ``by``; to be
+    followed by a GROUP BY of its first ``keys`` columns. ``regrouped``: the columns that add
+    up groups of groups (by host: by worker first)."""
+    if by == "dir" and (depth or 1) > 1:
+        db.create_function("folder_of", 2, folder_of, deterministic=True)
+        return f"SELECT folder_of(path, {int(depth or 1)}) AS key, {columns} FROM {source}"
+    if by == "host":
+        # By worker first (a few rows), so that host_of runs once per worker.
+        db.create_function("host_of", 1, _host_of, deterministic=True)
+        by_worker = f"SELECT worker AS key, {columns} FROM {source} GROUP BY {_first(keys)}"
+        return f"SELECT host_of(key) AS key, {regrouped} FROM ({by_worker})"
+    key = {"dir": _TOP_FOLDER, "worker": "worker", "day": DAY}[by]
+    return f"SELECT {key} AS key, {columns} FROM {source}"
+
+
+def _first(keys: int) -> str:
+    return ", ".join(str(n) for n in range(1, keys + 1))
 
 
 def folder_of(path: bytes, depth: int) -> bytes:
@@ -128,7 +206,7 @@ def select_failed(limit: int | None = None) -> Select:
     """The failed and vanished files (latest versions) as FileRow values, by path, at most
     ``limit``."""
 
-    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
+    def select(db: sqlite3.Connection, totals: dict[str, Any]) -> sqlite3.Cursor:
         return db.execute(
             f"SELECT {FILE_COLUMNS} FROM latest WHERE status IN ('failed', 'vanished') "
             "ORDER BY path LIMIT ?",
@@ -147,7 +225,7 @@ HISTORY_FIELDS = (
 def select_history(path: bytes) -> Select:
     """Every version of ``path``, oldest first: the HISTORY_FIELDS values (times in seconds)."""
 
-    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
+    def select(db: sqlite3.Connection, totals: dict[str, Any]) -> sqlite3.Cursor:
         columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
         # A ledger no master of this version has opened yet: a version owns all its counts.
         own = "own_lines" if "own_lines" in columns else "lines"

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import json
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dispatcher.ledger.errors import ledger_error
-from dispatcher.ledger.queries import GROUP_COLUMNS, GROUP_FIELDS, Select, select_files
+from dispatcher.ledger.queries import (
+    GROUP_COLUMNS,
+    GROUP_SUMS,
+    SELECT_COUNTER_FILES,
+    SELECT_COUNTER_TOTALS,
+    Select,
+    select_files,
+)
 from dispatcher.ledger.rows import FileRow
 from dispatcher.ledger.schema import ledger_path
 from workers.common import decode_path
@@ -61,7 +69,7 @@ def read_summary(
     sort: str | None = None,
     top: int | None = None,
     scope: Scope = EVERYTHING,
-) -> tuple[dict[str, int], Iterator[FileRow]]:
+) -> tuple[dict[str, Any], Iterator[FileRow]]:
     """Totals and the latest version of every path, by path, from one snapshot of the ledger
     (of the ``scope`` only: see ``snapshot``).
 
@@ -75,7 +83,7 @@ def read_summary(
 
 def read_latest(
     state_dir: Path, select: Select, scope: Scope = EVERYTHING
-) -> tuple[dict[str, int], Iterator[Any]]:
+) -> tuple[dict[str, Any], Iterator[Any]]:
     """Totals and the rows ``select(connection, totals)`` reads from the ``latest`` view (the
     latest version of every path), from one snapshot of the ledger.
 
@@ -100,7 +108,7 @@ def read_latest(
 @contextmanager
 def snapshot(
     state_dir: Path, scope: Scope = EVERYTHING
-) -> Iterator[tuple[sqlite3.Connection, dict[str, int]]]:
+) -> Iterator[tuple[sqlite3.Connection, dict[str, Any]]]:
     """A read-only connection to one snapshot of the ledger, and its totals: for a reader of
     several views at once (dispatcher.ledger.queries gives their queries).
 
@@ -111,13 +119,44 @@ def snapshot(
         yield db, _totals(db)
 
 
-def _totals(db: sqlite3.Connection) -> dict[str, int]:
+def _totals(db: sqlite3.Connection) -> dict[str, Any]:
     """Files by status (and of the done ones, those gone from the root), and the lines, error
-    lines and bytes of the content counted, each piece once."""
+    lines and bytes of the content counted, each piece once; then ``counts``, each named
+    counter's lines, each piece once, and ``lacking``, how many done files were counted
+    without it (docs/summary.md)."""
     row = db.execute(
         f"SELECT {GROUP_COLUMNS}, count(CASE WHEN is_latest THEN gone_at END) FROM counted"
     ).fetchone()
-    return dict(zip((*GROUP_FIELDS[1:-1], "gone"), (value or 0 for value in row), strict=True))
+    totals: dict[str, Any] = dict(
+        zip((*GROUP_SUMS, "gone"), (value or 0 for value in row), strict=True)
+    )
+    counts = dict(db.execute(SELECT_COUNTER_TOTALS).fetchall())
+    having = dict(db.execute(SELECT_COUNTER_FILES).fetchall())
+    names = counter_names(db, counts)
+    totals["counts"] = {name: counts.get(name, 0) for name in names}
+    totals["lacking"] = {name: totals["done"] - having.get(name, 0) for name in names}
+    return totals
+
+
+def counter_names(db: sqlite3.Connection, seen: Iterable[str]) -> list[str]:
+    """The named counters a view shows: those of the rules the ledger counts with now, in
+    their order, then any other that ``seen`` holds, by name."""
+    current: list[str] = []
+    row = (
+        db.execute(
+            "SELECT counters FROM rules WHERE id = (SELECT value FROM meta WHERE key = 'rules')"
+        ).fetchone()
+        if _has_table(db, "rules")
+        else None
+    )
+    if row is not None:
+        current = [name for name, _ in json.loads(row[0])]
+    return current + sorted(set(seen) - set(current))
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
 
 
 @contextmanager
@@ -144,9 +183,13 @@ def _read_only(state_dir: Path, scope: Scope = EVERYTHING) -> Iterator[sqlite3.C
         latest = _LATEST if "replaced" in columns else _LATEST_BEFORE_REPLACED
         on_done = _ON_DONE_TEXT if "on_done" in columns else "NULL"
         # Columns no master of this version has added yet.
-        extra = "".join(f", NULL AS {c}" for c in ("gone_at", "same_as") if c not in columns)
+        extra = "".join(
+            f", NULL AS {c}" for c in ("gone_at", "same_as", "counts") if c not in columns
+        )
         latest = latest.format(on_done=on_done, extra=extra)
         counted = _COUNTED if "own_lines" in columns else _COUNTED_BEFORE_OWN
+        if "own_counts" not in columns:
+            counted = f"SELECT *, NULL AS own_counts FROM ({counted})"
         where = []
         if scope.paths is not None:
             where.append(_path_condition(db, scope.paths))

@@ -26,6 +26,7 @@ class FileRow(NamedTuple):
     on_done: str | None = None  # what became of the file after it was counted
     gone_at: float | None = None  # when the counted file was noticed gone from the root
     same_as: bytes | None = None  # the path its content was first counted under, if another
+    counts: str | None = None  # JSON: the lines of each named counter it was counted with
 
 
 # FileRow's attributes that the ``latest`` view (dispatcher.ledger.reader) does not hold

@@ -47,7 +47,19 @@ CREATE TABLE IF NOT EXISTS versions (
     own_lines INTEGER,
     own_error_lines INTEGER,
     own_bytes INTEGER,
-    same_as BLOB                  -- the path its content was first counted under, if another
+    same_as BLOB,                 -- the path its content was first counted under, if another
+    -- The rules (error pattern and named counters) a done version was counted with: an id in
+    -- rules. NULL: counted before rules were kept; its error pattern was meta's error_pattern.
+    rules INTEGER,
+    counts TEXT,                  -- JSON: lines each named counter matched; NULL: none counted
+    own_counts TEXT               -- JSON: what each adds to the totals as own_lines does
+);
+-- Each set of rules versions were counted with; counters: JSON [[name, pattern hex], ...].
+CREATE TABLE IF NOT EXISTS rules (
+    id INTEGER PRIMARY KEY,
+    error_pattern BLOB NOT NULL,
+    counters TEXT NOT NULL,
+    UNIQUE (error_pattern, counters)
 );
 CREATE INDEX IF NOT EXISTS versions_path ON versions (path, id);
 -- Every status change paid for this index; the one query it served runs once, at start-up.
@@ -109,3 +121,6 @@ def _migrate(db: sqlite3.Connection) -> None:
             "UPDATE versions SET own_lines = 0, own_error_lines = 0, own_bytes = 0 "
             "WHERE status = 'done' AND replaced = 1"
         )
+    if "rules" not in columns:
+        for column, kind in (("rules", "INTEGER"), ("counts", "TEXT"), ("own_counts", "TEXT")):
+            db.execute(f"ALTER TABLE versions ADD COLUMN {column} {kind}")

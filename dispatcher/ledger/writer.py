@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import secrets
@@ -41,11 +42,13 @@ from dispatcher.versions import (
     OnDone,
     OpenVersion,
     Outcome,
+    Rules,
     Version,
     VersionStatus,
     sql_open,
 )
 from workers.errors import ConfigError, LedgerError
+from workers.matching import Counters
 from workers.protocol import Result
 
 log = logging.getLogger(f"logdispatch.{__name__}")
@@ -141,6 +144,7 @@ class Ledger:
             self._release()
             raise ledger_error(self._path, e, "open") from None
         self.rules_since = 0  # see count_with
+        self.rules = Rules(b"")  # see count_with
         self._new_rows: list[tuple[int, bytes, int, int, float]] = []
         self._done_rows: list[DoneRow] = []
         self._disposed_rows: list[tuple[str, str, int]] = []
@@ -411,39 +415,83 @@ class Ledger:
                 own_error_lines=added.error_lines,
                 own_bytes=added.content,
                 same_as=added.same_as,
+                rules=self.rules.id or None,
+                counts=self._counts_json(result.counts),
+                own_counts=self._counts_json(added.counts),
                 id=result.task_id,
             )
         )
 
+    def _counts_json(self, counts: tuple[int, ...]) -> str | None:
+        """Counts of the current rules' counters as the ledger keeps them; None when there are
+        none, or they are not one per counter (a worker that does not count them)."""
+        names = self.rules.names
+        if not names or len(counts) != len(names):
+            return None
+        return json.dumps(dict(zip(names, counts, strict=True)), separators=(",", ":"))
+
     @_guarded
-    def count_with(self, error_pattern: bytes) -> None:
-        """Note the error pattern versions are counted with from now on. ``rules_since`` is
-        the first version id counted with it: the counts of an earlier one are another
-        pattern's, or not known to be this one's."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'error_pattern'").fetchone()
-        if row is None or row[0] != error_pattern.hex():
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('error_pattern', ?)", (error_pattern.hex(),)
-            )
+    def count_with(self, error_pattern: bytes, counters: Counters = ()) -> Rules:
+        """Note the rules versions are counted with from now on, and return them with their
+        id. ``rules_since`` is the first version id counted with them: the counts of an
+        earlier one are other rules', or not known to be these."""
+        spec = json.dumps([[name, pattern.hex()] for name, pattern in counters])
+        self._db.execute(
+            "INSERT OR IGNORE INTO rules (error_pattern, counters) VALUES (?, ?)",
+            (error_pattern, spec),
+        )
+        (rules_id,) = self._db.execute(
+            "SELECT id FROM rules WHERE error_pattern = ? AND counters = ?", (error_pattern, spec)
+        ).fetchone()
+        before = self._db.execute("SELECT value FROM meta WHERE key = 'rules'").fetchone()
+        if before is None:  # a ledger from before rules were kept: only a pattern was noted
+            pattern = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'error_pattern'"
+            ).fetchone()
+            same = not counters and pattern is not None and pattern[0] == error_pattern.hex()
+        else:
+            same = int(before[0]) == rules_id
+        if not same:
             self._db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('rules_since', ?)", (self._next_id,)
             )
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rules', ?)", (rules_id,))
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('error_pattern', ?)", (error_pattern.hex(),)
+        )
         self.rules_since = self._meta_int("rules_since")
+        self.rules = Rules(error_pattern, counters, rules_id)
+        return self.rules
 
     @_guarded
-    def first_counted(self, fingerprints: Iterable[bytes]) -> dict[bytes, bytes]:
-        """The path each of ``fingerprints`` was first counted under, for those counted before."""
+    def counted_with_other_rules(self) -> int:
+        """How many paths' latest versions were counted with other rules than the current."""
+        (other,) = self._db.execute(
+            "SELECT count(*) FROM versions WHERE replaced = 0 AND status = 'done' "
+            "AND rules IS NOT ?",
+            (self.rules.id,),
+        ).fetchone()
+        return int(other)
+
+    @_guarded
+    def first_counted(self, fingerprints: Iterable[bytes]) -> dict[bytes, tuple[bytes, bool]]:
+        """For each of ``fingerprints`` counted before: the path it was first counted under,
+        and whether it was counted with the current rules (else its named counters have not
+        counted it)."""
         keys = [(fingerprint,) for fingerprint in fingerprints]
         self._flush_counted()
-        owners: dict[bytes, bytes] = {}
+        owners: dict[bytes, tuple[bytes, bool]] = {}
         for sql, values in values_statements(
             "WITH w(fingerprint) AS (VALUES {}) SELECT w.fingerprint, (SELECT path FROM versions "
-            "WHERE fingerprint = w.fingerprint ORDER BY id LIMIT 1) FROM w",
+            "WHERE fingerprint = w.fingerprint ORDER BY id LIMIT 1), EXISTS (SELECT 1 FROM "
+            f"versions WHERE fingerprint = w.fingerprint AND rules = {int(self.rules.id)}) FROM w",
             1,
             keys,
         ):
             owners.update(
-                (f, path) for f, path in self._db.execute(sql, values) if path is not None
+                (f, (path, bool(same)))
+                for f, path, same in self._db.execute(sql, values)
+                if path is not None
             )
         return owners
 
@@ -482,18 +530,29 @@ class Ledger:
         found: dict[Any, list[CountedVersion]] = {}
         for sql, values in values_statements(
             "WITH w(a, b) AS (VALUES {}) SELECT a, id, path, size, mtime_ns, lines, error_lines, "
-            "fingerprint, worker, bytes_read FROM (SELECT w.a, v.*, row_number() OVER "
-            f"(PARTITION BY w.a ORDER BY v.id DESC) AS n FROM w JOIN versions v ON {join} "
+            "fingerprint, worker, bytes_read, rules, counts FROM (SELECT w.a, v.*, "
+            "row_number() OVER (PARTITION BY w.a ORDER BY v.id DESC) AS n "
+            f"FROM w JOIN versions v ON {join} "
             # "+": not a term for an index. Given many keys, SQLite would otherwise build an
             # index on status for the statement rather than search the keys' own.
             f"AND +v.status = 'done') WHERE n <= {COUNTED_ROWS} ORDER BY id DESC",
             2,
             keys,
         ):
-            for key, i, p, s, m, lines, errors, fp, worker, read in self._db.execute(sql, values):
-                found.setdefault(key, []).append(
-                    CountedVersion(Version(i, p, s, m), lines, errors, fp or b"", worker, read or 0)
+            for row in self._db.execute(sql, values):
+                key, i, p, s, m, lines, errors, fp, worker, read, rules, counts = row
+                named = tuple(json.loads(counts).items()) if counts else ()
+                counted = CountedVersion(
+                    Version(i, p, s, m),
+                    lines,
+                    errors,
+                    fp or b"",
+                    worker,
+                    read or 0,
+                    rules or 0,
+                    named,
                 )
+                found.setdefault(key, []).append(counted)
         return found
 
     def _flush_counted(self) -> None:

@@ -11,7 +11,7 @@ from dispatcher import defaults
 from dispatcher.versions import KEEP, OnDone
 from workers.common import DEFAULT_ADDRESS, TLSFiles
 from workers.errors import ConfigError
-from workers.matching import DEFAULT_ERROR_PATTERN
+from workers.matching import DEFAULT_ERROR_PATTERN, Counters, check_counters
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class MasterConfig:
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
     error_pattern: bytes = DEFAULT_ERROR_PATTERN
+    counters: Counters = ()  # named counters, (name, pattern) pairs, counted beside error lines
     lease: float = defaults.LEASE_SECONDS
     max_lease_age: float = defaults.MAX_LEASE_AGE_SECONDS
     max_attempts: int = defaults.MAX_ATTEMPTS
@@ -43,6 +44,7 @@ class MasterConfig:
             re.compile(self.error_pattern)
         except re.error as e:
             raise ConfigError(f"--error-pattern is not a valid regex: {e}") from None
+        check_counters(self.counters)
         if self.rescan <= 0:
             raise ConfigError("--rescan must be positive")
         if self.poll is not None and self.poll <= 0:

@@ -110,7 +110,16 @@ class Master:
         if ledger is None:
             ledger = Ledger(config.state_dir, Path(os.fsdecode(self._root)))
         self._ledger = ledger
-        ledger.count_with(config.error_pattern)
+        rules = ledger.count_with(config.error_pattern, config.counters)
+        other = ledger.counted_with_other_rules()
+        if other:
+            log.warning(
+                "%d counted file(s) were counted with other rules than these (the error pattern "
+                "and counters %s): they keep the counts they have, and the summary shows which "
+                "counters they lack",
+                other,
+                ", ".join(rules.names) or "none",
+            )
         self._committed_at = clock()
         self.activity = Activity(clock, wall)
         self._versions = Registry(ledger.known_versions(), ledger.gone_paths())
@@ -120,7 +129,7 @@ class Master:
         self._scan_seen: set[bytes] = set()  # what the whole root's scan under way reported
         self.tasks = TaskQueue(
             self._root,
-            config.error_pattern,
+            rules,
             self._versions.get,
             config.lease,
             clock,

@@ -13,7 +13,15 @@ from dispatcher.ledger.writer import Ledger, content_length
 from dispatcher.master.config import MasterConfig
 from dispatcher.master.registry import Registry
 from dispatcher.transport.taskqueue import Lease, TaskQueue
-from dispatcher.versions import Action, Added, CountedVersion, Disposal, Version, VersionStatus
+from dispatcher.versions import (
+    Action,
+    Added,
+    CountedVersion,
+    Disposal,
+    Rules,
+    Version,
+    VersionStatus,
+)
 from dispatcher.views.activity import Activity, Counted
 from dispatcher.watch.walk import stat_under
 from workers.common import PER_FILE_LOG, display_path, host_of
@@ -65,7 +73,11 @@ class Results:
         by_prefix = self._ledger.counted_by_prefix(prefix for prefix in prefixes if prefix)
         for (version, inode), prefix in zip(batch, prefixes, strict=True):
             same_file = by_inode.get(inode, []) if inode else []
-            renamed = next((c for c in same_file if _renamed(c, version)), None)
+            rules = self._ledger.rules
+            # Counted with other rules, it is read again: its counts are not these rules'.
+            renamed = next(
+                (c for c in same_file if _renamed(c, version) and c.rules == rules.id), None
+            )
             if renamed is None:
                 candidates = same_file + by_path.get(version.path, [])[:2]
                 if prefix:
@@ -79,13 +91,15 @@ class Results:
                 display_path(version.path),
                 display_path(renamed.version.path),
             )
+            counts = renamed.counts_for(rules) or ()
             result = Result(
                 version.id, 0, renamed.worker or "", Status.DONE, renamed.lines,
-                renamed.error_lines, fingerprint=renamed.fingerprint, inode=inode,
+                renamed.error_lines, fingerprint=renamed.fingerprint, inode=inode, counts=counts,
             )  # fmt: skip
             owner = self._ledger.first_counted([renamed.fingerprint]).get(renamed.fingerprint)
-            same_as = renamed.version.path if owner is None else owner
-            self._done(version, result, Added(0, 0, 0, same_as), counted)
+            same_as = renamed.version.path if owner is None else owner[0]
+            added = Added(0, 0, 0, same_as, tuple(0 for _ in counts))
+            self._done(version, result, added, counted)
         if counted:
             self._activity.counted(counted)
         return to_queue
@@ -98,7 +112,7 @@ class Results:
         # One base per content: a numbered rotation renames the same content many times.
         bases: dict[bytes, CountedVersion] = {}
         for candidate in candidates:
-            # A base's counts are carried on: only those of this error pattern will do.
+            # A base's counts are carried on: only those of these rules will do.
             if candidate.fingerprint and candidate.version.id >= self._ledger.rules_since:
                 bases.setdefault(candidate.fingerprint, candidate)
         return tuple(bases.values())[:MAX_BASES]
@@ -123,7 +137,7 @@ class Results:
             if record is None or version is None or result.status is not Status.DONE:
                 self._record(result, version)
                 continue
-            added = _added(version, result, record.base(result.extends), owners)
+            added = _added(version, result, record.base(result.extends), owners, self._ledger.rules)
             self._done(version, result, added, counted)
             done_ids.append(version.id)
             if per_file:
@@ -294,22 +308,36 @@ def _renamed(counted: CountedVersion, version: Version) -> bool:
 
 
 def _added(
-    version: Version, result: Result, base: CountedVersion | None, owners: dict[bytes, bytes]
+    version: Version,
+    result: Result,
+    base: CountedVersion | None,
+    owners: dict[bytes, tuple[bytes, bool]],
+    rules: Rules,
 ) -> Added:
     """What a done result adds to the totals (docs/counting.md): nothing if its content was
     counted before; what it added to the ``base`` it extends; else all of it. ``owners``: the
-    path each content counted so far was first counted under, this one's added to it."""
+    path each content counted so far was first counted under and whether with ``rules``, this
+    one's added to it. A named counter adds its count when its content was counted before
+    with other rules only: those did not count it."""
+    counts = result.counts if len(result.counts) == len(rules.names) else ()
     fingerprint = result.fingerprint
     if fingerprint:
         owner = owners.get(fingerprint)
         if owner is not None:
-            return Added(0, 0, 0, None if owner == version.path else owner)
-        owners[fingerprint] = version.path
+            path, same_rules = owner
+            owners[fingerprint] = (path, True)
+            own_counts = tuple(0 for _ in counts) if same_rules else counts
+            return Added(0, 0, 0, None if path == version.path else path, own_counts)
+        owners[fingerprint] = (version.path, True)
     length = content_length(result)
     if base is None:
-        return Added(result.lines, result.error_lines, length)
+        return Added(result.lines, result.error_lines, length, counts=counts)
+    base_counts = base.counts_for(rules)
+    if base_counts is not None and counts:
+        counts = tuple(mine - theirs for mine, theirs in zip(counts, base_counts, strict=True))
     return Added(
         result.lines - base.lines,
         result.error_lines - base.error_lines,
         length - int.from_bytes(base.fingerprint[:8], "big"),
+        counts=counts,
     )

@@ -28,7 +28,7 @@ from dispatcher import defaults
 from dispatcher.transport.requests import check_int, check_leases, check_seconds, check_worker_id
 from dispatcher.transport.sessions import current_session
 from dispatcher.transport.weight import work_weight
-from dispatcher.versions import OpenVersion
+from dispatcher.versions import OpenVersion, Rules
 from workers.common import host_of
 from workers.protocol import Base, Task
 
@@ -58,8 +58,12 @@ class LeaseSigner:
     exactly that version, by a worker that was handed it.
     """
 
-    def __init__(self, secret: bytes) -> None:
-        self._keyed = hashlib.blake2b(key=secret, digest_size=16)
+    def __init__(self, secret: bytes, rules_id: int = 0) -> None:
+        # The rules' id as the salt: a result counted with other rules (a worker that took its
+        # task before the master restarted with new ones) answers no lease of these, and its
+        # file is counted again rather than recorded with counts of other counters.
+        salt = rules_id.to_bytes(hashlib.blake2b.SALT_SIZE, "big")
+        self._keyed = hashlib.blake2b(key=secret, digest_size=16, salt=salt)
 
     def __call__(
         self, version_id: int, attempt: int, path: bytes, size: int, mtime_ns: int
@@ -97,7 +101,7 @@ class TaskQueue:
     def __init__(
         self,
         root: bytes,
-        error_pattern: bytes,
+        rules: Rules,
         versions: Callable[[int], OpenVersion | None],
         lease_seconds: float = defaults.LEASE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
@@ -108,10 +112,10 @@ class TaskQueue:
     ) -> None:
         self._root = root
         self._versions = versions
-        self.sign = LeaseSigner(secret)
+        self.sign = LeaseSigner(secret, rules.id)
         self._max_lease_age = max_lease_age
         self._on_contact = on_contact  # (worker id, session) of every take and heartbeat
-        self._error_pattern = error_pattern
+        self._rules = rules
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._ready: deque[int] = deque()  # version ids, first to hand out first
@@ -318,8 +322,10 @@ class TaskQueue:
     def _task(self, record: OpenVersion, attempt: int) -> Task:
         version = record.version
         signature = self.sign(version.id, attempt, version.path, version.size, version.mtime_ns)
+        rules = self._rules
         bases = tuple(
-            Base(b.version.id, b.fingerprint, b.lines, b.error_lines) for b in record.bases
+            Base(b.version.id, b.fingerprint, b.lines, b.error_lines, b.counts_for(rules) or ())
+            for b in record.bases
         )
         return Task(
             version.id,
@@ -327,10 +333,11 @@ class TaskQueue:
             version.size,
             version.mtime_ns,
             attempt,
-            self._error_pattern,
+            rules.error_pattern,
             signature,
             bases,
             record.growing,
+            rules.counters,
         )
 
     def _held(self, task_id: int, token: bytes) -> Lease | None:

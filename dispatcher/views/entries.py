@@ -22,6 +22,7 @@ class Kind(StrEnum):
     TEXT = "text"
     INTEGER = "integer"
     TIME = "time"  # seconds since the epoch, shown in ISO 8601, local time with its offset
+    COUNTS = "counts"  # the ledger's JSON object of named counts (None: {}); JSON text in CSV
 
 
 class Field(NamedTuple):
@@ -43,6 +44,7 @@ FILE_ENTRY = (
     Field("on_done", "on_done", Kind.TEXT),
     Field("gone", "gone_at", Kind.TIME),
     Field("same_as", "same_as", Kind.OTHER_PATH),
+    Field("counts", "counts", Kind.COUNTS),
 )
 # A failed or vanished file's entry (summary --failed): when it ended, too.
 FAILED_ENTRY = (*FILE_ENTRY, Field("finished_at", "finished_at", Kind.TIME))
@@ -60,6 +62,14 @@ def _json_int(number: int | None) -> str:
     return "null" if number is None else str(int(number))
 
 
+def _counts(text: str | None) -> dict[str, int]:
+    return json.loads(text) if text else {}
+
+
+def _json_counts(text: str | None) -> str:
+    return text or "{}"  # the ledger's JSON, written as it is
+
+
 def iso_time(timestamp: float | None) -> str | None:
     """A moment in ISO 8601, local time with its offset."""
     if timestamp is None:
@@ -74,13 +84,17 @@ _VALUE = {
     Kind.TEXT: "{}",
     Kind.INTEGER: "{}",
     Kind.TIME: "iso_time({})",
+    Kind.COUNTS: "_counts({})",
 }
+# In CSV, a file's named counts are one cell: their JSON.
+_CSV = {**_VALUE, Kind.COUNTS: "_json_counts({})"}
 _JSON = {
     Kind.PATH: "_json_text(decode_path({}))",
     Kind.OTHER_PATH: "_json_text(decode_path({0}) if {0} is not None else None)",
     Kind.TEXT: "_json_text({})",
     Kind.INTEGER: "_json_int({})",
     Kind.TIME: "_json_text(iso_time({}))",
+    Kind.COUNTS: "_json_counts({})",
 }
 
 
@@ -88,7 +102,9 @@ def _compiled(name: str, expression: str) -> Callable[[FileRow], Any]:
     """``lambda row: expression``, compiled once: written out field by field, as by hand, so
     that a row costs no loop over its fields (summaries write a million rows)."""
     names: dict[str, Any] = {"decode_path": decode_path, "iso_time": iso_time}
-    names.update(_json_text=_json_text, _json_int=_json_int)
+    names.update(
+        _json_text=_json_text, _json_int=_json_int, _counts=_counts, _json_counts=_json_counts
+    )
     exec(f"def {name}(row):\n    return {expression}\n", names)
     function: Callable[[FileRow], Any] = names[name]
     return function
@@ -104,6 +120,10 @@ class EntryFormat:
         self.values: Callable[[FileRow], tuple[Any, ...]] = _compiled(
             f"{name}_values", "(" + "".join(v + ", " for v in value) + ")"
         )
+        cells = [_CSV[field.kind].format(f"row.{field.attribute}") for field in fields]
+        self.csv_values: Callable[[FileRow], tuple[Any, ...]] = _compiled(
+            f"{name}_csv_values", "(" + "".join(v + ", " for v in cells) + ")"
+        )
         members = [
             f"{json.dumps(field.key)}: {{{_JSON[field.kind].format(f'row.{field.attribute}')}}}"
             for field in fields
@@ -117,8 +137,9 @@ class EntryFormat:
 FILE_FORMAT = EntryFormat("file", FILE_ENTRY)
 # A file's entry in every format: the JSON keys and the CSV columns, in this order.
 FILE_FIELDS = FILE_FORMAT.keys
-# A file's entry as values in FILE_FIELDS order.
+# A file's entry as values in FILE_FIELDS order, and as CSV cells.
 file_values = FILE_FORMAT.values
+file_csv_values = FILE_FORMAT.csv_values
 # ``json.dumps(file_entry(row))``, written out: json.dumps per entry was most of what a row
 # cost over a big ledger.
 json_entry = FILE_FORMAT.json

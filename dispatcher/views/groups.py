@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,6 +71,14 @@ class View:
                 "--history lists the versions of one path: --by, --failed, --errors, --sort, "
                 "--top, --path and --since do not apply"
             )
+        if (
+            self.sort is not None
+            and self.sort not in defaults.SUMMARY_SORTS
+            and not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", self.sort)
+        ):
+            raise ConfigError(
+                f"--sort {printable(self.sort)}: lines, errors, rate or a counter's name"
+            )
         if self.failed and self.errors:
             raise ConfigError("--failed and --errors are two views: choose one")
         for flag, on, why in (
@@ -132,7 +141,7 @@ def show(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) -> int:
 
 def read_groups(
     state_dir: Path, view: View, limit: int | None = None
-) -> tuple[dict[str, int], Iterator[tuple[Any, ...]]]:
+) -> tuple[dict[str, Any], Iterator[tuple[Any, ...]]]:
     """Totals, and one row per group: the GROUP_FIELDS values and the number of groups.
 
     Groups come by key (no key last), or most first by ``view.order``; at most ``view.top``
@@ -151,7 +160,8 @@ def _show_groups(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) 
     if fmt == "json":
         summary.write_json(out, head, "groups", map(json.dumps, entries))
     elif fmt == "csv":
-        summary.write_csv(out, GROUP_FIELDS, (entry.values() for entry in entries))
+        cells = ((*list(e.values())[:-1], summary.counts_text(e["counts"])) for e in entries)
+        summary.write_csv(out, GROUP_FIELDS, cells)
     else:
         _groups_table(view, totals, list(groups), out)
 
@@ -162,7 +172,7 @@ def group_entry(by: str, group: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _groups_table(
-    view: View, totals: dict[str, int], groups: list[tuple[Any, ...]], out: TextIO
+    view: View, totals: dict[str, Any], groups: list[tuple[Any, ...]], out: TextIO
 ) -> None:
     from rich import box
     from rich.filesize import decimal
@@ -182,6 +192,7 @@ def _groups_table(
         justify="right",
         footer=summary.rate_text(totals["error_lines"], totals["lines"]),
     )
+    names = summary.add_counter_columns(table, totals)
     table.add_column("size", justify="right", footer=decimal(totals["bytes"]))
     table.add_column("not done", footer=summary.not_done_text(totals))
     for group in groups:
@@ -193,6 +204,7 @@ def _groups_table(
             f"{entry['lines']:,}",
             f"{entry['error_lines']:,}",
             summary.rate_text(entry["error_lines"], entry["lines"]),
+            *(f"{entry['counts'].get(name, 0):,}" for name in names),
             decimal(entry["bytes"]),
             summary.not_done_text(entry),
             style=None if entry["done"] == entry["files"] else "yellow",
@@ -208,7 +220,7 @@ def _group_note(view: View, groups: list[tuple[Any, ...]]) -> Text:
     count = groups[0][-1] if groups else 0
     noun = _GROUP_TITLES[view.by] + ("" if count == 1 else "s")
     if len(groups) < count:
-        order = summary.SORT_WORDS[view.order] if view.order else "by name"
+        order = summary.sort_words(view.order) if view.order else "by name"
         note = summary.shown_note(len(groups), count, noun, order, view.top)
     else:
         note = Text(f"{count:,} {noun}.")
@@ -226,7 +238,7 @@ def _group_note(view: View, groups: list[tuple[Any, ...]]) -> Text:
 
 def read_failed(
     state_dir: Path, limit: int | None = None, scope: Scope = EVERYTHING
-) -> tuple[dict[str, int], Iterator[FileRow]]:
+) -> tuple[dict[str, Any], Iterator[FileRow]]:
     """Totals, and the failed and vanished files (latest versions) by path, at most ``limit``;
     of the ``scope`` only."""
     totals, rows = read_latest(state_dir, select_failed(limit), scope)
@@ -238,10 +250,10 @@ def _show_failed(state_dir: Path, fmt: str, out: TextIO, rows: int, scope: Scope
     if fmt == "json":
         summary.write_json(out, {"totals": totals}, "files", map(FAILED_FORMAT.json, files))
     elif fmt == "csv":
-        summary.write_csv(out, FAILED_FIELDS, map(FAILED_FORMAT.values, files))
+        summary.write_csv(out, FAILED_FIELDS, map(FAILED_FORMAT.csv_values, files))
     else:
         _failed_table(totals, list(files), out)
-    return totals["failed"] + totals["vanished"]
+    return int(totals["failed"] + totals["vanished"])
 
 
 def local_time(timestamp: float | None) -> str:
@@ -250,7 +262,7 @@ def local_time(timestamp: float | None) -> str:
     return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _failed_table(totals: dict[str, int], files: list[FileRow], out: TextIO) -> None:
+def _failed_table(totals: dict[str, Any], files: list[FileRow], out: TextIO) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -356,9 +368,7 @@ def _local(iso: str | None) -> str:
 # --------------------------------------------------------------------------------- messages
 
 
-def read_messages(
-    state_dir: Path, scope: Scope = EVERYTHING
-) -> tuple[dict[str, int], Tally, int]:
+def read_messages(state_dir: Path, scope: Scope = EVERYTHING) -> tuple[dict[str, Any], Tally, int]:
     """Totals, the messages of the sample error lines, and how many files have error lines.
 
     The samples come from at most ERROR_SAMPLE_FILES files, those with the most error lines
@@ -366,7 +376,7 @@ def read_messages(
     """
     files_with_errors = 0
 
-    def select(db: sqlite3.Connection, totals: dict[str, int]) -> sqlite3.Cursor:
+    def select(db: sqlite3.Connection, totals: dict[str, Any]) -> sqlite3.Cursor:
         nonlocal files_with_errors
         files_with_errors, samples = select_samples(db)
         return samples
@@ -412,7 +422,7 @@ def message_entry(message: Message) -> dict[str, Any]:
 
 
 def _messages_table(
-    totals: dict[str, int],
+    totals: dict[str, Any],
     found: Tally,
     messages: list[Message],
     listed: int,

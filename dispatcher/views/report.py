@@ -54,7 +54,7 @@ class Report:
     """What the page shows, read from one snapshot of the ledger."""
 
     root: str | None
-    totals: dict[str, int]
+    totals: dict[str, Any]
     first: float | None  # the first and last finished_at, of any file
     last: float | None
     folders: list[dict[str, Any]]  # groups.group_entry()s, most error lines first
@@ -73,7 +73,7 @@ def read(state_dir: Path) -> Report:
         return _read(db, totals)
 
 
-def _read(db: sqlite3.Connection, totals: dict[str, int]) -> Report:
+def _read(db: sqlite3.Connection, totals: dict[str, Any]) -> Report:
     by_folder = select_groups("dir", order="errors", top=defaults.REPORT_FOLDERS)
     folders = list(by_folder(db, totals))
     files_with_errors, samples = select_samples(db)
@@ -200,7 +200,7 @@ def _moment(timestamp: float) -> str:
     return f"{datetime.datetime.fromtimestamp(timestamp).astimezone():%Y-%m-%d %H:%M:%S %Z}"
 
 
-def _folder(group: dict[str, Any], totals: dict[str, int]) -> dict[str, Any]:
+def _folder(group: dict[str, Any], totals: dict[str, Any]) -> dict[str, Any]:
     share = group["error_lines"] / totals["error_lines"] if totals["error_lines"] else 0.0
     return {"name": printable(group["key"]), "error_lines": group["error_lines"], "share": share}
 

@@ -12,16 +12,22 @@ from typing import TYPE_CHECKING, Any, TextIO
 from dispatcher.defaults import TABLE_ROWS
 from dispatcher.ledger.reader import EVERYTHING, Scope, read_summary
 from dispatcher.versions import MOVED_TO
-from dispatcher.views.entries import FILE_FIELDS, file_entry, file_values, json_entry
+from dispatcher.views.entries import FILE_FIELDS, file_csv_values, file_entry, json_entry
 from workers.common import printable
 
 if TYPE_CHECKING:  # rich loads only with a table
     from rich.console import Console
+    from rich.table import Table
     from rich.text import Text
 
 
 # How each --sort orders rows, in words for the tables' notes.
 SORT_WORDS = {"lines": "most lines", "errors": "most error lines", "rate": "highest error rate"}
+
+
+def sort_words(sort: str) -> str:
+    """How ``sort`` orders rows, in words: one of SORT_WORDS, or a named counter's."""
+    return SORT_WORDS.get(sort) or f"most {sort} lines"
 
 
 def build(
@@ -54,7 +60,30 @@ def write(
     if fmt == "json":
         write_json(out, {"totals": totals}, "files", map(json_entry, rows))
     else:
-        write_csv(out, FILE_FIELDS, map(file_values, rows))
+        write_csv(out, FILE_FIELDS, map(file_csv_values, rows))
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """Named counts in a CSV cell: their JSON, compact."""
+    return json.dumps(counts, separators=(",", ":"))
+
+
+def add_counter_columns(table: Table, totals: dict[str, Any]) -> list[str]:
+    """A column for each named counter of the totals, its total in the footer, and the
+    number of done files counted without it if any; returns their names, in order."""
+    for name, count in totals["counts"].items():
+        lacking = totals["lacking"][name]
+        footer = f"{count:,}" + (f" ({lacking:,} without)" if lacking else "")
+        table.add_column(name, justify="right", footer=footer)
+    return list(totals["counts"])
+
+
+def counter_text(entry: dict[str, Any], name: str) -> str:
+    """A file's count of the counter ``name``; "-" for a done file counted without it."""
+    count = entry["counts"].get(name)
+    if count is None:
+        return "-" if entry["status"] == "done" else ""
+    return f"{count:,}"
 
 
 def write_json(out: TextIO, head: dict[str, Any], key: str, entries: Iterable[str]) -> None:
@@ -99,7 +128,7 @@ def render_table(
     totals = summary["totals"]
     if table_rows and len(files) > table_rows:
         files = files[:table_rows] if sort else sorted(files, key=_attention_first)[:table_rows]
-    order = SORT_WORDS[sort] if sort else "not done first, then most error lines"
+    order = sort_words(sort) if sort else "not done first, then most error lines"
     table = Table(box=box.SIMPLE_HEAD, show_footer=True)
     table.add_column(
         "path",
@@ -112,6 +141,7 @@ def render_table(
         table.add_column(
             "error rate", justify="right", footer=rate_text(totals["error_lines"], totals["lines"])
         )
+    names = add_counter_columns(table, totals)
     table.add_column("status", footer=status_text(totals))
     for entry in files:
         status = entry["status"]
@@ -133,6 +163,7 @@ def render_table(
             number_text(entry["lines"]),
             number_text(entry["error_lines"]),
             *rate,
+            *(counter_text(entry, name) for name in names),
             Text(printable(status)),
             style=None if entry["status"] == "done" else "yellow",
         )

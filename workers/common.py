@@ -186,6 +186,10 @@ def tls_files(args: argparse.Namespace) -> TLSFiles | None:
     return TLSFiles(args.tls_cert, args.tls_key, args.tls_ca)
 
 
+# The most named counters one count may carry (docs/counting.md, "Named counters"): each is
+# searched on every line, and a result carries one count for each.
+MAX_COUNTERS = 32
+
 # How a worker searches literal error patterns; docs/counting.md holds for each.
 ENGINES = ("auto", "python", "hyperscan")
 

@@ -84,10 +84,13 @@ class Base:
     fingerprint: bytes  # workers.fingerprint's, of the base's content: its length, head, tail
     lines: int
     error_lines: int
+    # Its counters' counts, in the order of the task's counters. A base whose counts are not
+    # one per counter of the task is not used at all (workers.counting's bases).
+    counts: tuple[int, ...] = ()
 
     def __reduce__(self) -> tuple[type[Base], tuple[object, ...]]:
         # As Task.__reduce__: a task may carry several.
-        return Base, (self.version_id, self.fingerprint, self.lines, self.error_lines)
+        return Base, (self.version_id, self.fingerprint, self.lines, self.error_lines, self.counts)
 
 
 @dataclass(slots=True)
@@ -111,6 +114,9 @@ class Task:
     # complete line of its first ``size`` bytes, and may grow meanwhile. A compressed file is
     # counted as any other, whole and unchanged.
     growing: bool = False
+    # Named counters, (name, pattern) pairs (workers.matching.check_counters): the lines each
+    # matches are counted beside the error lines, in this order (Result.counts).
+    counters: tuple[tuple[str, bytes], ...] = ()
 
     def __reduce__(self) -> tuple[type[Task], tuple[object, ...]]:
         # Pickled as its constructor's arguments: several times faster both ways than the
@@ -125,6 +131,7 @@ class Task:
             self.lease,
             self.bases,
             self.growing,
+            self.counters,
         )
 
 
@@ -155,6 +162,9 @@ class Result:
     # The version id of the task's base that the content counted extends, 0 for none; the
     # counts are the content's full counts all the same. Last with a default, as fingerprint.
     extends: int = 0
+    # The lines each of the task's counters matched, in the task's order, for a done result.
+    # Last with a default, as fingerprint: a result from a worker that sends none still loads.
+    counts: tuple[int, ...] = ()
 
     def __reduce__(self) -> tuple[type[Result], tuple[object, ...]]:
         # As Task.__reduce__; the status travels as its plain value.
@@ -175,6 +185,7 @@ class Result:
             self.inode,
             self.fingerprint,
             self.extends,
+            self.counts,
         )
 
     def __post_init__(self) -> None:
@@ -198,7 +209,8 @@ MAX_SAMPLE_BYTES = 4096
 MAX_LEASE_BYTES = 64
 MAX_SECONDS = 1e9
 MAX_INODE = (1 << 64) - 1  # st_dev and st_ino are 64-bit; SQLite stores them as written
-# A fingerprint is b"" or exactly workers.fingerprint.FINGERPRINT_BYTES long.
+# A fingerprint is b"" or exactly workers.fingerprint.FINGERPRINT_BYTES long. Counts: one per
+# counter of the task, at most workers.common.MAX_COUNTERS.
 # Bases offered with one task: each costs the worker up to two 64 KiB reads to check. Tasks
 # come from the master, which offers no more than this; a worker looks at no more either.
 MAX_BASES = 8

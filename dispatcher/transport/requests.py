@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from workers.common import TLSFiles, printable
+from workers.common import MAX_COUNTERS, TLSFiles, printable
 from workers.errors import BadRequest
 from workers.fingerprint import FINGERPRINT_BYTES
 from workers.protocol import (
@@ -142,7 +142,13 @@ def _result_problem(r: Result) -> str | None:
     for sample in samples:
         if type(sample) is not bytes or len(sample) > MAX_SAMPLE_BYTES:
             return f"each sample must be at most {MAX_SAMPLE_BYTES} bytes"
-    if r.status is not Status.DONE and (lines or r.error_lines or samples or r.extends):
+    counts = r.counts
+    if type(counts) is not tuple or len(counts) > MAX_COUNTERS:
+        return f"counts must be a tuple of at most {MAX_COUNTERS}"
+    for count in counts:
+        if not _is_int(count, 0, lines):
+            return "each of counts must be an integer from 0 to lines"
+    if r.status is not Status.DONE and (lines or r.error_lines or samples or r.extends or counts):
         return "only a done result has counts"
     return None
 

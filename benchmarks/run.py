@@ -346,6 +346,12 @@ class Master:
 # ------------------------------------------------------------------------ figures
 
 
+def count_output(out: str) -> tuple[int, int]:
+    """Lines and error lines from what `count FILE` prints: a header row, then the file's."""
+    row = out.splitlines()[-1].split()
+    return int(row[0]), int(row[1])
+
+
 def fig_count(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> list[Row]:
     name = f"1. count one {sz.log_mb} MB log, 1 process (best of {sz.repeats})"
     path = tmp / "big.log"
@@ -358,11 +364,11 @@ def fig_count(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> 
             warm(path)  # the page cache may have let it go since (on some VMs it does)
             t, out = timed(cli("count", "--engine", "hyperscan", path))
             ours.append(t)
-            lines, errors = (int(x) for x in out.split()[:2])
+            lines, errors = count_output(out)
             t, out = timed(cli("count", "--engine", "python", path))
             python.append(t)
-            if tuple(int(x) for x in out.split()[:2]) != (lines, errors):
-                raise BenchError(f"the engines disagree: {out.split()[:2]} vs {lines} {errors}")
+            if count_output(out) != (lines, errors):
+                raise BenchError(f"the engines disagree: {count_output(out)} vs {lines} {errors}")
             t, out = timed(["grep", "-c", "-E", GREP_RE, str(path)])
             grep.append(t)
             grep_errors = int(out.strip())
@@ -430,7 +436,7 @@ def fig_shapes(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) ->
                 warm(path)
                 t, out = timed(cli("count", "--engine", "hyperscan", path))
                 ours.append(t)
-                errors = int(out.split()[1])
+                errors = count_output(out)[1]
                 t, out = timed(["grep", "-c", "-E", GREP_RE, str(path)], ok=(0, 1))
                 grep.append(t)
                 if errors != int(out.strip()):
@@ -448,6 +454,74 @@ def fig_shapes(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) ->
             )
         )
     return rows
+
+
+# Figure 1e's counters: level words at the frequencies figure 1's log has them.
+LEVEL_COUNTERS = (
+    ("warn", rb"\b(?:WARN|WARNING)\b"),
+    ("info", rb"\bINFO\b"),
+    ("debug", rb"\bDEBUG\b"),
+)
+# One child per repeat counts the file with the error pattern alone and then with the
+# counters, timing the count itself (start-up and imports are the same for both).
+_COUNTERS_CHILD = """
+import json, sys, time
+from workers.counting import count_path
+from workers.matching import ErrorMatcher
+path, engine, counters = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+alone = ErrorMatcher(engine=engine)
+both = ErrorMatcher(engine=engine, counters=[(n, p.encode()) for n, p in counters])
+start = time.perf_counter()
+a = count_path(path, alone)
+middle = time.perf_counter()
+b = count_path(path, both)
+end = time.perf_counter()
+assert (a.lines, a.error_lines) == (b.lines, b.error_lines)
+print(json.dumps([middle - start, end - middle, a.lines, a.error_lines, list(b.counts)]))
+"""
+
+
+def fig_counters(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> list[Row]:
+    path = tmp / "levels.log"
+    counters = json.dumps([(name, pattern.decode()) for name, pattern in LEVEL_COUNTERS])
+    try:
+        expected = write_log(path, chunks, sz.log_mb * MB, rng)
+        rows = []
+        found: dict[str, list[int]] = {}
+        for engine in ("hyperscan", "python"):
+            alone, both = [], []
+            for i in range(sz.repeats):
+                progress(f"figure 1e ({engine}): repeat {i + 1}/{sz.repeats}")
+                warm(path)
+                _, out = timed([sys.executable, "-c", _COUNTERS_CHILD, str(path), engine, counters])
+                a, b, lines, errors, counts = json.loads(out)
+                if (lines, errors) != (expected.lines, expected.errors):
+                    raise BenchError(f"{engine}: {lines} lines, {errors} error lines, generated "
+                                     f"{expected.lines}, {expected.errors}")  # fmt: skip
+                found[engine] = counts
+                alone.append(a)
+                both.append(b)
+            ratio = paired(both, alone)
+            shares = ", ".join(
+                f"{name} {count / lines:.0%}"
+                for (name, _), count in zip(LEVEL_COUNTERS, counts, strict=True)
+            )
+            rows.append(
+                Row(
+                    f"1e. figure 1's {sz.log_mb} MB log counted in-process, error pattern and 3 "
+                    f"literal counters ({shares} of lines) vs the error pattern alone, "
+                    f"`--engine {engine}` (best of {sz.repeats})",
+                    f"{min(both):.3f} s", f"alone: {min(alone):.3f} s", f"{ratio:.2f}",
+                    "ratio <= 1.25" if engine == "hyperscan" else "—",
+                    (f"{yes_no(ratio <= 1.25)}; " if engine == "hyperscan" else "")
+                    + f"counts {counts}",
+                )
+            )  # fmt: skip
+        if found["hyperscan"] != found["python"]:
+            raise BenchError(f"the engines disagree: {found}")
+        return rows
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def make_small_files(root: Path, count: int, rng: random.Random, chunks: list[Chunk]) -> None:
@@ -1133,7 +1207,7 @@ def rotate_row(tmp: Path, sz: Sizes, chunks: list[Chunk]) -> Row:
 
 
 FIGURES = [
-    fig_count, fig_shapes, fig_small, fig_cores, fig_scale, fig_latency, fig_memory,
+    fig_count, fig_shapes, fig_counters, fig_small, fig_cores, fig_scale, fig_latency, fig_memory,
     fig_views, fig_on_done, fig_rotation,
 ]  # fmt: skip
 

@@ -42,3 +42,20 @@ def content_of(path: str | bytes | os.PathLike[str]) -> bytes:
         decompressed: bytes = zstd.decompress(data)
         return decompressed
     return data
+
+
+def reference_line_counts(
+    data: bytes, patterns: list[bytes], long_line_limit: int | None = None
+) -> tuple[int, ...]:
+    """For each pattern, the lines of uncompressed content it matches (docs/counting.md,
+    "Named counters"): a counter counts lines as the error pattern does. With
+    ``long_line_limit``, a pattern sees only that many first bytes of each line."""
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    subjects = [line.removesuffix(b"\r") for line in lines]
+    if long_line_limit is not None:
+        subjects = [subject[:long_line_limit] for subject in subjects]
+    return tuple(
+        sum(1 for subject in subjects if re.search(pattern, subject)) for pattern in patterns
+    )

@@ -68,7 +68,8 @@ def count_fileobj(
         f.seek(-consumed, io.SEEK_CUR)
         return f
 
-    return _count(f.read, rewind, matcher, chunk_size, size, expansion, _usable(bases))
+    usable = _usable(bases, len(matcher.counters))
+    return _count(f.read, rewind, matcher, chunk_size, size, expansion, usable)
 
 
 def count_fd(
@@ -91,7 +92,7 @@ def count_fd(
         # closefd=False: the caller's descriptor stays open, and nothing is left to close.
         return open(fd, "rb", buffering=0, closefd=False)
 
-    usable = _usable(bases)
+    usable = _usable(bases, len(matcher.counters))
     if usable and size is not None:
         try:
             counts = _count_appended(fd, matcher, chunk_size, size, usable)
@@ -147,10 +148,12 @@ def _count(
     )
 
 
-def _usable(bases: Sequence[Base]) -> list[Base]:
+def _usable(bases: Sequence[Base], counters: int) -> list[Base]:
     """The bases that can be used at all: a version id, a fingerprint of content of at least
-    one byte, and counts that could be a content's. Any other is left out, as if not given:
-    a base only ever saves reading, it never decides a count."""
+    one byte, and counts that could be a content's, one per counter (``counters`` of them:
+    a base counted with other counters cannot give theirs). Any other is left out, as if not
+    given, neither read past nor reported as extended: a base only ever saves reading, it
+    never decides a count."""
     usable = []
     for base in bases:
         version_id, lines, error_lines = base.version_id, base.lines, base.error_lines
@@ -163,9 +166,18 @@ def _usable(bases: Sequence[Base]) -> list[Base]:
             and type(error_lines) is int
             and 0 <= error_lines <= lines <= parts[0]
             and lines >= 1
+            and _counts_fit(base.counts, counters, lines)
         ):
             usable.append(base)
     return usable
+
+
+def _counts_fit(counts: object, counters: int, lines: int) -> bool:
+    return (
+        type(counts) is tuple
+        and len(counts) == counters
+        and all(type(count) is int and 0 <= count <= lines for count in counts)
+    )
 
 
 def _count_appended(
@@ -178,7 +190,7 @@ def _count_appended(
 
     With C the content, B the base, L its length and E the end of its last complete line,
     C[:L] is B's content, so C's counts are B's, less those of C[E:L] (B's unfinished last
-    line, counted as B counted it), plus those of C[E:].
+    line, counted as B counted it), plus those of C[E:]; the same for each counter's count.
     """
     # Longest first, the first given among equals (sorted is stable).
     candidates = sorted(
@@ -252,12 +264,19 @@ def _count_past(
         return None
     if not 0 <= error_lines <= lines <= size:
         return None
+    counts = tuple(
+        had - less + more
+        for had, less, more in zip(base.counts, before.counts, counted.counts, strict=True)
+    )
+    if not all(0 <= count <= lines for count in counts):
+        return None
     return Counts(
         lines,
         error_lines,
         bytes_read + read,
         long_lines=counted.long_lines,
         samples=counted.samples,
+        counts=counts,
         fingerprint=join(size, edge_hash(head), tail.digest()[-HASH_BYTES:]),
         extends=base.version_id,
     )

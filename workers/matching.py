@@ -1,20 +1,22 @@
-"""Matching the error pattern: ``ErrorMatcher`` compiles it once, for the engine chosen.
+"""Matching the error pattern and the named counters: ``ErrorMatcher`` compiles them once,
+for the engine chosen.
 
 A literal pattern is searched with hyperscan or ``bytes.find``, any other with ``re``;
-newlines are counted by stringzilla or ``bytes.count`` (docs/counting.md, "Error lines").
-``count_chunks`` applies a matcher to content in chunks, through the scan it picks
-(``workers.scans``).
+newlines are counted by stringzilla or ``bytes.count`` (docs/counting.md, "Error lines" and
+"Named counters"). ``count_chunks`` applies a matcher to content in chunks, through the scans
+it picks (``workers.scans``). ``check_counters`` is the one check of counters, for both ends.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from workers.common import ENGINES, MAX_COUNTERS, install_hint, printable
 from workers.errors import ConfigError
 from workers.scans import (
     SAMPLE_LINES,
+    CombinedScan,
     Counts,
     HyperscanScan,
     LiteralScan,
@@ -47,6 +49,49 @@ _LITERAL_SHAPES: tuple[tuple[re.Pattern[bytes], bool], ...] = (
     (re.compile(rb"\\b(" + _WORD + rb")\\b"), True),
     (re.compile(rb"(" + _ALTERNATION + rb")"), False),
 )
+# A counter's name: short, and the same in a ledger column, a JSON key or a command line.
+_COUNTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+Counters = tuple[tuple[str, bytes], ...]
+
+
+def check_counters(pairs: Iterable[tuple[str, bytes]]) -> Counters:
+    """The (name, pattern) pairs as a tuple, or a ConfigError naming the first counter that is
+    wrong: a bad name, a name given twice, more than MAX_COUNTERS, a pattern ``re`` refuses."""
+    counters: list[tuple[str, bytes]] = []
+    names: set[str] = set()
+    for pair in pairs:
+        if type(pair) is not tuple or len(pair) != 2:
+            raise ConfigError("a counter is a (name, pattern) pair")
+        name, pattern = pair
+        shown = printable(repr(name)[:40])
+        if type(name) is not str or not _COUNTER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"counter name {shown}: a name is a lower-case letter, then at most 31 "
+                "lower-case letters, digits or _"
+            )
+        if name in names:
+            raise ConfigError(f"counter {name}: given twice")
+        if len(counters) == MAX_COUNTERS:
+            raise ConfigError(f"counter {name}: at most {MAX_COUNTERS} counters may be given")
+        if type(pattern) is not bytes:
+            raise ConfigError(f"counter {name}: its pattern must be bytes")
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(f"counter {name}: not a valid regex: {e}") from None
+        names.add(name)
+        counters.append((name, pattern))
+    return tuple(counters)
+
+
+def _literal_shape(pattern: bytes) -> tuple[tuple[bytes, ...], bool] | None:
+    """The words of a literal pattern and whether they must stand as whole words, or None."""
+    for shape, bounded in _LITERAL_SHAPES:
+        found = shape.fullmatch(pattern)
+        if found:
+            return tuple(dict.fromkeys(found[1].split(b"|"))), bounded
+    return None
 
 # A counter's name: short, and the same in a ledger column, a JSON key or a command line.
 _COUNTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -94,6 +139,12 @@ class ErrorMatcher:
     ``long_line_limit`` bytes of each line. Appending ``(?#general)`` to a literal pattern
     forces the general path without changing what it matches.
 
+    ``counters``: (name, pattern) pairs (``check_counters``), each counted by the same rules
+    as the error pattern, without samples (Counts.counts, in ``counter_names`` order). With
+    hyperscan, the literal ones share one database with a literal error pattern; the general
+    ones are searched on the lines the error pattern's regex path splits, or on one split of
+    their own.
+
     ``engine``: "auto" (the accelerators that are installed), "python" (the standard library
     only) or "hyperscan" (required: a ConfigError when it is not installed). It decides how
     literal patterns are searched, and whether newlines are counted by stringzilla (with
@@ -101,12 +152,25 @@ class ErrorMatcher:
     pattern counts.
     """
 
-    __slots__ = ("_block", "_bounded", "_database", "_limit", "_newlines", "_regex", "_words")
+    __slots__ = (
+        "_block",
+        "_bounded",
+        "_counters",
+        "_database",
+        "_fast_counters",
+        "_general_counters",
+        "_limit",
+        "_newlines",
+        "_regex",
+        "_slow_counters",
+        "_words",
+    )
 
     def __init__(
         self,
         pattern: bytes = DEFAULT_ERROR_PATTERN,
         *,
+        counters: Iterable[tuple[str, bytes]] = (),
         long_line_limit: int = LONG_LINE_LIMIT,
         engine: str = "auto",
     ) -> None:
@@ -114,20 +178,35 @@ class ErrorMatcher:
             raise ValueError(f"long_line_limit must be at least 1, not {long_line_limit}")
         check_engine(engine)
         self._regex = re.compile(pattern)
+        self._counters = check_counters(counters)
         self._limit = long_line_limit
         self._words: tuple[bytes, ...] | None = None
         self._bounded = False
         self._database: hyperscan.Database | None = None  # for streams of chunks
         self._block: hyperscan.Database | None = None  # for content read in one piece
-        for shape, bounded in _LITERAL_SHAPES:
-            found = shape.fullmatch(pattern)
-            if found:
-                self._words = tuple(dict.fromkeys(found[1].split(b"|")))
-                self._bounded = bounded
-                break
-        if self._words is not None and engine != "python" and hyperscan is not None:
-            self._database = _compile_hyperscan(self._words, self._bounded, stream=True)
-            self._block = _compile_hyperscan(self._words, self._bounded, stream=False)
+        shape = _literal_shape(pattern)
+        if shape is not None:
+            self._words, self._bounded = shape
+        use_hyperscan = engine != "python" and hyperscan is not None
+        # Counters by the way they are searched: (index, words, bounded) in the hyperscan
+        # database or on bytes.find, (index, regex) on the lines of a regex scan.
+        self._fast_counters: list[tuple[int, tuple[bytes, ...], bool]] = []
+        self._slow_counters: list[tuple[int, tuple[bytes, ...], bool]] = []
+        self._general_counters: list[tuple[int, re.Pattern[bytes]]] = []
+        for index, (_name, counter) in enumerate(self._counters):
+            counter_shape = _literal_shape(counter)
+            if counter_shape is None:
+                self._general_counters.append((index, re.compile(counter)))
+            elif use_hyperscan:
+                self._fast_counters.append((index, *counter_shape))
+            else:
+                self._slow_counters.append((index, *counter_shape))
+        groups = [(index + 1, words, bounded) for index, words, bounded in self._fast_counters]
+        if self._words is not None and use_hyperscan:
+            groups.insert(0, (0, self._words, self._bounded))
+        if groups:
+            self._database = _compile_hyperscan(groups, stream=True)
+            self._block = _compile_hyperscan(groups, stream=False)
         self._newlines = _count_newlines
         if engine != "python" and stringzilla is not None:
             self._newlines = _count_newlines_simd
@@ -135,6 +214,16 @@ class ErrorMatcher:
     @property
     def pattern(self) -> bytes:
         return self._regex.pattern
+
+    @property
+    def counters(self) -> tuple[tuple[str, bytes], ...]:
+        """The (name, pattern) pairs of the named counters, as given."""
+        return self._counters
+
+    @property
+    def counter_names(self) -> tuple[str, ...]:
+        """The counters' names, in the order of Counts.counts."""
+        return tuple(name for name, _ in self._counters)
 
     @property
     def long_line_limit(self) -> int:
@@ -152,10 +241,20 @@ class ErrorMatcher:
 
     @property
     def engine(self) -> str:
-        """What searches this pattern: "hyperscan", "literal" (bytes.find) or "regex"."""
-        if self._database is not None:
-            return "hyperscan"
-        return "literal" if self._words is not None else "regex"
+        """What searches the error pattern: "hyperscan", "literal" (bytes.find) or "regex"."""
+        if self._words is None:
+            return "regex"
+        return "hyperscan" if self._database is not None else "literal"
+
+    @property
+    def counter_engines(self) -> tuple[str, ...]:
+        """What searches each counter, in ``counter_names`` order, as ``engine`` says it."""
+        engines = ["regex"] * len(self._counters)
+        for index, *_ in self._fast_counters:
+            engines[index] = "hyperscan"
+        for index, *_ in self._slow_counters:
+            engines[index] = "literal"
+        return tuple(engines)
 
     @property
     def newline_counter(self) -> str:
@@ -163,20 +262,30 @@ class ErrorMatcher:
         return "stringzilla" if self._newlines is _count_newlines_simd else "bytes.count"
 
     def __repr__(self) -> str:
+        counters = f", counters={self.counter_names}" if self._counters else ""
         return (
-            f"ErrorMatcher({self.pattern!r}, long_line_limit={self._limit}, {self.engine}, "
-            f"{self.newline_counter})"
+            f"ErrorMatcher({self.pattern!r}{counters}, long_line_limit={self._limit}, "
+            f"{self.engine}, {self.newline_counter})"
         )
 
     def count_whole(self, content: bytes) -> Counts:
         """Count content known to be complete (a small file read in one piece)."""
-        if self._block is None:
+        if (
+            self._block is None
+            or self._words is None
+            or self._slow_counters
+            or self._general_counters
+        ):
             return count_chunks((content,), self)
         error_lines = 0
         ends: list[int] = []
+        counts = [0] * len(self._counters)
 
-        def on_line(_id: int, _start: int, end: int, _flags: int, _context: object) -> None:
+        def on_line(id: int, _start: int, end: int, _flags: int, _context: object) -> None:
             nonlocal error_lines
+            if id > 1:
+                counts[(id >> 1) - 1] += 1
+                return
             error_lines += 1
             if error_lines <= SAMPLE_LINES:
                 ends.append(end)
@@ -184,14 +293,45 @@ class ErrorMatcher:
         self._block.scan(content, match_event_handler=on_line)
         lines = self._newlines(content) + (bool(content) and content[-1] != 0x0A)
         samples = tuple(sample_ending_at(content, end, b"") for end in ends)
-        return Counts(lines, error_lines, len(content), samples=samples)
+        return Counts(lines, error_lines, len(content), samples=samples, counts=tuple(counts))
 
     def _scan(self) -> Scan:
-        if self._database is not None:
-            return HyperscanScan(self._database, self._newlines)
-        if self._words is not None:
-            return LiteralScan(self._words, self._bounded, self._newlines)
-        return RegexScan(self._regex, self._limit, self._newlines)
+        size = len(self._counters)
+        if not size:
+            if self._database is not None:
+                return HyperscanScan(self._database, self._newlines)
+            if self._words is not None:
+                return LiteralScan(self._words, self._bounded, self._newlines)
+            return RegexScan(self._regex, self._limit, self._newlines)
+        scans: list[Scan] = []
+        singles: dict[int, int] = {}
+        regex_scan: Scan | None = None
+        # The error pattern's scan first: it counts lines and takes samples.
+        if self._words is None:
+            regex_scan = RegexScan(
+                self._regex, self._limit, self._newlines, self._general_counters, size
+            )
+            scans.append(regex_scan)
+        elif self._database is not None:
+            scans.append(HyperscanScan(self._database, self._newlines, size))
+        else:
+            scans.append(LiteralScan(self._words, self._bounded, self._newlines))
+        if self._words is None and self._database is not None:
+            scans.append(HyperscanScan(self._database, _no_newlines, size))
+        for index, words, bounded in self._slow_counters:
+            singles[len(scans)] = index
+            scans.append(LiteralScan(words, bounded, _no_newlines))
+        if regex_scan is None and self._general_counters:
+            # A regex scan tells lines by counting newlines: it needs the real count.
+            scans.append(RegexScan(None, self._limit, self._newlines, self._general_counters, size))
+        if len(scans) == 1:
+            return scans[0]
+        return CombinedScan(scans, size, singles)
+
+
+def _no_newlines(_buf: bytes) -> int:
+    """The newline count of a scan whose lines another scan of the same content counts."""
+    return 0
 
 
 def _count_newlines(buf: bytes) -> int:
@@ -210,22 +350,43 @@ def check_engine(engine: str) -> None:
         raise ConfigError(f"the hyperscan engine is not installed: {install_hint('fast')}")
 
 
-def _compile_hyperscan(words: tuple[bytes, ...], bounded: bool, stream: bool) -> hyperscan.Database:
-    """A database that reports each line holding a word once, where the line ends.
+def _compile_hyperscan(
+    groups: Sequence[tuple[int, tuple[bytes, ...], bool]], stream: bool
+) -> hyperscan.Database:
+    """A database that reports each line holding a word of a group once, where the line ends.
 
-    A line's report is the end of ``WORD[^\\n]*\\n`` (or ``\\z`` for a last line without one):
-    hyperscan reports a pattern once per end offset, so a line with several words is reported
-    once, and one call per error line is cheaper than one per word. Without the UTF-8 and UCP
-    flags, ``\\b`` is the ASCII word boundary of a bytes regex in ``re``; the words are
-    [A-Za-z0-9_]+, so they need no escaping and never hold a newline.
+    ``groups``: (group, words, bounded); group 0 is the error pattern, group i + 1 counter i.
+    Group g reports with id 2g (the error pattern also with 1, for a last line without a
+    "\\n"), so a report's group is its id // 2.
+
+    The error pattern's report of a line is the end of ``WORD[^\\n]*\\n`` (or ``\\z`` for a
+    last line without one), after the line's "\\n", where its sample is taken. A counter
+    takes no sample: its report is the end of ``WORD[^\\n]*$`` in multi-line mode, one pattern
+    that hyperscan runs with less work than the two. Hyperscan reports a pattern once per end
+    offset, so a line with several words is reported once per group, and one call per matched
+    line is cheaper than one per word. Without the UTF-8 and UCP flags, ``\\b`` is the ASCII
+    word boundary of a bytes regex in ``re``; the words are [A-Za-z0-9_]+, so they need no
+    escaping and never hold a newline.
     """
-    word = b"(?:" + b"|".join(words) + b")"
-    if bounded:
-        word = rb"\b" + word + rb"\b"
+    expressions: list[bytes] = []
+    ids: list[int] = []
+    flags: list[int] = []
+    for group, words, bounded in groups:
+        word = b"(?:" + b"|".join(words) + b")"
+        if bounded:
+            word = rb"\b" + word + rb"\b"
+        if group == 0:
+            expressions += [word + rb"[^\n]*\n", word + rb"[^\n]*\z"]
+            ids += [0, 1]
+            flags += [0, 0]
+        else:
+            expressions.append(word + rb"[^\n]*$")
+            ids.append(2 * group)
+            flags.append(hyperscan.HS_FLAG_MULTILINE)
     database = hyperscan.Database(
         mode=hyperscan.HS_MODE_STREAM if stream else hyperscan.HS_MODE_BLOCK
     )
-    database.compile(expressions=[word + rb"[^\n]*\n", word + rb"[^\n]*\z"], ids=[0, 1], elements=2)
+    database.compile(expressions=expressions, ids=ids, elements=len(expressions), flags=flags)
     return database
 
 

@@ -1,16 +1,18 @@
-"""The streaming scans of content: lines, error lines and samples, chunk by chunk.
+"""The streaming scans of content: lines, error lines, samples and counters, chunk by chunk.
 
 One scan per way of searching the error pattern (docs/counting.md): the literal words on
 ``bytes.find``, the literal words on hyperscan, and a general regex line by line. Each takes
 the content in chunks of any sizes and keeps only what the line still open at a chunk's end
-needs. ``workers.matching.ErrorMatcher`` picks the scan for its pattern.
+needs. The named counters ride along: literal ones in the hyperscan database, general ones in
+the regex scan's split of the lines; ``CombinedScan`` feeds one content to several scans where
+one alone cannot count everything. ``workers.matching.ErrorMatcher`` picks the scans.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ class Counts:
     long_lines: int = 0  # lines a general regex saw only the first long_line_limit bytes of
     compression: str | None = None  # "gzip" | "bzip2" | "xz" | "zstd" | None
     samples: tuple[bytes, ...] = ()  # first error lines: no "\n", one "\r" stripped, truncated
+    # The lines each named counter matched, in the order of ErrorMatcher.counter_names.
+    counts: tuple[int, ...] = ()
     # The content's (workers.fingerprint), b"" where none was taken. Left out of ==: counts are
     # the same counts whatever content they were found in.
     fingerprint: bytes = field(default=b"", compare=False)
@@ -219,12 +223,24 @@ class LiteralScan:
 
 
 class RegexScan:
-    """Streaming state of the general regex path: complete lines are searched one by one."""
+    """Streaming state of the general regex path: complete lines are searched one by one.
+
+    ``regex``: the error pattern, or None when only counters are searched here.
+    ``counters``: (counter index, regex) of the general-regex counters, searched on the same
+    lines; Counts.counts then has ``size`` entries, zero for the counters searched elsewhere.
+    """
 
     def __init__(
-        self, regex: re.Pattern[bytes], limit: int, newlines: Callable[[bytes], int]
+        self,
+        regex: re.Pattern[bytes] | None,
+        limit: int,
+        newlines: Callable[[bytes], int],
+        counters: Sequence[tuple[int, re.Pattern[bytes]]] = (),
+        size: int = 0,
     ) -> None:
-        self._search = regex.search
+        self._search = regex.search if regex is not None else _never
+        self._counters = tuple((index, counter.search) for index, counter in counters)
+        self._counts = [0] * size
         self._newlines = newlines
         self._limit = limit
         # The open line is kept up to what its search and its sample need, never more.
@@ -257,6 +273,9 @@ class RegexScan:
             self._error_lines += 1
             if len(self._samples) < SAMPLE_LINES:
                 self._samples.append(_sample(self._open[: SAMPLE_BYTES + 1]))
+        for index, search in self._counters:
+            if search(self._open, 0, size) is not None:
+                self._counts[index] += 1
         self._open = bytearray()
         self._open_size = 0
         self._open_last = -1
@@ -273,6 +292,10 @@ class RegexScan:
         pieces = chunk.split(b"\n")
         self._extend(pieces[0])
         self._close_open_line()
+        if self._counters:
+            self._search_with_counters(pieces)
+            self._extend(pieces[-1])
+            return
         search = self._search
         limit = self._limit
         samples = self._samples
@@ -291,6 +314,31 @@ class RegexScan:
         self._error_lines += error_lines
         self._extend(pieces[-1])
 
+    def _search_with_counters(self, pieces: list[bytes]) -> None:
+        """The complete lines of one chunk, searched by the error pattern and every counter:
+        a loop of its own, so that the error pattern alone keeps the lean one above."""
+        search = self._search
+        counters = self._counters
+        counts = self._counts
+        limit = self._limit
+        samples = self._samples
+        error_lines = 0
+        for line in pieces[1:-1]:
+            size = len(line)
+            if size and line[-1] == 0x0D:
+                size -= 1
+            if size > limit:
+                self._long_lines += 1
+                size = limit
+            if search(line, 0, size) is not None:
+                error_lines += 1
+                if len(samples) < SAMPLE_LINES:
+                    samples.append(_sample(line[: SAMPLE_BYTES + 1]))
+            for index, counter in counters:
+                if counter(line, 0, size) is not None:
+                    counts[index] += 1
+        self._error_lines += error_lines
+
     def finish(self) -> Counts:
         if self._open_size:
             self._lines += 1
@@ -301,10 +349,16 @@ class RegexScan:
             bytes_read=self._bytes_read,
             long_lines=self._long_lines,
             samples=tuple(self._samples),
+            counts=tuple(self._counts),
         )
 
     def close(self) -> None:
         pass
+
+
+def _never(_line: bytes | bytearray, _pos: int, _endpos: int) -> None:
+    """The search of a regex scan that holds counters only."""
+    return None
 
 
 def _head_room(head: bytes, stop: int) -> int:
@@ -336,10 +390,17 @@ class HyperscanScan:
     The database reports each error line once, at its end (see ``workers.matching``), whatever
     the chunks: one stream sees the whole content, so a word split across chunks or ending the
     content is hyperscan's business. The first SAMPLE_LINES reports are noted for samples.
+
+    With ``size`` counters, ids 0 and 1 are the error pattern's and ids 2 + 2i and 3 + 2i
+    counter i's (``workers.matching``); Counts.counts has ``size`` entries, zero for the
+    counters searched elsewhere.
     """
 
-    def __init__(self, database: hyperscan.Database, newlines: Callable[[bytes], int]) -> None:
+    def __init__(
+        self, database: hyperscan.Database, newlines: Callable[[bytes], int], size: int = 0
+    ) -> None:
         self._newlines = newlines
+        self._counts = [0] * size
         self._lines = 0
         self._error_lines = 0
         self._bytes_read = 0
@@ -351,7 +412,7 @@ class HyperscanScan:
         self._ends_open = False
         # The binding keeps borrowed references to the database and the handler: hold both.
         self._database = database
-        self._handler = self._on_line
+        self._handler = self._on_report if size else self._on_line
         self._stream: hyperscan.Stream | None = database.stream(
             match_event_handler=self._handler
         ).__enter__()
@@ -361,6 +422,13 @@ class HyperscanScan:
         self._error_lines += 1
         if self._error_lines <= SAMPLE_LINES:
             self._marks.append(end - self._base)
+
+    def _on_report(self, id: int, start: int, end: int, flags: int, context: object) -> None:
+        # A report of a counter's line, or else the error pattern's.
+        if id > 1:
+            self._counts[(id >> 1) - 1] += 1
+        else:
+            self._on_line(id, start, end, flags, context)
 
     def feed(self, chunk: bytes) -> None:
         if not chunk:
@@ -394,9 +462,44 @@ class HyperscanScan:
             error_lines=self._error_lines,
             bytes_read=self._bytes_read,
             samples=tuple(self._samples),
+            counts=tuple(self._counts),
         )
 
     def close(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.close()
+
+
+class CombinedScan:
+    """Several scans of the same content: the first counts lines and error lines and takes
+    samples; the others only count counters. ``singles`` maps the position of a scan that
+    searches one counter as its error pattern (a literal counter on ``bytes.find``) to that
+    counter's index; any other scan's Counts.counts has ``size`` entries, added up."""
+
+    def __init__(self, scans: Sequence[Scan], size: int, singles: dict[int, int]) -> None:
+        self._scans = tuple(scans)
+        self._size = size
+        self._singles = singles
+
+    def feed(self, chunk: bytes) -> None:
+        for scan in self._scans:
+            scan.feed(chunk)
+
+    def finish(self) -> Counts:
+        results = [scan.finish() for scan in self._scans]
+        counts = [0] * self._size
+        for position, result in enumerate(results):
+            single = self._singles.get(position)
+            if single is not None:
+                counts[single] += result.error_lines
+            else:
+                for index, count in enumerate(result.counts):
+                    counts[index] += count
+        # At most one of them is a regex scan, the one that sees long lines.
+        long_lines = max(result.long_lines for result in results)
+        return replace(results[0], long_lines=long_lines, counts=tuple(counts))
+
+    def close(self) -> None:
+        for scan in self._scans:
+            scan.close()

@@ -30,7 +30,7 @@ from workers.common import (
     printable,
 )
 from workers.counting import complete_lines_end, compressed, count_fd
-from workers.errors import CountError, MasterRefused, PathRefused
+from workers.errors import ConfigError, CountError, MasterRefused, PathRefused
 from workers.expansion import Expansion
 from workers.matching import ErrorMatcher
 from workers.protocol import (
@@ -96,7 +96,8 @@ class Worker:
         self._counting: int | None = None  # the task being counted now
         self._lost: set[int] = set()
         self._held_lock = threading.Lock()
-        self._matchers: dict[bytes, ErrorMatcher] = {}
+        # Per (error pattern, counters): a master sends the same ones with every task.
+        self._matchers: dict[tuple[bytes, tuple[tuple[str, bytes], ...]], ErrorMatcher] = {}
         self._expansion = Expansion(config.max_expanded, on_start=self._flush)
         self.handled = 0  # tasks reported on, whatever their outcome
 
@@ -201,11 +202,11 @@ class Worker:
 
         assert self._root is not None
         try:
-            matcher = self._matcher(task.error_pattern)
+            matcher = self._matcher(task.error_pattern, task.counters)
             fd = open_under(self._root, task.path)
         except FileNotFoundError:
             return failed(Status.VANISHED, "file not found")
-        except (PathRefused, re.error) as e:
+        except (PathRefused, ConfigError, re.error) as e:
             return failed(Status.ERROR, str(e))
         except OSError as e:
             return failed(Status.ERROR, error_text(e))
@@ -256,19 +257,23 @@ class Worker:
             inode=before.st_ino,
             fingerprint=counts.fingerprint,
             extends=counts.extends,
+            counts=counts.counts,
         )
 
-    def _matcher(self, pattern: bytes) -> ErrorMatcher:
-        matcher = self._matchers.get(pattern)
+    def _matcher(self, pattern: bytes, counters: tuple[tuple[str, bytes], ...]) -> ErrorMatcher:
+        key = (pattern, counters)
+        matcher = self._matchers.get(key)
         if matcher is None:
-            matcher = ErrorMatcher(pattern, engine=self.config.engine)
-            self._matchers[pattern] = matcher
+            matcher = ErrorMatcher(pattern, counters=counters, engine=self.config.engine)
+            self._matchers[key] = matcher
             log.info(
                 "error pattern %s: %s engine, lines counted by %s",
                 printable(pattern.decode("utf-8", "backslashreplace")),  # as typed: \b, not \\b
                 matcher.engine,
                 matcher.newline_counter,
             )
+            for name, engine in zip(matcher.counter_names, matcher.counter_engines, strict=True):
+                log.info("counter %s: %s engine", name, engine)
         return matcher
 
     # --- talking to the master -------------------------------------------------------------

@@ -93,41 +93,6 @@ def _literal_shape(pattern: bytes) -> tuple[tuple[bytes, ...], bool] | None:
             return tuple(dict.fromkeys(found[1].split(b"|"))), bounded
     return None
 
-# A counter's name: short, and the same in a ledger column, a JSON key or a command line.
-_COUNTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
-
-Counters = tuple[tuple[str, bytes], ...]
-
-
-def check_counters(pairs: Iterable[tuple[str, bytes]]) -> Counters:
-    """The (name, pattern) pairs as a tuple, or a ConfigError naming the first counter that is
-    wrong: a bad name, a name given twice, more than MAX_COUNTERS, a pattern ``re`` refuses."""
-    counters: list[tuple[str, bytes]] = []
-    names: set[str] = set()
-    for pair in pairs:
-        if type(pair) is not tuple or len(pair) != 2:
-            raise ConfigError("a counter is a (name, pattern) pair")
-        name, pattern = pair
-        shown = printable(repr(name)[:40])
-        if type(name) is not str or not _COUNTER_NAME.fullmatch(name):
-            raise ConfigError(
-                f"counter name {shown}: a name is a lower-case letter, then at most 31 "
-                "lower-case letters, digits or _"
-            )
-        if name in names:
-            raise ConfigError(f"counter {name}: given twice")
-        if len(counters) == MAX_COUNTERS:
-            raise ConfigError(f"counter {name}: at most {MAX_COUNTERS} counters may be given")
-        if type(pattern) is not bytes:
-            raise ConfigError(f"counter {name}: its pattern must be bytes")
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise ConfigError(f"counter {name}: not a valid regex: {e}") from None
-        names.add(name)
-        counters.append((name, pattern))
-    return tuple(counters)
-
 
 class ErrorMatcher:
     """Compiled counting rules; build once, reuse for many files.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -274,6 +275,8 @@ def _file_settings(
 # The file's [count] table holds the named counters (NAME = "PATTERN", the --count option of
 # serve, run and count) beside the count command's own options.
 COUNTERS_TABLE = "count"
+# In a variable's list of counters, a comma before the next NAME=.
+_NEXT_COUNTER = r",(?=\s*[a-z][a-z0-9_]*=)"
 
 
 def _split_counters(table: dict[str, Any], options: set[str]) -> tuple[dict[str, Any], list[str]]:
@@ -331,7 +334,9 @@ def _convert(option: Option, raw: Any, where: str, from_text: bool) -> Any:
         return action.const if flag else action.default
     if isinstance(action, argparse._AppendAction) or action.nargs in ("*", "+"):
         if from_text:
-            items: Any = [item.strip() for item in raw.split(",") if item.strip()]
+            # Counters' patterns may hold commas ({4,}): one starts only where NAME= does.
+            separator = _NEXT_COUNTER if option.key == COUNTERS_TABLE else ","
+            items: Any = [item.strip() for item in re.split(separator, raw) if item.strip()]
         else:
             items = raw
         if not isinstance(items, list):
@@ -366,7 +371,9 @@ def _value(action: argparse.Action, raw: Any, where: str) -> Any:
     convert: Callable[[str], Any] = action.type if callable(action.type) else str
     try:
         value = convert(text)
-    except (TypeError, ValueError, argparse.ArgumentTypeError):
+    except argparse.ArgumentTypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except (TypeError, ValueError):
         name = getattr(action.type, "__name__", "")
         raise ConfigError(f"{where}: invalid {name} value: {raw!r}") from None
     if action.choices is not None and value not in action.choices:

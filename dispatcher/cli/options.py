@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeAlias
 from dispatcher import defaults
 from workers.common import add_connection_arguments
 from workers.config import REQUIRED
-from workers.matching import DEFAULT_ERROR_PATTERN
+from workers.matching import DEFAULT_ERROR_PATTERN, Counters, check_counters
 
 if TYPE_CHECKING:
     # What add_subparsers() gives: each command's module adds its parser to it.
@@ -175,6 +175,20 @@ def add_counters(parser: argparse.ArgumentParser) -> None:
         "beside the error lines; repeat for more, up to 32; in the configuration file a "
         '[count] table of NAME = "PATTERN" (default: none)',
     )
+    parser.add_argument(
+        "--levels",
+        action="store_true",
+        help="count the lines of each log level too, as counters trace, debug, info, warn, "
+        'error and fatal (plain words, level=, JSON "level", syslog severities; see '
+        "docs/counting.md)",
+    )
+
+
+def counters_of(args: argparse.Namespace) -> Counters:
+    """The named counters the options give: --levels' first, then each --count's; checked."""
+    from workers.levels import LEVELS
+
+    return check_counters((*(LEVELS if args.levels else ()), *args.count))
 
 
 def counter(text: str) -> tuple[str, bytes]:

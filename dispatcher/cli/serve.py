@@ -14,6 +14,7 @@ from dispatcher.cli.options import (
     add_command,
     add_master_options,
     add_root_argument,
+    counters_of,
     error_pattern,
 )
 from workers.common import (
@@ -79,7 +80,7 @@ def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -
         "include": args.include,
         "exclude": args.exclude,
         "error_pattern": error_pattern(args.error_pattern),
-        "counters": tuple(args.count),
+        "counters": counters_of(args),
         "lease": args.lease,
         "max_lease_age": args.max_lease_age,
         "max_attempts": args.max_attempts,

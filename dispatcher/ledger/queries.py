@@ -156,8 +156,12 @@ def select_group_counts(by: str, depth: int | None = None) -> Select:
     them: (group key, counter, lines) rows."""
 
     def select(db: sqlite3.Connection, totals: dict[str, Any]) -> sqlite3.Cursor:
-        per = "c.key AS counter, sum(c.value) AS value"
-        source = "counted, json_each(counted.own_counts) AS c WHERE counted.status = 'done'"
+        # A subquery: json_each's own columns (path, id, key...) would clash with counted's.
+        source = (
+            "(SELECT counted.*, c.key AS counter, c.value AS counter_lines "
+            "FROM counted, json_each(counted.own_counts) AS c WHERE counted.status = 'done')"
+        )
+        per = "counter, sum(counter_lines) AS value"
         groups = _grouped(db, by, depth, per, "counter, sum(value) AS value", source, 2)
         return db.execute(f"SELECT key, counter, value FROM ({groups} GROUP BY 1, 2)")
 

@@ -112,6 +112,7 @@ def test_count_prints_the_same_counts_as_the_rules(tmp_path: Path) -> None:
         "failed": 0,
         "lines": 2 * lines,
         "error_lines": 2 * errors,
+        "counts": {},
     }
 
     text = logdispatch("count", str(plain), str(tmp_path / "missing.log"))
@@ -146,6 +147,7 @@ def test_long_table_keeps_the_files_that_need_attention() -> None:
             "worker": "w",
             "attempts": 1,
             "error": None,
+            "counts": {},
         }
         for i in range(300)
     ]
@@ -159,6 +161,8 @@ def test_long_table_keeps_the_files_that_need_attention() -> None:
         "lines": 2990,
         "error_lines": 0,
         "bytes": 299,
+        "counts": {},
+        "lacking": {},
     }
     out = io.StringIO()
     summary.render_table({"totals": totals, "files": files}, out, table_rows=5)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cluster, wait_for
+from conftest import Cluster, free_port, wait_for
 from reference import reference_counts
 from test_cli import logdispatch
 from test_master import Harness, _old_file
@@ -281,8 +281,9 @@ def test_bad_on_done_settings_are_refused_before_anything_starts(
         assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
     monkeypatch.setenv("LOGDISPATCH_AUTHKEY", "a key")
     served = logdispatch(
-        "serve", str(root), "--state", str(state), "--on-done", f"move:{root}/host-01/old"
-    )
+        "serve", str(root), "--state", str(state), "--on-done", f"move:{root}/host-01/old",
+        "--address", f"127.0.0.1:{free_port()}",  # the default port may be another's
+    )  # fmt: skip
     assert served.returncode == 2
     assert "logdispatch serve: error: --on-done" in served.stderr
     assert "inside the watched root" in served.stderr

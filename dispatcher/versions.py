@@ -64,6 +64,15 @@ class Rules:
 
 
 @dataclass(frozen=True, slots=True)
+class Owner:
+    """Content counted before: the path it was first counted under, and the named counters,
+    (name, pattern) pairs, that have counted it under any rules."""
+
+    path: bytes
+    counters: frozenset[tuple[str, bytes]] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class CountedVersion:
     """A done version's counts, as a new version is compared with it: the same file renamed,
     or grown."""

@@ -254,3 +254,59 @@ def test_no_counters_no_counts(tmp_path: Path) -> None:
     document = _summary(tmp_path / "state")
     assert document["files"][0]["counts"] == {} and document["totals"]["counts"] == {}
     assert os.path.exists(tmp_path / "state" / "ledger.sqlite3")
+
+
+def test_recount_fills_in_the_counters_each_piece_of_content_once(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    content = b"WARN a took 12345ms\nok\nWARN b\n"
+    (root / "a.log").write_bytes(content)
+    (root / "copy.log").write_bytes(content)
+    (root / "other.log").write_bytes(b"WARN c took 99999ms\n")
+    (root / "deleted.log").write_bytes(b"WARN d took 55555ms\n")
+    state = tmp_path / "state"
+    _run(root, state, "--count", "warn=WARN")
+    before = _summary(state)
+    (root / "deleted.log").unlink()
+    both = ["--count", "warn=WARN", "--count", "slow=took [0-9]{4,}ms"]
+
+    run = logdispatch(
+        "run", str(root), "--once", "--workers", "2", "--state", str(state), "--settle", "0",
+        "--recount", "missing", *both,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "recounting 3 file(s) counted with fewer counters; 1 more are no longer" in run.stderr
+    document = _summary(state)
+    files = {f["path"]: f for f in document["files"]}
+    assert files["a.log"]["counts"] == files["copy.log"]["counts"] == {"warn": 2, "slow": 1}
+    assert files["other.log"]["counts"] == {"warn": 1, "slow": 1}
+    assert files["deleted.log"]["counts"] == {"warn": 1}  # no longer there: kept as it was
+    totals = document["totals"]
+    # Nothing counted twice: lines and warn as before; slow for each content once, but the
+    # deleted file's, which it was never counted for.
+    assert (totals["lines"], totals["error_lines"]) == (
+        before["totals"]["lines"],
+        before["totals"]["error_lines"],
+    )
+    assert totals["counts"] == {"warn": before["totals"]["counts"]["warn"], "slow": 2}
+    assert totals["lacking"] == {"warn": 0, "slow": 1}
+    history = _summary(state, "--history", "a.log")["versions"]
+    assert len(history) == 2 and history[1]["own_lines"] == 0  # its lines were counted
+
+    # Nothing is missing now: another recount has nothing to do.
+    again = logdispatch(
+        "run", str(root), "--once", "--workers", "1", "--state", str(state), "--settle", "0",
+        "--recount", "missing", *both,
+    )  # fmt: skip
+    assert "recounting 0 file(s)" in again.stderr
+    assert _summary(state)["totals"] == totals
+
+    # A new error pattern: --recount all counts every file again with it, lines once.
+    changed = logdispatch(
+        "run", str(root), "--once", "--workers", "1", "--state", str(state), "--settle", "0",
+        "--recount", "all", "--error-pattern", r"\bok\b", *both,
+    )  # fmt: skip
+    assert "recounting 3 file(s) counted with other rules" in changed.stderr
+    files = {f["path"]: f for f in _summary(state)["files"]}
+    assert files["a.log"]["error_lines"] == 1 and files["a.log"]["counts"]["slow"] == 1
+    assert _summary(state)["totals"]["counts"] == totals["counts"]

@@ -122,6 +122,14 @@ def add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
     add_error_pattern(parser)
     add_counters(parser)
     parser.add_argument(
+        "--recount",
+        choices=("all", "missing"),
+        metavar="all|missing",
+        help="at start, count again the files still in ROOT, unchanged, that were counted with "
+        "other rules (error pattern or counters): all of them, or only those missing one of "
+        "the counters given now; as new versions, each piece of content once (default: none)",
+    )
+    parser.add_argument(
         "--lease",
         type=float,
         default=defaults.LEASE_SECONDS,

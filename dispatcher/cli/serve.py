@@ -81,6 +81,7 @@ def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -
         "exclude": args.exclude,
         "error_pattern": error_pattern(args.error_pattern),
         "counters": counters_of(args),
+        "recount": args.recount,
         "lease": args.lease,
         "max_lease_age": args.max_lease_age,
         "max_attempts": args.max_attempts,

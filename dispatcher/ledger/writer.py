@@ -42,6 +42,7 @@ from dispatcher.versions import (
     OnDone,
     OpenVersion,
     Outcome,
+    Owner,
     Rules,
     Version,
     VersionStatus,
@@ -145,6 +146,8 @@ class Ledger:
             raise ledger_error(self._path, e, "open") from None
         self.rules_since = 0  # see count_with
         self.rules = Rules(b"")  # see count_with
+        # The counters of each set of rules in the ledger, by its id: (name, pattern) pairs.
+        self.counter_sets: dict[int, frozenset[tuple[str, bytes]]] = {}
         self._new_rows: list[tuple[int, bytes, int, int, float]] = []
         self._done_rows: list[DoneRow] = []
         self._disposed_rows: list[tuple[str, str, int]] = []
@@ -461,7 +464,28 @@ class Ledger:
         )
         self.rules_since = self._meta_int("rules_since")
         self.rules = Rules(error_pattern, counters, rules_id)
+        self.counter_sets = {
+            rules: frozenset((name, bytes.fromhex(pattern)) for name, pattern in json.loads(spec))
+            for rules, spec in self._db.execute("SELECT id, counters FROM rules")
+        }
         return self.rules
+
+    @_guarded
+    def to_recount(self, only_missing: bool) -> list[Version]:
+        """The latest done version of each path still in the root that was counted with other
+        rules than the current (``only_missing``: without one of the current counters)."""
+        rows = self._db.execute(
+            "SELECT id, path, size, mtime_ns, rules FROM versions WHERE replaced = 0 "
+            "AND status = 'done' AND gone_at IS NULL AND on_done_state IS NULL "
+            "AND rules IS NOT ?",
+            (self.rules.id,),
+        )
+        wanted = frozenset(self.rules.counters)
+        return [
+            Version(version_id, path, size, mtime_ns)
+            for version_id, path, size, mtime_ns, rules in rows
+            if not only_missing or not wanted <= self.counter_sets.get(rules, frozenset())
+        ]
 
     @_guarded
     def counted_with_other_rules(self) -> int:
@@ -474,25 +498,25 @@ class Ledger:
         return int(other)
 
     @_guarded
-    def first_counted(self, fingerprints: Iterable[bytes]) -> dict[bytes, tuple[bytes, bool]]:
+    def first_counted(self, fingerprints: Iterable[bytes]) -> dict[bytes, Owner]:
         """For each of ``fingerprints`` counted before: the path it was first counted under,
-        and whether it was counted with the current rules (else its named counters have not
-        counted it)."""
+        and the named counters that have counted it (of every set of rules it was counted
+        with)."""
         keys = [(fingerprint,) for fingerprint in fingerprints]
         self._flush_counted()
-        owners: dict[bytes, tuple[bytes, bool]] = {}
+        owners: dict[bytes, Owner] = {}
         for sql, values in values_statements(
             "WITH w(fingerprint) AS (VALUES {}) SELECT w.fingerprint, (SELECT path FROM versions "
-            "WHERE fingerprint = w.fingerprint ORDER BY id LIMIT 1), EXISTS (SELECT 1 FROM "
-            f"versions WHERE fingerprint = w.fingerprint AND rules = {int(self.rules.id)}) FROM w",
+            "WHERE fingerprint = w.fingerprint ORDER BY id LIMIT 1), (SELECT "
+            "json_group_array(DISTINCT coalesce(rules, 0)) FROM versions "
+            "WHERE fingerprint = w.fingerprint) FROM w",
             1,
             keys,
         ):
-            owners.update(
-                (f, (path, bool(same)))
-                for f, path, same in self._db.execute(sql, values)
-                if path is not None
-            )
+            for fingerprint, path, rules in self._db.execute(sql, values):
+                if path is not None:
+                    sets = (self.counter_sets.get(r, frozenset()) for r in json.loads(rules))
+                    owners[fingerprint] = Owner(path, frozenset().union(*sets))
         return owners
 
     @_guarded

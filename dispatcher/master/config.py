@@ -27,6 +27,7 @@ class MasterConfig:
     exclude: Sequence[str] = ()
     error_pattern: bytes = DEFAULT_ERROR_PATTERN
     counters: Counters = ()  # named counters, (name, pattern) pairs, counted beside error lines
+    recount: str | None = None  # at start: "all" counted with other rules, or "missing" counters
     lease: float = defaults.LEASE_SECONDS
     max_lease_age: float = defaults.MAX_LEASE_AGE_SECONDS
     max_attempts: int = defaults.MAX_ATTEMPTS

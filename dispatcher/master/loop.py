@@ -29,7 +29,7 @@ from dispatcher.versions import Action, OpenVersion, Version, VersionStatus
 from dispatcher.views.activity import Activity
 from dispatcher.views.status import MasterInfo, RootWatch, status_document
 from dispatcher.watch.scanner import Eligibility, Scanner
-from dispatcher.watch.walk import file_under
+from dispatcher.watch.walk import file_under, stat_under
 from workers.common import display_path
 from workers.errors import ConfigError
 
@@ -112,11 +112,11 @@ class Master:
         self._ledger = ledger
         rules = ledger.count_with(config.error_pattern, config.counters)
         other = ledger.counted_with_other_rules()
-        if other:
+        if other and config.recount is None:
             log.warning(
                 "%d counted file(s) were counted with other rules than these (the error pattern "
                 "and counters %s): they keep the counts they have, and the summary shows which "
-                "counters they lack",
+                "counters they lack; --recount all|missing counts them again",
                 other,
                 ", ".join(rules.names) or "none",
             )
@@ -229,6 +229,8 @@ class Master:
         for record in self._ledger.open_versions():
             self._versions.add(record)
             self._to_queue.append((record.version, 0))  # its inode is not known
+        if self.config.recount is not None:
+            self._recount(self.config.recount == "missing")
         self._queue_new()
         if self._versions:
             log.info("re-queued %d unfinished files from the ledger", len(self._versions))
@@ -426,6 +428,22 @@ class Master:
     def _look_again(self, path: bytes) -> None:
         """A new version of ``path`` may be there: it settles and is counted as itself."""
         self._consider(Seen(path))
+
+    def _recount(self, only_missing: bool) -> None:
+        """Count again, as new versions, the files counted with other rules (``only_missing``:
+        without one of the current counters) that are in the root as they were counted: the
+        others keep what they have, and a changed one is a new version anyway."""
+        wanted = self._ledger.to_recount(only_missing)
+        again = [v for v in wanted if stat_under(self._root, v.path) == (v.size, v.mtime_ns)]
+        for version in again:
+            self._add_version(version.path, version.size, version.mtime_ns, 0)
+        log.warning(
+            "recounting %d file(s) counted with %s; %d more are no longer in the root as they "
+            "were counted and keep what they have",
+            len(again),
+            "fewer counters" if only_missing else "other rules",
+            len(wanted) - len(again),
+        )
 
     def _check_settling(self) -> None:
         for path in self._versions.due(self._clock(), self.config.settle, self.config.follow):

@@ -18,6 +18,7 @@ from dispatcher.versions import (
     Added,
     CountedVersion,
     Disposal,
+    Owner,
     Rules,
     Version,
     VersionStatus,
@@ -97,7 +98,7 @@ class Results:
                 renamed.error_lines, fingerprint=renamed.fingerprint, inode=inode, counts=counts,
             )  # fmt: skip
             owner = self._ledger.first_counted([renamed.fingerprint]).get(renamed.fingerprint)
-            same_as = renamed.version.path if owner is None else owner[0]
+            same_as = renamed.version.path if owner is None else owner.path
             added = Added(0, 0, 0, same_as, tuple(0 for _ in counts))
             self._done(version, result, added, counted)
         if counted:
@@ -311,24 +312,28 @@ def _added(
     version: Version,
     result: Result,
     base: CountedVersion | None,
-    owners: dict[bytes, tuple[bytes, bool]],
+    owners: dict[bytes, Owner],
     rules: Rules,
 ) -> Added:
     """What a done result adds to the totals (docs/counting.md): nothing if its content was
     counted before; what it added to the ``base`` it extends; else all of it. ``owners``: the
-    path each content counted so far was first counted under and whether with ``rules``, this
-    one's added to it. A named counter adds its count when its content was counted before
-    with other rules only: those did not count it."""
+    content counted so far, where first and by which named counters, this one's added to it.
+    Each named counter on its own: content counted before, but never by this very counter
+    (its name and pattern), adds this counter's count."""
     counts = result.counts if len(result.counts) == len(rules.names) else ()
     fingerprint = result.fingerprint
     if fingerprint:
         owner = owners.get(fingerprint)
+        counters = frozenset(rules.counters) if counts else frozenset()
         if owner is not None:
-            path, same_rules = owner
-            owners[fingerprint] = (path, True)
-            own_counts = tuple(0 for _ in counts) if same_rules else counts
-            return Added(0, 0, 0, None if path == version.path else path, own_counts)
-        owners[fingerprint] = (version.path, True)
+            new = tuple(
+                0 if counter in owner.counters else count
+                for counter, count in zip(rules.counters, counts, strict=False)
+            )
+            owners[fingerprint] = Owner(owner.path, owner.counters | counters)
+            same_as = None if owner.path == version.path else owner.path
+            return Added(0, 0, 0, same_as, new)
+        owners[fingerprint] = Owner(version.path, counters)
     length = content_length(result)
     if base is None:
         return Added(result.lines, result.error_lines, length, counts=counts)

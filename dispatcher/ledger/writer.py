@@ -472,12 +472,12 @@ class Ledger:
 
     @_guarded
     def to_recount(self, only_missing: bool) -> list[Version]:
-        """The latest done version of each path still in the root that was counted with other
-        rules than the current (``only_missing``: without one of the current counters)."""
+        """The latest done version of each path that was counted with other rules than the
+        current (``only_missing``: without one of the current counters), and that --on-done
+        did not move or delete: the caller sees which are still in the root."""
         rows = self._db.execute(
             "SELECT id, path, size, mtime_ns, rules FROM versions WHERE replaced = 0 "
-            "AND status = 'done' AND gone_at IS NULL AND on_done_state IS NULL "
-            "AND rules IS NOT ?",
+            "AND status = 'done' AND on_done_state IS NULL AND rules IS NOT ?",
             (self.rules.id,),
         )
         wanted = frozenset(self.rules.counters)

@@ -209,7 +209,7 @@ def _groups_table(
             summary.not_done_text(entry),
             style=None if entry["done"] == entry["files"] else "yellow",
         )
-    console = summary.console_for(out)
+    console = summary.console_for(out, len(names))
     console.print(table)
     console.print(_group_note(view, groups))
 

@@ -167,16 +167,24 @@ def render_table(
             Text(printable(status)),
             style=None if entry["status"] == "done" else "yellow",
         )
-    console = console_for(out)
+    console = console_for(out, len(names))
     console.print(table)
     if len(files) < totals["files"]:
         console.print(shown_note(len(files), totals["files"], "files", order, top))
 
 
-def console_for(out: TextIO) -> Console:
+def console_for(out: TextIO, counters: int = 0) -> Console:
+    """A console for a table, as wide as the terminal but at least 100 columns, and room for
+    ``counters`` more columns of named counts, so that paths are not folded to a few
+    characters."""
     from rich.console import Console
 
-    return Console(file=out, width=max(100, Console().width), highlight=False)
+    width = max(100 + COUNTER_COLUMN_WIDTH * counters, Console().width)
+    return Console(file=out, width=width, highlight=False)
+
+
+# What a named counter's column takes in a table: its count and the space between columns.
+COUNTER_COLUMN_WIDTH = 10
 
 
 def shown_note(shown: int, total: int, noun: str, order: str, top: int | None) -> Text:

@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,31 @@ def test_recount_fills_in_the_counters_each_piece_of_content_once(tmp_path: Path
     files = {f["path"]: f for f in _summary(state)["files"]}
     assert files["a.log"]["error_lines"] == 1 and files["a.log"]["counts"]["slow"] == 1
     assert _summary(state)["totals"]["counts"] == totals["counts"]
+
+
+def test_a_ledger_from_before_rules_were_kept_knows_its_files_rules(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.log").write_bytes(b"WARN a\nERROR b\n")
+    state = tmp_path / "state"
+    _run(root, state)
+    # What a ledger written before named counters holds: no rules, no counts.
+    with sqlite3.connect(state / "ledger.sqlite3") as db:
+        for column in ("own_counts", "counts", "rules"):
+            db.execute(f"ALTER TABLE versions DROP COLUMN {column}")
+        db.execute("DROP TABLE rules")
+        db.execute("DELETE FROM meta WHERE key = 'rules'")
+    (root / "b.log").write_bytes(b"WARN c\n")
+    same = logdispatch(
+        "run", str(root), "--once", "--workers", "1", "--state", str(state), "--settle", "0"
+    )
+    assert same.returncode == 0, same.stderr
+    assert "other rules" not in same.stderr  # its files were counted with these very rules
+    counted = logdispatch(
+        "run", str(root), "--once", "--workers", "1", "--state", str(state), "--settle", "0",
+        "--count", "warn=WARN", "--recount", "missing",
+    )  # fmt: skip
+    assert "recounting 2 file(s) counted with fewer counters" in counted.stderr
+    document = _summary(state)
+    assert document["totals"]["counts"] == {"warn": 2}
+    assert (document["totals"]["lines"], document["totals"]["error_lines"]) == (3, 1)

@@ -47,12 +47,14 @@ CREATE TABLE IF NOT EXISTS versions (
     own_lines INTEGER,
     own_error_lines INTEGER,
     own_bytes INTEGER,
-    same_as BLOB,                 -- the path its content was first counted under, if another
+    same_as BLOB,                 -- another path its content was first counted under
     -- The rules (error pattern and named counters) a done version was counted with: an id in
     -- rules. NULL: counted before rules were kept; its error pattern was meta's error_pattern.
     rules INTEGER,
-    counts TEXT,                  -- JSON: lines each named counter matched; NULL: none counted
-    own_counts TEXT               -- JSON: what each adds to the totals as own_lines does
+    -- JSON objects: the lines each named counter matched; what each adds to the totals as
+    -- own_lines does. NULL: no counter counted it.
+    counts TEXT,
+    own_counts TEXT
 );
 -- Each set of rules versions were counted with; counters: JSON [[name, pattern hex], ...].
 CREATE TABLE IF NOT EXISTS rules (

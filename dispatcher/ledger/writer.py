@@ -438,22 +438,11 @@ class Ledger:
         """Note the rules versions are counted with from now on, and return them with their
         id. ``rules_since`` is the first version id counted with them: the counts of an
         earlier one are other rules', or not known to be these."""
-        spec = json.dumps([[name, pattern.hex()] for name, pattern in counters])
-        self._db.execute(
-            "INSERT OR IGNORE INTO rules (error_pattern, counters) VALUES (?, ?)",
-            (error_pattern, spec),
-        )
-        (rules_id,) = self._db.execute(
-            "SELECT id FROM rules WHERE error_pattern = ? AND counters = ?", (error_pattern, spec)
-        ).fetchone()
+        rules_id = self._rules_id(error_pattern, counters)
         before = self._db.execute("SELECT value FROM meta WHERE key = 'rules'").fetchone()
-        if before is None:  # a ledger from before rules were kept: only a pattern was noted
-            pattern = self._db.execute(
-                "SELECT value FROM meta WHERE key = 'error_pattern'"
-            ).fetchone()
-            same = not counters and pattern is not None and pattern[0] == error_pattern.hex()
-        else:
-            same = int(before[0]) == rules_id
+        if before is None:
+            before = self._rules_before_rules_were_kept()
+        same = before is not None and int(before[0]) == rules_id
         if not same:
             self._db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('rules_since', ?)", (self._next_id,)
@@ -469,6 +458,31 @@ class Ledger:
             for rules, spec in self._db.execute("SELECT id, counters FROM rules")
         }
         return self.rules
+
+    def _rules_id(self, error_pattern: bytes, counters: Counters) -> int:
+        spec = json.dumps([[name, pattern.hex()] for name, pattern in counters])
+        self._db.execute(
+            "INSERT OR IGNORE INTO rules (error_pattern, counters) VALUES (?, ?)",
+            (error_pattern, spec),
+        )
+        (rules_id,) = self._db.execute(
+            "SELECT id FROM rules WHERE error_pattern = ? AND counters = ?", (error_pattern, spec)
+        ).fetchone()
+        return int(rules_id)
+
+    def _rules_before_rules_were_kept(self) -> tuple[int] | None:
+        """In a ledger from before the rules were kept, the rules of the versions counted
+        since its error pattern was last set (``rules_since``): that pattern and no counters,
+        recorded with them. None when it has noted no pattern."""
+        pattern = self._db.execute("SELECT value FROM meta WHERE key = 'error_pattern'").fetchone()
+        if pattern is None:
+            return None
+        rules_id = self._rules_id(bytes.fromhex(pattern[0]), ())
+        self._db.execute(
+            "UPDATE versions SET rules = ? WHERE rules IS NULL AND status = 'done' AND id >= ?",
+            (rules_id, self._meta_int("rules_since")),
+        )
+        return (rules_id,)
 
     @_guarded
     def to_recount(self, only_missing: bool) -> list[Version]:

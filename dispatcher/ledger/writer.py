@@ -395,6 +395,7 @@ class Ledger:
         are committed, the action happens even if the master stops before it (see ondone.py).
         """
         pending = on_done.action is not Action.KEEP
+        counts = self._counts_json(result.counts)
         if added is None:
             added = Added(result.lines, result.error_lines, content_length(result))
         self._done_rows.append(
@@ -418,8 +419,10 @@ class Ledger:
                 own_error_lines=added.error_lines,
                 own_bytes=added.content,
                 same_as=added.same_as,
-                rules=self.rules.id or None,
-                counts=self._counts_json(result.counts),
+                # Without its counters' counts (a worker too old to count them), it was not
+                # counted with these rules, and a recount takes it again.
+                rules=self.rules.id if counts is not None or not self.rules.names else None,
+                counts=counts,
                 own_counts=self._counts_json(added.counts),
                 id=result.task_id,
             )

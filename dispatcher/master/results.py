@@ -72,9 +72,9 @@ class Results:
         by_inode = self._ledger.counted_by_inode(inode for _, inode in batch if inode)
         by_path = self._ledger.counted_by_path(version.path for version, _ in batch)
         by_prefix = self._ledger.counted_by_prefix(prefix for prefix in prefixes if prefix)
+        rules = self._ledger.rules
         for (version, inode), prefix in zip(batch, prefixes, strict=True):
             same_file = by_inode.get(inode, []) if inode else []
-            rules = self._ledger.rules
             # Counted with other rules, it is read again: its counts are not these rules'.
             renamed = next(
                 (c for c in same_file if _renamed(c, version) and c.rules == rules.id), None

@@ -65,7 +65,9 @@ def _corpus(root: Path, seed: int) -> dict[str, bytes]:
     return contents
 
 
-@pytest.mark.parametrize(("seed", "engine"), [(1, "auto"), (2, "python")])
+@pytest.mark.parametrize(
+    ("seed", "engine"), [(1, "auto"), (2, "python"), (3, "auto"), (4, "python")]
+)
 def test_random_corpus_against_the_reference(tmp_path: Path, seed: int, engine: str) -> None:
     root = tmp_path / "root"
     contents = _corpus(root, seed)

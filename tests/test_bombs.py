@@ -78,7 +78,13 @@ def test_count_refuses_a_bomb_with_its_reason_and_counts_the_other_files(tmp_pat
         assert shown.returncode == 1, env
         document = json.loads(shown.stdout)
         assert document["files"][0] == {"path": str(bomb), "error": reason}
-        assert document["totals"] == {"files": 1, "failed": 1, "lines": 2, "error_lines": 1, "counts": {}}
+        assert document["totals"] == {
+            "files": 1,
+            "failed": 1,
+            "lines": 2,
+            "error_lines": 1,
+            "counts": {},
+        }
 
 
 def test_a_bomb_among_small_files_holds_back_none_of_their_results(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The report in a real browser (Debian's chromium, driven by Playwright): it loads without an
-error, its charts are drawn, hostile names are text, and it prints."""
+error, its charts are drawn (the named counters' too), hostile names are text, and it prints."""
 
 from __future__ import annotations
 
@@ -103,3 +103,63 @@ def test_the_report_loads_draws_its_charts_and_prints(browser: Browser, page_fil
     pdf = page.pdf(format="A4")
     assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) >= 2
     assert dialogs == [] and problems == []
+
+
+@pytest.fixture
+def counters_page(tmp_path: Path) -> Path:
+    """The report of logs counted by `run --once` with two named counters, one of them added
+    after a first run: some files were counted without it."""
+    root, state = tmp_path / "root", tmp_path / "state"
+    for i, folder in enumerate(("api", "db", "web")):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "app.log").write_bytes(
+            b"".join(
+                b"%d WARN took %dms\nERROR %d\nINFO ok\n" % (n, 600 * n, n)
+                for n in range(50 * i + 9)
+            )
+        )
+    once = ["run", str(root), "--once", "--settle", "0", "--state", str(state)]
+    first = logdispatch(*once, "--count", "warn=WARN")
+    assert first.returncode == 0, first.stderr
+    (root / "db" / "later.log").write_bytes(b"WARN took 99999ms\n" * 40)
+    second = logdispatch(*once, "--count", "warn=WARN", "--count", "slow=took [0-9]{4,}ms")
+    assert second.returncode == 0, second.stderr
+    out = tmp_path / "report.html"
+    made = logdispatch("report", "--state", str(state), "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    return out
+
+
+def test_the_counters_chart_and_the_folders_columns_are_drawn(
+    browser: Browser, counters_page: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    problems: list[str] = []
+    page.on(
+        "console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None
+    )
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(counters_page.as_uri())
+    page.screenshot(path=counters_page.with_name("report.png"), full_page=True)
+
+    charts = page.locator("svg[role=img]")
+    assert charts.count() == 3
+    chart = page.locator("#counters svg[role=img]")
+    box = chart.bounding_box()
+    assert box is not None and box["width"] > 500 and box["height"] > 80
+    assert chart.is_visible() and _drawn(chart) == 2  # warn and slow
+    warn, slow = (chart.locator("g.bar").nth(i).bounding_box() for i in range(2))
+    assert warn is not None and slow is not None and warn["y"] < slow["y"]  # in their order
+    assert chart.locator("text", has_text="3 files without").is_visible()  # slow's
+
+    table = page.locator("#folders table.folders")
+    assert table.is_visible()
+    header = [cell.strip() for cell in table.locator("th").all_inner_texts()]
+    assert header[-2:] == ["warn", "slow"]
+    db = table.locator("tr", has_text="db").locator("td.counter").all_inner_texts()
+    assert db[1] == "40"  # slow: later.log's lines only, the rest counted before it
+    assert problems == []
+
+    page.emulate_media(media="print")
+    assert chart.is_visible() and _drawn(chart) == 2
+    assert problems == []

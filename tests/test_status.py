@@ -24,7 +24,7 @@ from conftest import (
     wait_for,
     write_log,
 )
-from reference import reference_counts
+from reference import reference_counts, reference_line_counts
 
 from dispatcher.transport.taskqueue import TaskQueue
 from dispatcher.versions import Rules, Version
@@ -59,7 +59,7 @@ def test_worker_states_follow_their_calls_and_connections() -> None:
     assert queue.take("h2:2", 1, 1 << 30, 0) != []
     clock.now += 5
     activity.contact("h1:1", 101)  # a heartbeat
-    activity.counted([(10, "h2:2", 3, 1, 0.02)])
+    activity.counted([(10, "h2:2", 3, 1, 0.02, ())])
     queue.discard([2])
     clock.now += 1
     workers = {w["id"]: w for w in _document(queue, activity, clock)["workers"]}
@@ -83,12 +83,13 @@ def test_worker_states_follow_their_calls_and_connections() -> None:
 
 def test_rates_cover_the_last_minute_and_the_histogram_is_cumulative() -> None:
     clock = FakeClock()
-    activity = Activity(clock)
+    activity = Activity(clock, counters=["warn", "slow"])
+    assert activity.snapshot().counts == {"warn": 0, "slow": 0}  # shown before any file
     activity.queued(7, 5_000_012)
     for seconds in (0.001, 0.02, 0.02, 7.0, 1000.0):
-        activity.counted([(1_000_000, "h:1", 10, 0, seconds)])
+        activity.counted([(1_000_000, "h:1", 10, 0, seconds, (("warn", 2), ("slow", 1)))])
     clock.now += 30
-    activity.counted([(2, "h:1", 1, 1, 0.001)])
+    activity.counted([(2, "h:1", 1, 1, 0.001, (("warn", 0), ("slow", 3)))])
     activity.closed("failed", 5, b"bad.gz", "corrupt archive")
     activity.closed("vanished", 5, b"gone.log", None)
     snapshot = activity.snapshot()
@@ -96,6 +97,7 @@ def test_rates_cover_the_last_minute_and_the_histogram_is_cumulative() -> None:
     assert (snapshot.window_files, snapshot.window_bytes) == (6, 5_000_002)
     assert (snapshot.finished_bytes, snapshot.lines, snapshot.error_lines) == (5_000_002, 51, 1)
     assert snapshot.finished == {"done": 6, "failed": 1, "vanished": 1, "superseded": 0}
+    assert snapshot.counts == {"warn": 10, "slow": 8}
     assert activity.progress() == (7, 5_000_012, 8, 5_000_012)  # every version is final
     assert snapshot.window == pytest.approx(30.0)
     assert snapshot.seconds_buckets[-1] == 6
@@ -175,6 +177,7 @@ def test_status_command_table_json_and_errors(cluster: Cluster, tmp_path: Path) 
     doc = json.loads(shown.stdout)
     assert set(doc) >= {"master", "files", "since_start", "rate", "workers", "in_flight"}
     assert (doc["since_start"]["done"], doc["since_start"]["failed"]) == (1, 1)
+    assert doc["since_start"]["counts"] == {}  # no named counters
     assert doc["recent_failures"][0]["path"] == "bad.gz"
     assert doc["master"]["root"] == os.fsdecode(os.path.realpath(cluster.root))
 
@@ -184,6 +187,7 @@ def test_status_command_table_json_and_errors(cluster: Cluster, tmp_path: Path) 
     assert table.returncode == 0, table.stderr
     assert "1 done, 1 failed" in table.stdout
     assert "bad.gz" in table.stdout and "idle" in table.stdout
+    assert "counters" not in table.stdout
 
     wrong_key = tmp_path / "wrong"
     wrong_key.write_text("not the key\n")
@@ -259,6 +263,79 @@ def test_metrics_endpoint_over_http(cluster: Cluster) -> None:
     assert samples["logdispatch_in_flight"] == 0
     wait_for(lambda: _scrape(metrics_port)["logdispatch_workers_connected"] == 2)
     assert samples["process_resident_memory_bytes"] > 0
+    assert not any(name.startswith("logdispatch_count_lines") for name in samples)
+
+
+COUNTERS = {"warn": rb"\bWARN\b", "slow": rb"took [0-9]{4,}ms"}
+
+
+def test_counters_since_start_in_status_and_metrics(cluster: Cluster) -> None:
+    """Each named counter's lines in the content counted since start, each piece once: a copy
+    adds nothing, and what a master counted before it started is not its own."""
+    (cluster.root / "before.log").write_bytes(b"WARN counted by an earlier master\n")
+    args = [arg for name, p in COUNTERS.items() for arg in ("--count", f"{name}={p.decode()}")]
+    run = subprocess.run(
+        [*LOGDISPATCH, "run", str(cluster.root), "--once", "--settle", "0", "--state",
+         str(cluster.state), *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    metrics_port = free_port()
+    master = cluster.serve(*args, "--metrics", f"127.0.0.1:{metrics_port}")
+    wait_for(lambda: "metrics at http://" in master.output)
+    key = ["--address", cluster.address, "--authkey-file", str(cluster.key_file)]
+    # Shown from the start, at zero.
+    assert fetch(("127.0.0.1", cluster.port), AUTHKEY.encode())["since_start"]["counts"] == {
+        "warn": 0,
+        "slow": 0,
+    }
+    assert _scrape(metrics_port)["logdispatch_count_lines_total{counter=slow}"] == 0
+
+    contents = [
+        b"".join(b"%d WARN took %dms\n" % (n, 990 + n * i) for n in range(40 * i + 5))
+        + b"INFO WARNING is not WARN's word\nfine\n"
+        for i in range(6)
+    ]
+    for i, content in enumerate(contents):
+        (cluster.root / f"f{i}.log").write_bytes(content)
+    (cluster.root / "copy.log").write_bytes(contents[3])
+    expected = dict.fromkeys(COUNTERS, 0)
+    for content in contents:
+        counts = reference_line_counts(content, list(COUNTERS.values()))
+        for name, count in zip(COUNTERS, counts, strict=True):
+            expected[name] += count
+    assert expected["warn"] > expected["slow"] > 0
+    cluster.work()
+    cluster.work()
+    wait_for(
+        lambda: fetch(("127.0.0.1", cluster.port), AUTHKEY.encode())["since_start"]["done"] == 7
+    )
+
+    shown = subprocess.run(
+        [*LOGDISPATCH, "status", *key, "--json"], capture_output=True, text=True, timeout=30
+    )
+    assert shown.returncode == 0, shown.stderr
+    since = json.loads(shown.stdout)["since_start"]
+    assert since["counts"] == expected
+    assert list(since["counts"]) == list(COUNTERS)  # in the order they were given
+    # The ledger's totals hold the earlier master's file too.
+    totals = cluster.summary()["totals"]["counts"]
+    assert totals == {"warn": expected["warn"] + 1, "slow": expected["slow"]}
+
+    table = subprocess.run(
+        [*LOGDISPATCH, "status", *key], env={**os.environ, "COLUMNS": "120"},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    since_start = next(i for i, line in enumerate(lines) if line.startswith("since start"))
+    assert lines[since_start + 1].split() == ["counters", "warn", f"{expected['warn']:,}",
+                                              "slow", f"{expected['slow']:,}"]  # fmt: skip
+
+    samples = _scrape(metrics_port)
+    assert samples["logdispatch_count_lines_total{counter=warn}"] == expected["warn"]
+    assert samples["logdispatch_count_lines_total{counter=slow}"] == expected["slow"]
+    assert samples["logdispatch_files_total{state=done}"] == 7
 
 
 def test_metrics_address_in_use_is_a_clear_error(cluster: Cluster) -> None:

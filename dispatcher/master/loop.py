@@ -121,7 +121,7 @@ class Master:
                 ", ".join(rules.names) or "none",
             )
         self._committed_at = clock()
-        self.activity = Activity(clock, wall)
+        self.activity = Activity(clock, wall, rules.names)
         self._versions = Registry(ledger.known_versions(), ledger.gone_paths())
         # Counted files that leave the root are noticed (marked gone, their counts kept) unless
         # --on-done moves or deletes them itself.

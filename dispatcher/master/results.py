@@ -172,8 +172,10 @@ class Results:
         self._versions.close(version.id)
         on_done = self._config.on_done
         self._ledger.record_result(result, self._wall(), on_done, added)
+        # Empty when the worker's counts did not match the rules' counters (_added).
+        counts = tuple(zip(self._ledger.rules.names, added.counts, strict=False))
         counted.append(
-            (version.size, result.worker, added.lines, added.error_lines, result.seconds)
+            (version.size, result.worker, added.lines, added.error_lines, result.seconds, counts)
         )
         if on_done.action is not Action.KEEP:
             device, inode = result.device or None, result.inode or None

@@ -25,8 +25,9 @@ RECENT_FAILURES = 10
 # Upper bounds of the seconds-per-file histogram (as Prometheus' defaults, up to 5 minutes).
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 FINAL_STATES = ("done", "failed", "vanished", "superseded")
-# A version done: its size, the worker's id, lines, error lines, the worker's counting seconds.
-Counted = tuple[int, str, int, int, float]
+# A version done: its size, the worker's id, the lines and error lines it added to the totals,
+# the worker's counting seconds, and (counter name, lines) for what it added to each counter.
+Counted = tuple[int, str, int, int, float, Iterable[tuple[str, int]]]
 
 
 @dataclass(slots=True)
@@ -62,6 +63,7 @@ class ActivitySnapshot:
     finished_bytes: int
     lines: int
     error_lines: int
+    counts: dict[str, int]  # each named counter's lines, in the master's order
     window_files: int  # finished in the last RATE_WINDOW_SECONDS
     window_bytes: int
     window: float  # the window's length so far (shorter just after start)
@@ -78,7 +80,10 @@ class Activity:
         self,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        counters: Iterable[str] = (),
     ) -> None:
+        """``counters``: the names of the named counters the master counts with, shown from
+        the start, at zero until a file adds to them."""
         self._clock = clock
         self._started = clock()
         self._started_wall = wall()
@@ -91,6 +96,7 @@ class Activity:
         self._closed_bytes = 0  # of versions ended without counts: only progress shows them
         self._lines = 0
         self._error_lines = 0
+        self._counts = dict.fromkeys(counters, 0)
         # One [second, files, bytes] per second with finished files, the last minute only.
         self._window: deque[list[int]] = deque()
         self._buckets = [0] * (len(SECONDS_BUCKETS) + 1)
@@ -138,11 +144,13 @@ class Activity:
         second = int(now)
         window = self._window
         with self._lock:
-            for size, worker_id, lines, error_lines, seconds in done:
+            for size, worker_id, lines, error_lines, seconds, counts in done:
                 self._finished["done"] += 1
                 self._finished_bytes += size
                 self._lines += lines
                 self._error_lines += error_lines
+                for name, count in counts:
+                    self._counts[name] = self._counts.get(name, 0) + count
                 if window and window[-1][0] == second:
                     window[-1][1] += 1
                     window[-1][2] += size
@@ -190,6 +198,7 @@ class Activity:
                 finished_bytes=self._finished_bytes,
                 lines=self._lines,
                 error_lines=self._error_lines,
+                counts=dict(self._counts),
                 window_files=sum(entry[1] for entry in self._window),
                 window_bytes=sum(entry[2] for entry in self._window),
                 window=max(min(now - self._started, RATE_WINDOW_SECONDS), 1e-9),

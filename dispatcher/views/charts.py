@@ -118,8 +118,12 @@ def clip(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "\u2026"
 
 
-def horizontal_bars(bars: Sequence[Bar], title: str, unit: str, empty: str) -> Markup:
-    """Bars from the top down in the order given, each labelled with its value; a scale below."""
+def horizontal_bars(
+    bars: Sequence[Bar], title: str, unit: str, empty: str, colour: str | None = None
+) -> Markup:
+    """Bars from the top down in the order given, each labelled with its value; a scale below.
+    Without ``colour`` (a CSS colour for every bar) they are red, the first darker: the bars
+    come most first."""
     values = ticks(max((bar.value for bar in bars), default=0))
     plot = WIDTH - _LABEL_WIDTH - _VALUE_WIDTH
     top = 34
@@ -139,7 +143,9 @@ def horizontal_bars(bars: Sequence[Bar], title: str, unit: str, empty: str) -> M
     return _render(
         "bars.svg.j2",
         title=title,
-        label=_aria(title, bars[0].label, bars[0].value, unit) if bars else f"{title}: {empty}",
+        label=_aria(title, max(bars, key=lambda bar: bar.value), unit)
+        if bars
+        else f"{title}: {empty}",
         empty=empty if not bars else None,
         rows=rows,
         scale=[{"x": _LABEL_WIDTH + plot * v / values[-1], "text": compact(v)} for v in values],
@@ -151,11 +157,12 @@ def horizontal_bars(bars: Sequence[Bar], title: str, unit: str, empty: str) -> M
         height=bottom + 44,
         row=_ROW,
         font=_FONT,
+        colour=colour,
     )
 
 
-def _aria(title: str, label: str, value: int, unit: str) -> str:
-    return f"{title}. The most: {label}, {value:,} {unit}."
+def _aria(title: str, most: Bar, unit: str) -> str:
+    return f"{title}. The most: {most.label}, {most.value:,} {unit}."
 
 
 def time_series(buckets: Buckets, series: Sequence[Series], title: str, empty: str) -> Markup:

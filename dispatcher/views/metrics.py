@@ -115,6 +115,15 @@ class _MasterCollector:
             ("logdispatch_bytes", "bytes", "On-disk bytes of the files counted since start."),
         ):
             yield CounterMetricFamily(name, text, value=since[key])
+        counts = CounterMetricFamily(
+            "logdispatch_count_lines",
+            "Lines each named counter matched in the new content counted since start, "
+            "each piece once.",
+            labels=["counter"],
+        )
+        for counter, lines in since["counts"].items():
+            counts.add_metric([counter], lines)
+        yield counts
         workers = GaugeMetricFamily(
             "logdispatch_workers",
             "Workers by state (connected: counting or idle).",

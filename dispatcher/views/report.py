@@ -37,6 +37,7 @@ from workers.scans import SAMPLE_LINES
 
 FILES_COLOUR = "#2f6fad"
 ERRORS_COLOUR = "#c0392b"
+COUNTERS_COLOUR = "#2f6fad"  # not red: a counter's lines are not errors
 NOTHING_YET = "No file has been counted yet."
 
 
@@ -179,6 +180,9 @@ def render(report: Report, made_at: float, refresh: int | None = None) -> str:
                 "error lines",
                 NOTHING_YET,
             ),
+            counters=list(totals["counts"]),
+            counter_chart=_counter_chart(totals) if totals["counts"] else None,
+            folder_rows=[_folder_row(folder) for folder in report.folders],
             folders_shown=len(report.folders),
             folder_count=report.folder_count,
             timeline_chart=_timeline_chart(report.timeline),
@@ -211,6 +215,31 @@ def _folder_bar(group: dict[str, Any]) -> charts.Bar:
         value=group["error_lines"],
         note=summary.rate_text(group["error_lines"], group["lines"]),
         detail=f"{group['lines']:,} lines in {group['done']:,} done of {group['files']:,} files",
+    )
+
+
+def _folder_row(group: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": printable(group["key"]),
+        "files": group["files"],
+        "lines": group["lines"],
+        "error_lines": group["error_lines"],
+        "rate": summary.rate_text(group["error_lines"], group["lines"]),
+        "counts": group["counts"],  # without a counter none of its files was counted with
+    }
+
+
+def _counter_chart(totals: dict[str, Any]) -> Markup:
+    """A bar per named counter, in their order, with its total and the done files counted
+    without it (before it was added)."""
+    bars = []
+    for name, lines in totals["counts"].items():
+        lacking = totals["lacking"][name]
+        without = f"{lacking:,} file{'s' if lacking != 1 else ''} without" if lacking else ""
+        detail = f"in {totals['done'] - lacking:,} of {totals['done']:,} done files"
+        bars.append(charts.Bar(label=name, value=lines, note=without, detail=detail))
+    return charts.horizontal_bars(
+        bars, "Lines per named counter", "lines", NOTHING_YET, colour=COUNTERS_COLOUR
     )
 
 

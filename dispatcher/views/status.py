@@ -122,6 +122,7 @@ def status_document(
             "bytes": activity.finished_bytes,
             "lines": activity.lines,
             "error_lines": activity.error_lines,
+            "counts": activity.counts,
         },
         "rate": {
             "window_seconds": round(min(activity.window, RATE_WINDOW_SECONDS), 3),
@@ -207,6 +208,12 @@ def render(doc: dict[str, Any]) -> RenderableType:
             f"{since['error_lines']:,} error lines"
         ),
     )
+    # .get(): a master from before named counters answers without them.
+    counts = since.get("counts") or {}
+    if counts:
+        header.add_row(
+            "counters", Text("  ".join(f"{name} {lines:,}" for name, lines in counts.items()))
+        )
     header.add_row(
         "last minute",
         Text(

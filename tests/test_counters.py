@@ -94,6 +94,7 @@ TRICKY = [
     b"WARN\nxWARNING_ WARNING\r\nINFO x",
     b"ERR\r\n\r\nNINGERR x\rINFO\n9 12",
     b"INFOINFO INFO\nWARN\rWARN\r\n",
+    b"x\n",  # a last line ending in "\n", matched by a counter: counted once
 ]
 
 

@@ -94,6 +94,7 @@ TRICKY = [
     b"WARN\nxWARNING_ WARNING\r\nINFO x",
     b"ERR\r\n\r\nNINGERR x\rINFO\n9 12",
     b"INFOINFO INFO\nWARN\rWARN\r\n",
+    b"x\n",  # a last line ending in "\n", matched by a counter: counted once
 ]
 
 
@@ -346,3 +347,7 @@ def test_a_worker_counts_the_counters_of_its_task(tmp_path: Path) -> None:
     result = worker.count(bad)
     assert result.status is Status.ERROR
     assert result.error is not None and re.match(r"counter warn: not a valid regex", result.error)
+    listed = dataclasses.replace(bad, counters=[["warn", b"WARN"]])
+    assert worker.count(listed).error == (
+        "a task's counters must be a tuple of (name, pattern) pairs"
+    )

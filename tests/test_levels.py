@@ -76,6 +76,9 @@ def test_each_layout_counts_for_its_level_only(
         ("ERR connection reset", "error"),
         ("severity=Warning msg=x", "warn"),
         ('{"severity":"CRIT"}', "fatal"),
+        ("WARN at the start of the line", "warn"),
+        ("level=info at the start", "info"),
+        ('"level":\t"debug"', "debug"),
     ],
 )
 def test_other_spellings(tmp_path: Path, line: str, level: str) -> None:
@@ -92,6 +95,7 @@ def test_other_spellings(tmp_path: Path, line: str, level: str) -> None:
         '{"message": "warn", "note": "fatal"}',  # JSON members that are not the level
         "user.errors daemon.warnings mail.information",  # not a syslog severity
         "MY_WARN ERROR_CODE=5 INFO2 _DEBUG",  # words inside longer words
+        "XWARN at the start, 9INFO",
         "",
     ],
 )

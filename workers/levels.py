@@ -29,8 +29,13 @@ LEVEL_KEYS = ("level", "levelname", "severity")
 # Syslog's facility names, as in ``daemon.err``.
 SYSLOG_FACILITIES = (
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-    "authpriv", "ftp", "ntp", "security", "console", "local[0-7]",
+    "authpriv", "ftp", "ntp", "security", "console", *(f"local{n}" for n in range(8)),
 )  # fmt: skip
+
+
+def _word(word: str) -> str:
+    """``\\bWORD\\b`` written to begin with the word's first byte (see level_pattern)."""
+    return f"{word[0]}(?<![A-Za-z0-9_]{word[0]}){word[1:]}\\b"
 
 
 def level_pattern(
@@ -38,17 +43,23 @@ def level_pattern(
 ) -> bytes:
     """The pattern of one level: its words, its values after a level key (``level=warn``,
     ``level="warn"``, ``"level":"warn"``, ``"level": "warn"``), its syslog severities after a
-    facility (``daemon.warning``). Every alternative stands as a whole word."""
-    keys = "|".join(LEVEL_KEYS)
+    facility (``daemon.warning``). Every alternative stands as a whole word.
+
+    Each alternative begins with a literal byte (a word's first letter, ``=``, ``:`` or ``.``)
+    and looks behind for the rest, so that ``re`` skips straight to the bytes that can begin
+    a match; a leading ``\\b`` would make it try every offset of every line.
+    """
     value = "(?i:" + "|".join(values) + ")"
+    after_equals = "|".join(f"(?<=\\b{key}=)" for key in LEVEL_KEYS)
+    after_colon = "|".join(f'(?<="{key}":)' for key in LEVEL_KEYS)
     layouts = [
-        r"\b(?:" + "|".join(words) + r")\b",
-        rf'\b(?:{keys})="?{value}\b',
-        rf'"(?:{keys})"[ \t]*:[ \t]*"{value}"',
+        *(_word(word) for word in words),
+        f'=(?:{after_equals})"?{value}\\b',
+        f':(?:{after_colon})[ \\t]*"{value}"',
     ]
     if severities:
-        facilities = "|".join(SYSLOG_FACILITIES)
-        layouts.append(rf"\b(?:{facilities})\.(?i:" + "|".join(severities) + r")\b")
+        after_dot = "|".join(f"(?<=\\b{facility}\\.)" for facility in SYSLOG_FACILITIES)
+        layouts.append(f"\\.(?:{after_dot})(?i:" + "|".join(severities) + ")\\b")
     return "|".join(layouts).encode("ascii")
 
 

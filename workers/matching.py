@@ -321,37 +321,26 @@ def _compile_hyperscan(
     """A database that reports each line holding a word of a group once, where the line ends.
 
     ``groups``: (group, words, bounded); group 0 is the error pattern, group i + 1 counter i.
-    Group g reports with id 2g (the error pattern also with 1, for a last line without a
-    "\\n"), so a report's group is its id // 2.
+    Group g's patterns have ids 2g and 2g + 1, so a report's group is its id // 2.
 
-    The error pattern's report of a line is the end of ``WORD[^\\n]*\\n`` (or ``\\z`` for a
-    last line without one), after the line's "\\n", where its sample is taken. A counter
-    takes no sample: its report is the end of ``WORD[^\\n]*$`` in multi-line mode, one pattern
-    that hyperscan runs with less work than the two. Hyperscan reports a pattern once per end
-    offset, so a line with several words is reported once per group, and one call per matched
-    line is cheaper than one per word. Without the UTF-8 and UCP flags, ``\\b`` is the ASCII
-    word boundary of a bytes regex in ``re``; the words are [A-Za-z0-9_]+, so they need no
-    escaping and never hold a newline.
+    A line's report is the end of ``WORD[^\\n]*\\n`` (or ``\\z`` for a last line without one):
+    hyperscan reports a pattern once per end offset, so a line with several words is reported
+    once per group, and one call per matched line is cheaper than one per word. Without the
+    UTF-8 and UCP flags, ``\\b`` is the ASCII word boundary of a bytes regex in ``re``; the
+    words are [A-Za-z0-9_]+, so they need no escaping and never hold a newline.
     """
     expressions: list[bytes] = []
     ids: list[int] = []
-    flags: list[int] = []
     for group, words, bounded in groups:
         word = b"(?:" + b"|".join(words) + b")"
         if bounded:
             word = rb"\b" + word + rb"\b"
-        if group == 0:
-            expressions += [word + rb"[^\n]*\n", word + rb"[^\n]*\z"]
-            ids += [0, 1]
-            flags += [0, 0]
-        else:
-            expressions.append(word + rb"[^\n]*$")
-            ids.append(2 * group)
-            flags.append(hyperscan.HS_FLAG_MULTILINE)
+        expressions += [word + rb"[^\n]*\n", word + rb"[^\n]*\z"]
+        ids += [2 * group, 2 * group + 1]
     database = hyperscan.Database(
         mode=hyperscan.HS_MODE_STREAM if stream else hyperscan.HS_MODE_BLOCK
     )
-    database.compile(expressions=expressions, ids=ids, elements=len(expressions), flags=flags)
+    database.compile(expressions=expressions, ids=ids, elements=len(expressions))
     return database
 
 

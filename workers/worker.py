@@ -262,7 +262,12 @@ class Worker:
 
     def _matcher(self, pattern: bytes, counters: tuple[tuple[str, bytes], ...]) -> ErrorMatcher:
         key = (pattern, counters)
-        matcher = self._matchers.get(key)
+        try:
+            matcher = self._matchers.get(key)
+        except TypeError:  # a list where a tuple belongs: no key, and no counters either
+            raise ConfigError(
+                "a task's counters must be a tuple of (name, pattern) pairs"
+            ) from None
         if matcher is None:
             matcher = ErrorMatcher(pattern, counters=counters, engine=self.config.engine)
             self._matchers[key] = matcher

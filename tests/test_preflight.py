@@ -80,10 +80,34 @@ def test_every_problem_is_listed_not_only_the_first(tmp_path: Path) -> None:
         f"  - ROOT {tmp_path / 'missing'} does not exist",
         f"  - --state {tmp_path / 'file' / 'state'}: cannot create it: {tmp_path / 'file'} is "
         "not a directory",
-        f"  - authkey file {tmp_path / 'key'} is readable by group or others (mode 644): "
-        "chmod 600 it",
         f"  - cannot listen on 127.0.0.1:{taken}: Address already in use",
     ]
+    # A key others can read is used all the same, as serve does, with a warning.
+    assert f"authkey file {tmp_path / 'key'} is readable by group or others" in shown.stderr
+    assert shown.stderr.count("readable by group or others") == 1
+
+
+def test_the_settings_the_command_would_refuse(tmp_path: Path) -> None:
+    """What serve, run and work check of their settings at start, config finds too."""
+    root = str(tmp_path)
+    state = ("--state", str(tmp_path / "state"))
+    key = key_file(tmp_path)
+    serve = ("serve", root, *state, "--authkey-file", key, "--address", f":{free_port()}")
+    assert problems(*serve, "--max-attempts", "0") == ["--max-attempts must be at least 1"]
+    assert problems(*serve, "--error-pattern", "(")[0].startswith(
+        "--error-pattern is not a valid regex: missing )"
+    )
+    assert problems(*serve, "--tls-cert", key) == [
+        "--tls-cert, --tls-key and --tls-ca go together: give all three"
+    ]
+    assert problems("run", root, *state, "--workers", "0") == ["--workers must be at least 1"]
+    assert problems("run", root, *state, "--on-done", "remove") == [
+        "--on-done must be keep, delete or move:DIR, not 'remove'"
+    ]  # said once, though two checks find it
+    work = ("work", "--authkey-file", key)
+    assert problems(*work, "--processes", "0") == ["--processes must be at least 1"]
+    assert problems(*work, "--address", "nonsense") == ["--address 'nonsense' is not HOST:PORT"]
+    assert problems(*work, "--root", "x" * 300) == [f"--root {'x' * 300} does not exist"]
 
 
 def test_the_root_and_the_state(tmp_path: Path) -> None:
@@ -111,7 +135,9 @@ def test_the_key(tmp_path: Path) -> None:
     empty = key_file(tmp_path, text="")
     assert problems("work", "--authkey-file", empty) == [f"authkey file {empty} is empty"]
     unset = logdispatch("config", "--json", "work", env={"LOGDISPATCH_AUTHKEY": ""})
-    assert json.loads(unset.stdout)["problems"] == ["$LOGDISPATCH_AUTHKEY is empty"]
+    assert json.loads(unset.stdout)["problems"] == [  # an empty variable is as good as unset
+        "an authkey is required: pass --authkey-file FILE or set $LOGDISPATCH_AUTHKEY"
+    ]
 
 
 def test_the_archive_of_on_done(tmp_path: Path) -> None:
@@ -145,7 +171,7 @@ def test_the_ports_of_serve(tmp_path: Path) -> None:
     assert problems(*line, "--http", f":{port}", "--metrics", f":{port}") == [
         f"cannot serve metrics on 127.0.0.1:{port}: Address already in use"
     ]
-    assert problems(*line, "--http", "8080") == ["address '8080' is not HOST:PORT"]
+    assert problems(*line, "--http", "8080") == ["--http '8080' is not HOST:PORT"]
 
 
 def test_the_extras_the_options_need(tmp_path: Path) -> None:
@@ -204,3 +230,17 @@ def test_serve_metrics_without_prometheus_client_writes_nothing(tmp_path: Path) 
     assert "--metrics needs prometheus_client: pip install '.[metrics]'" in (
         refused_before_the_ledger(tmp_path, shown)
     )
+
+
+def test_a_root_that_cannot_be_looked_at_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    long = str(tmp_path / ("x" * 300))  # ENAMETOOLONG, which pathlib raises
+    key = key_file(tmp_path)
+    served = logdispatch(
+        "serve", long, "--authkey-file", key, "--state", str(tmp_path / "s"),
+        "--address", f":{free_port()}",
+    )  # fmt: skip
+    assert served.returncode == 2, served.stderr
+    assert served.stderr == f"logdispatch serve: error: root {long} is not a directory\n"
+    assert problems("serve", long, "--authkey-file", key, "--state", str(tmp_path / "s")) == [
+        f"ROOT {long} does not exist"
+    ]

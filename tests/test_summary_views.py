@@ -446,6 +446,7 @@ def test_plain_json_keeps_its_shape(counted: Counted) -> None:
         ("--by", "day", "--depth", "2"),
         ("--by", "dir", "--depth", "0"),
         ("--top", "0"),
+        ("--rows", "-1"),
     ],
 )
 def test_options_that_make_no_sense_together_are_refused(

@@ -88,16 +88,16 @@ def parse_address(
         raise ConfigError(f"{option} wants HOST:PORT, not a URL: {text!r}")
     host, sep, port_text = text.rpartition(":")
     if not sep:
-        raise ConfigError(f"address {text!r} is not HOST:PORT")
+        raise ConfigError(f"{option} {text!r} is not HOST:PORT")
     if ":" in host:
         # multiprocessing.connection opens every (host, port) address as an IPv4 socket.
-        raise ConfigError(f"address {text!r}: IPv6 is not supported; use IPv4 or a host name")
+        raise ConfigError(f"{option} {text!r}: IPv6 is not supported; use IPv4 or a host name")
     try:
         port = int(port_text)
     except ValueError:
-        raise ConfigError(f"address {text!r}: port {port_text!r} is not a number") from None
+        raise ConfigError(f"{option} {text!r}: port {port_text!r} is not a number") from None
     if not 0 <= port <= 65535:
-        raise ConfigError(f"address {text!r}: port out of range")
+        raise ConfigError(f"{option} {text!r}: port out of range")
     return host or default_host, port
 
 
@@ -298,6 +298,10 @@ class StopSignals:
         self._on_first()
 
 
+# The key files whose mode was warned of.
+_WARNED_MODES: set[str] = set()
+
+
 def load_authkey(path: str | None) -> bytes:
     """The shared secret from ``path``, else from $LOGDISPATCH_AUTHKEY; there is no default."""
     if path is not None:
@@ -307,14 +311,15 @@ def load_authkey(path: str | None) -> bytes:
                 key = f.read().strip()
         except OSError as e:
             raise ConfigError(f"cannot read authkey file {path}: {e.strerror}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        if mode & (stat.S_IRWXG | stat.S_IRWXO) and path not in _WARNED_MODES:
+            _WARNED_MODES.add(path)  # once, though `config` reads it for two views
             log.warning(
                 "authkey file %s is readable by group or others (mode %o): chmod 600 it",
                 path,
                 stat.S_IMODE(mode),
             )
         source = f"authkey file {path}"
-    elif AUTHKEY_ENV in os.environ:
+    elif os.environ.get(AUTHKEY_ENV):  # an empty variable is as good as unset
         key = os.environ[AUTHKEY_ENV].strip().encode()
         source = f"${AUTHKEY_ENV}"
     else:

@@ -217,7 +217,7 @@ def _from_env(
         setattr(args, option.dest, _convert(option, text, f"${option.env}", from_text=True))
         return Source("env", option.env)
     stand_in = ENV_STAND_INS.get(option.dest)
-    if stand_in is not None and stand_in in environ:
+    if stand_in is not None and environ.get(stand_in):
         return Source("env", stand_in)  # the option keeps its default; the program reads it
     return None
 

@@ -126,7 +126,7 @@ def _authkey(resolution: Resolution) -> tuple[str, Source] | None:
     path = resolution.args.authkey_file
     if path is not None:
         source = Source("file", path)
-    elif AUTHKEY_ENV in os.environ:
+    elif os.environ.get(AUTHKEY_ENV):  # an empty variable is as good as unset
         source = Source("env", AUTHKEY_ENV)
     else:
         return "not set", Source("missing")

@@ -43,7 +43,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         subcommands(parser)[command].error(UNRECOGNIZED + " ".join(unknown))
     try:
         args = resolve(command, subcommands(parser)[command], argv[1:], all_commands).args
-        args.command = command
         quiet = command in ("run", "count", "status")  # their output is the point, not the log
         setup_logging(args.verbose - args.quiet, logging.WARNING if quiet else logging.INFO)
         result: int = args.func(args)

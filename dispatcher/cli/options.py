@@ -168,7 +168,7 @@ def add_error_pattern(parser: argparse.ArgumentParser) -> None:
         "--error-pattern",
         default=None,
         metavar="RE",
-        help="bytes regex for error lines (default: \\b(?:ERROR|FATAL|CRITICAL)\\b)",
+        help=f"bytes regex for error lines (default: {DEFAULT_ERROR_PATTERN.decode()})",
     )
 
 

@@ -64,7 +64,7 @@ def add_run_parser(commands: Subparsers) -> None:
     run.set_defaults(func=cmd_run)
 
 
-def _master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -> MasterConfig:
+def master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) -> MasterConfig:
     from dispatcher.master.config import MasterConfig
     from dispatcher.versions import OnDone
 
@@ -131,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.metrics is not None:
         metrics_address = parse_address(args.metrics, option="--metrics")
     http_address = None if args.http is None else parse_address(args.http, option="--http")
-    config = _master_config(args, load_authkey(args.authkey_file))
+    config = master_config(args, load_authkey(args.authkey_file))
     # Before the ledger is opened: a port in use or a missing extra leaves nothing written.
     check_listening(args)
     master = Master(config)
@@ -169,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_engine(args.engine)  # a missing engine is an error before anything starts
     raise_descriptor_limit()
     authkey = secrets.token_hex(32).encode()  # private to this process tree
-    config = _master_config(args, authkey, address=("127.0.0.1", 0), once=args.once)
+    config = master_config(args, authkey, address=("127.0.0.1", 0), once=args.once)
     # Before the master: forked while nothing is open and no thread runs, waiting to be told
     # where it listens.
     workers = LocalWorkers(args.workers)
@@ -226,15 +226,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             workers.wait(WORKER_STOP_SECONDS)
         master.close()
     try:
-        return _report_run(config, signals, crashed)
+        # A signal after run --once finished stopped nothing: its summary is the run's end.
+        stopped = signals if not (config.once and master.finished) else None
+        return _report_run(config, stopped, crashed)
     finally:
         workers.wait(WORKER_STOP_SECONDS)  # done, nothing in flight: they stop while we report
 
 
-def _report_run(config: MasterConfig, signals: StopSignals, crashed: bool) -> int:
+def _report_run(config: MasterConfig, signals: StopSignals | None, crashed: bool) -> int:
     """The exit status: a run that watches ends by a signal, as serve does, and exits 0; a
-    run --once stopped before every file was done exits 128 + the signal."""
-    if signals.first is not None:
+    run --once stopped before every file was done exits 128 + the signal. ``signals``: None
+    for a run --once that finished (a signal after that stopped nothing)."""
+    if signals is not None and signals.first is not None:
         done = "stopped" if not config.once else "interrupted"
         print(
             f"logdispatch run: {done}; what was counted is in the ledger: "

@@ -162,6 +162,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
         args.history,
         args.since,
     )
+    if args.rows < 0:
+        raise ConfigError("--rows must be 0 (all) or more")
     problems = groups.show(args.state, view, args.format, sys.stdout, args.rows)
     return 1 if problems else 0  # only --failed finds any
 

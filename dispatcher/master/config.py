@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ class MasterConfig:
     tls: TLSFiles | None = None  # the server's certificate, key and clients' CA
 
     def __post_init__(self) -> None:
-        if not self.root.is_dir():
+        if not os.path.isdir(self.root):  # False, not an OSError, for a root it cannot reach
             raise ConfigError(f"root {self.root} is not a directory")
         try:
             re.compile(self.error_pattern)

@@ -324,13 +324,14 @@ def test_a_ledger_from_before_rules_were_kept_knows_its_files_rules(tmp_path: Pa
         for column in ("own_counts", "counts", "rules"):
             db.execute(f"ALTER TABLE versions DROP COLUMN {column}")
         db.execute("DROP TABLE rules")
-        db.execute("DELETE FROM meta WHERE key = 'rules'")
+        db.execute("DELETE FROM meta WHERE key IN ('rules', 'layout')")
     (root / "b.log").write_bytes(b"WARN c\n")
     same = logdispatch(
         "run", str(root), "--once", "--workers", "1", "--state", str(state), "--settle", "0"
     )
     assert same.returncode == 0, same.stderr
     assert "other rules" not in same.stderr  # its files were counted with these very rules
+    assert "brought from layout 6 to 7" in same.stderr
     counted = logdispatch(
         "run", str(root), "--once", "--workers", "1", "--state", str(state), "--settle", "0",
         "--count", "warn=WARN", "--recount", "missing",

@@ -24,7 +24,7 @@ from dispatcher.ledger.queries import (
     select_files,
 )
 from dispatcher.ledger.rows import FileRow
-from dispatcher.ledger.schema import ledger_path
+from dispatcher.ledger.schema import LAYOUT, layout, ledger_path, newer_ledger
 from workers.common import decode_path
 from workers.errors import ConfigError, LedgerError
 
@@ -180,6 +180,9 @@ def _read_only(state_dir: Path, scope: Scope = EVERYTHING) -> Iterator[sqlite3.C
         columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
         if not columns:
             raise LedgerError(f"{path} is not a logdispatch ledger (it has no versions table)")
+        found = layout(db)
+        if found is not None and found > LAYOUT:
+            raise LedgerError(newer_ledger(path, found))
         latest = _LATEST if "replaced" in columns else _LATEST_BEFORE_REPLACED
         on_done = _ON_DONE_TEXT if "on_done" in columns else "NULL"
         # Columns no master of this version has added yet.

@@ -76,15 +76,46 @@ CREATE INDEX IF NOT EXISTS versions_inode ON versions (inode, id) WHERE inode IS
 """
 
 
+# The ledger's layout: one more for each step ``_migrate`` takes, in its order. A ledger notes
+# its layout in meta; one from before layouts were noted is known by the columns it has.
+LAYOUT = 7
+# The column each step of ``_migrate`` adds first, in order: a ledger with the first N of them
+# has layout N.
+_STEPS = ("replaced", "on_done", "inode", "gone_at", "fingerprint", "own_lines", "rules")
+
+
+def layout(db: sqlite3.Connection) -> int | None:
+    """The layout of the ledger ``db`` holds, or None for a file that holds none yet."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "versions" not in tables:
+        return None
+    if "meta" in tables:
+        row = db.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone()
+        if row is not None:
+            return int(row[0])
+    columns = {row[1] for row in db.execute("PRAGMA table_info(versions)")}
+    return sum(1 for column in _STEPS if column in columns)
+
+
+def newer_ledger(path: Path, found: int) -> str:
+    """Why a ledger of a later layout is left alone: this release cannot know its rows."""
+    return (
+        f"{path} was written by a newer logdispatch (ledger layout {found}; this one knows up "
+        f"to {LAYOUT}): run that release or a later one"
+    )
+
+
 def ledger_path(state_dir: Path) -> Path:
     return state_dir / defaults.LEDGER_FILE
 
 
 def create(db: sqlite3.Connection) -> None:
-    """Make the ledger's tables, or bring a ledger written by an earlier version up to them."""
+    """Make the ledger's tables, or bring a ledger written by an earlier version up to them,
+    and note its layout."""
     db.executescript(SCHEMA)
     _migrate(db)
     db.executescript(INDEXES)
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('layout', ?)", (LAYOUT,))
 
 
 def _migrate(db: sqlite3.Connection) -> None:

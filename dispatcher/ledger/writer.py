@@ -31,7 +31,7 @@ from dispatcher.ledger.bulk import (
 )
 from dispatcher.ledger.errors import ledger_error
 from dispatcher.ledger.lock import StateDirLock
-from dispatcher.ledger.schema import create, ledger_path
+from dispatcher.ledger.schema import LAYOUT, create, layout, ledger_path, newer_ledger
 from dispatcher.versions import (
     KEEP,
     Action,
@@ -129,10 +129,23 @@ class Ledger:
         self._lock = StateDirLock(state_dir)
         try:
             self._db = sqlite3.connect(self._path, isolation_level=None)
+            found = layout(self._db)
+            if found is not None and found > LAYOUT:  # refused before anything is written
+                self._release()
+                raise ConfigError(newer_ledger(self._path, found))
             self._enter_wal()
             # FULL makes each commit durable.
             self._db.execute("PRAGMA synchronous=FULL")
+            backup = self._back_up(found) if found is not None and found < LAYOUT else None
             create(self._db)
+            if backup is not None:
+                log.warning(
+                    "ledger %s brought from layout %d to %d; the file as it was is kept as %s",
+                    self._path,
+                    found,
+                    LAYOUT,
+                    backup,
+                )
             self._check_root(root)
             self.lease_secret = self._lease_secret()
             # Ids are handed to workers before the commit that writes their rows, so the next
@@ -153,6 +166,19 @@ class Ledger:
         self._disposed_rows: list[tuple[str, str, int]] = []
         self._db.execute("BEGIN")
         self._committed_changes = self._db.total_changes
+
+    def _back_up(self, found: int) -> Path:
+        """A copy of the ledger as it is, beside it, before it is brought to this layout: the
+        way back to the release that wrote it. Made by SQLite's backup, so a reader or the
+        WAL leave it whole."""
+        backup = self._path.with_name(f"{self._path.name}.layout-{found}.bak")
+        number = 0
+        while backup.exists():  # an earlier copy is kept, whatever it holds
+            number += 1
+            backup = self._path.with_name(f"{self._path.name}.layout-{found}.{number}.bak")
+        with contextlib.closing(sqlite3.connect(backup)) as copy:
+            self._db.backup(copy)
+        return backup
 
     def _enter_wal(self) -> None:
         """WAL lets summaries read while the master writes.

@@ -82,17 +82,18 @@ def read_summary(
 
 
 def read_latest(
-    state_dir: Path, select: Select, scope: Scope = EVERYTHING
+    state_dir: Path, select: Select, scope: Scope = EVERYTHING, totals: bool = True
 ) -> tuple[dict[str, Any], Iterator[Any]]:
     """Totals and the rows ``select(connection, totals)`` reads from the ``latest`` view (the
     latest version of every path), from one snapshot of the ledger.
 
     The rows stream from the open ledger (a million of them need no list); the connection
-    closes once they are read.
+    closes once they are read. Without ``totals`` (for a ``select`` that needs none), the
+    totals are an empty dict, and not read: they take a scan of the whole ledger.
     """
     with contextlib.ExitStack() as stack:
-        db, totals = stack.enter_context(snapshot(state_dir, scope))
-        cursor = select(db, totals)
+        db, totals_read = stack.enter_context(snapshot(state_dir, scope, totals))
+        cursor = select(db, totals_read)
         closing = stack.pop_all()  # from here the rows' generator closes the connection
 
     def rows() -> Iterator[Any]:
@@ -102,21 +103,22 @@ def read_latest(
             except sqlite3.Error as e:  # a damaged page met halfway through
                 raise ledger_error(ledger_path(state_dir), e) from None
 
-    return totals, rows()
+    return totals_read, rows()
 
 
 @contextmanager
 def snapshot(
-    state_dir: Path, scope: Scope = EVERYTHING
+    state_dir: Path, scope: Scope = EVERYTHING, totals: bool = True
 ) -> Iterator[tuple[sqlite3.Connection, dict[str, Any]]]:
-    """A read-only connection to one snapshot of the ledger, and its totals: for a reader of
-    several views at once (dispatcher.ledger.queries gives their queries).
+    """A read-only connection to one snapshot of the ledger, and its totals (an empty dict
+    without ``totals``): for a reader of several views at once (dispatcher.ledger.queries
+    gives their queries).
 
     The connection's views, and so its totals, hold only the versions in ``scope``.
     """
     with _read_only(state_dir, scope) as db:
         db.execute("BEGIN")  # one snapshot for the totals and the rows, while the master writes
-        yield db, _totals(db)
+        yield db, _totals(db) if totals else {}
 
 
 def _totals(db: sqlite3.Connection) -> dict[str, Any]:

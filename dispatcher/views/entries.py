@@ -58,10 +58,6 @@ def _json_text(text: str | None) -> str:
     return "null" if text is None else encode_basestring_ascii(text)
 
 
-def _json_int(number: int | None) -> str:
-    return "null" if number is None else str(int(number))
-
-
 def _counts(text: str | None) -> dict[str, int]:
     return json.loads(text) if text else {}
 
@@ -77,24 +73,27 @@ def iso_time(timestamp: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
-# A field's value in an entry, and as JSON text, by its kind; "{}" is the FileRow attribute.
+# A field's value in an entry, and as JSON text, by its kind; "{0}" is the row's item
+# (FileRow's attribute by its index: a plain tuple of FILE_COLUMNS serves as well).
 _VALUE = {
-    Kind.PATH: "decode_path({})",
+    Kind.PATH: "decode_path({0})",
     Kind.OTHER_PATH: "decode_path({0}) if {0} is not None else None",
-    Kind.TEXT: "{}",
-    Kind.INTEGER: "{}",
-    Kind.TIME: "iso_time({})",
-    Kind.COUNTS: "_counts({})",
+    Kind.TEXT: "{0}",
+    Kind.INTEGER: "{0}",
+    Kind.TIME: "iso_time({0})",
+    Kind.COUNTS: "_counts({0})",
 }
 # In CSV, a file's named counts are one cell: their JSON.
-_CSV = {**_VALUE, Kind.COUNTS: "_json_counts({})"}
+_CSV = {**_VALUE, Kind.COUNTS: "_json_counts({0})"}
+# Written out in place rather than by calling a function for each field: those calls were most
+# of what formatting a row cost.
 _JSON = {
-    Kind.PATH: "_json_text(decode_path({}))",
-    Kind.OTHER_PATH: "_json_text(decode_path({0}) if {0} is not None else None)",
-    Kind.TEXT: "_json_text({})",
-    Kind.INTEGER: "_json_int({})",
-    Kind.TIME: "_json_text(iso_time({}))",
-    Kind.COUNTS: "_json_counts({})",
+    Kind.PATH: "encode_ascii(decode_path({0}))",
+    Kind.OTHER_PATH: '"null" if {0} is None else encode_ascii(decode_path({0}))',
+    Kind.TEXT: '"null" if {0} is None else encode_ascii({0})',
+    Kind.INTEGER: '"null" if {0} is None else int({0})',
+    Kind.TIME: "_json_text(iso_time({0}))",
+    Kind.COUNTS: '{0} or "{{}}"',  # the ledger's JSON, written as it is
 }
 
 
@@ -103,8 +102,9 @@ def _compiled(name: str, expression: str) -> Callable[[FileRow], Any]:
     that a row costs no loop over its fields (summaries write a million rows)."""
     names: dict[str, Any] = {"decode_path": decode_path, "iso_time": iso_time}
     names.update(
-        _json_text=_json_text, _json_int=_json_int, _counts=_counts, _json_counts=_json_counts
-    )
+        _json_text=_json_text, _counts=_counts, _json_counts=_json_counts,
+        encode_ascii=encode_basestring_ascii,
+    )  # fmt: skip
     exec(f"def {name}(row):\n    return {expression}\n", names)
     function: Callable[[FileRow], Any] = names[name]
     return function
@@ -116,17 +116,19 @@ class EntryFormat:
 
     def __init__(self, name: str, fields: tuple[Field, ...]) -> None:
         self.keys = tuple(field.key for field in fields)
-        value = [_VALUE[field.kind].format(f"row.{field.attribute}") for field in fields]
+        # Items by index, not attributes: the rows may be FileRows or the query's tuples.
+        items = [f"row[{FileRow._fields.index(field.attribute)}]" for field in fields]
+        value = [_VALUE[field.kind].format(item) for field, item in zip(fields, items, strict=True)]
         self.values: Callable[[FileRow], tuple[Any, ...]] = _compiled(
             f"{name}_values", "(" + "".join(v + ", " for v in value) + ")"
         )
-        cells = [_CSV[field.kind].format(f"row.{field.attribute}") for field in fields]
+        cells = [_CSV[field.kind].format(item) for field, item in zip(fields, items, strict=True)]
         self.csv_values: Callable[[FileRow], tuple[Any, ...]] = _compiled(
             f"{name}_csv_values", "(" + "".join(v + ", " for v in cells) + ")"
         )
         members = [
-            f"{json.dumps(field.key)}: {{{_JSON[field.kind].format(f'row.{field.attribute}')}}}"
-            for field in fields
+            f"{json.dumps(field.key)}: {{{_JSON[field.kind].format(item)}}}"
+            for field, item in zip(fields, items, strict=True)
         ]
         text = "{{" + ", ".join(members) + "}}"
         if "'" in text or "\\" in text:

@@ -4,13 +4,16 @@ and table pieces the other views (dispatcher.views.groups) share."""
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from dispatcher.defaults import TABLE_ROWS
-from dispatcher.ledger.reader import EVERYTHING, Scope, read_summary
+from dispatcher.ledger.queries import SORT_KEYS, select_files
+from dispatcher.ledger.reader import EVERYTHING, Scope, read_latest, read_summary
 from dispatcher.versions import MOVED_TO
 from dispatcher.views.entries import FILE_FIELDS, file_csv_values, file_entry, json_entry
 from workers.common import printable
@@ -20,6 +23,7 @@ if TYPE_CHECKING:  # rich loads only with a table
     from rich.table import Table
     from rich.text import Text
 
+_T = TypeVar("_T")
 
 # How each --sort orders rows, in words for the tables' notes.
 SORT_WORDS = {"lines": "most lines", "errors": "most error lines", "rate": "highest error rate"}
@@ -55,8 +59,13 @@ def write(
     top: int | None = None,
     scope: Scope = EVERYTHING,
 ) -> None:
-    """The whole document as ``fmt`` ("json" or "csv"), written as the ledger is read."""
-    totals, rows = read_summary(state_dir, sort=sort, top=top, scope=scope)
+    """The whole document as ``fmt`` ("json" or "csv"), written as the ledger is read.
+
+    The CSV holds no totals: they are read only when ``sort`` names a counter (to check it).
+    """
+    totals_needed = fmt == "json" or (sort is not None and sort not in SORT_KEYS)
+    # The query's tuples as they are: the entry functions read them by index, as FileRows.
+    totals, rows = read_latest(state_dir, select_files(None, sort, top), scope, totals_needed)
     if fmt == "json":
         write_json(out, {"totals": totals}, "files", map(json_entry, rows))
     else:
@@ -94,16 +103,34 @@ def write_json(out: TextIO, head: dict[str, Any], key: str, entries: Iterable[st
         out.write(f"\n  {json.dumps(name)}: {json.dumps(value)},")
     out.write(f"\n  {json.dumps(key)}: [")
     separator = "\n    "
-    for entry in entries:
-        out.write(separator + entry)
+    for block in _blocks(entries):
+        out.write(separator + ",\n    ".join(block))
         separator = ",\n    "
     out.write("\n  ]\n}\n")
 
 
 def write_csv(out: TextIO, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> None:
+    """CSV rows written a block at a time, as they come."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    buffer = io.StringIO()
+    in_buffer = csv.writer(buffer, lineterminator="\n")
+    for block in _blocks(rows):
+        buffer.seek(0)
+        buffer.truncate()
+        in_buffer.writerows(block)
+        out.write(buffer.getvalue())
+
+
+# Entries or rows written in one write: a write per row was a good part of what a row cost,
+# and a block this size is a small bounded amount of memory.
+WRITE_BLOCK = 2000
+
+
+def _blocks(items: Iterable[_T]) -> Iterator[list[_T]]:
+    iterator = iter(items)
+    while block := list(itertools.islice(iterator, WRITE_BLOCK)):
+        yield block
 
 
 def _attention_first(entry: dict[str, Any]) -> tuple[bool, int, str]:

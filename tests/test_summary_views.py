@@ -15,6 +15,7 @@ import random
 import re
 import socket
 import sqlite3
+import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import logdispatch
+from conftest import LOGDISPATCH, logdispatch
 from reference import DEFAULT, reference_counts
 
 from dispatcher.defaults import ERROR_SAMPLE_FILES
@@ -633,3 +634,97 @@ def test_since_narrows_every_view_to_what_was_finished_since(tmp_path: Path) -> 
         assert refused.stderr.startswith("usage: logdispatch summary")
     refused = logdispatch("summary", "--state", state, "--history", "a/y.log", "--since", "2h")
     assert refused.returncode == 2 and "--since do not apply" in refused.stderr
+
+
+def test_json_and_csv_of_every_file_are_what_json_and_csv_write_of_its_entry(
+    tmp_path: Path,
+) -> None:
+    """The file view's JSON and CSV, written a block at a time from the query's rows, against
+    each file's entry worked out here from the ledger's columns and written by json.dumps and
+    csv: names with undecodable bytes, backslashes, quotes and DEL; counts; same_as; gone;
+    what became of a file; errors with a comma and a newline; more rows than a block."""
+    from dispatcher.views.summary import WRITE_BLOCK
+
+    root, state = tmp_path / "root", tmp_path / "state"
+    root.mkdir()
+    run = logdispatch("run", str(root), "--once", "--state", str(state))
+    assert run.returncode == 0, run.stderr
+    names = [b"plain.log", b"caf\xc3\xa9.log", b"bad-\xff\xfe.log", b'q"uote\\back.log', b"del\x7f"]
+    r = random.Random(18)
+    rows = []
+    for i in range(2 * WRITE_BLOCK + 7):
+        status = ["done", "done", "done", "failed", "vanished", "queued", "leased"][i % 7]
+        done = status == "done"
+        path = b"d%d/" % (i % 13) + names[i % len(names)] + b".%d" % i
+        rows.append(
+            (
+                path, 100 + i, status, i % 4, f"host-{i % 3}:{i}" if i % 11 else None,
+                r.randrange(1000) if done else None, r.randrange(10) if done else None,
+                None if done else ["disk, full\nagain", "gone", "é"][i % 3],
+                1_763_600_000 + i if status != "queued" else None,
+                1_763_700_000.5 + i if done and i % 5 == 0 else None,
+                b"d0/" + names[i % 4] if done and i % 6 == 0 else None,
+                json.dumps({"warn": i % 3, "slow": i}, separators=(",", ":")) if done else None,
+                ["delete", "move", None][i % 3] if done else None,
+                ["pending", "done", "failed"][i % 3] if done else None,
+                ["deleted", f"moved to /a/{i}", "delete failed: busy"][i % 3] if done else None,
+            )
+        )  # fmt: skip
+    db = sqlite3.connect(state / "ledger.sqlite3")
+    with db:
+        db.executemany(
+            "INSERT INTO versions (path, size, mtime_ns, status, attempts, worker, lines, "
+            "error_lines, error, seen_at, finished_at, gone_at, same_as, counts, on_done, "
+            "on_done_state, on_done_note, own_counts) "
+            "VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(*row, row[11]) for row in rows],
+        )
+    db.close()
+
+    def when(seconds: float | None) -> str | None:
+        if seconds is None:
+            return None
+        moment = datetime.datetime.fromtimestamp(seconds).astimezone()
+        return moment.isoformat(timespec="seconds")
+
+    entries = []
+    for row in sorted(rows):
+        (path, size, status, attempts, worker, lines, errors, error, _, gone, same_as) = row[:11]
+        counts, on_done, on_done_state, note = row[11:]
+        entries.append(
+            {
+                "path": decode_path(path), "status": status, "lines": lines,
+                "error_lines": errors, "bytes": size, "worker": worker, "attempts": attempts,
+                "error": error,
+                "on_done": f"pending: {on_done}" if on_done_state == "pending" else note,
+                "gone": when(gone), "same_as": None if same_as is None else decode_path(same_as),
+                "counts": json.loads(counts) if counts else {},
+            }
+        )  # fmt: skip
+
+    def summary(fmt: str) -> str:
+        command = [*LOGDISPATCH, "summary", "--state", str(state), "--format", fmt]
+        done = subprocess.run(command, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.decode("utf-8")
+
+    written = summary("json")
+    totals = json.loads(written)["totals"]
+    assert totals["files"] == len(rows) and totals["counts"]["slow"] > 0
+
+    def entry_json(entry: dict[str, Any]) -> str:
+        # json.dumps's, but for the counts: the ledger's compact JSON, as it holds them.
+        counts = json.dumps(entry["counts"], separators=(",", ":"))
+        return json.dumps({**entry, "counts": None}).removesuffix("null}") + counts + "}"
+
+    members = "".join(
+        ("\n    " if n == 0 else ",\n    ") + entry_json(e) for n, e in enumerate(entries)
+    )
+    assert written == f'{{\n  "totals": {json.dumps(totals)},\n  "files": [{members}\n  ]\n}}\n'
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\n")
+    writer.writerow(entries[0])
+    for entry in entries:
+        cells = {**entry, "counts": json.dumps(entry["counts"], separators=(",", ":"))}
+        writer.writerow(cells.values())
+    assert summary("csv") == expected.getvalue()

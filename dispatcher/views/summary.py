@@ -64,8 +64,9 @@ def write(
     The CSV holds no totals: they are read only when ``sort`` names a counter (to check it).
     """
     totals_needed = fmt == "json" or (sort is not None and sort not in SORT_KEYS)
+    select = select_files(None, sort, top)
     # The query's tuples as they are: the entry functions read them by index, as FileRows.
-    totals, rows = read_latest(state_dir, select_files(None, sort, top), scope, totals_needed)
+    totals, rows = read_latest(state_dir, select, scope, totals_needed, sorts=sort is not None)
     if fmt == "json":
         write_json(out, {"totals": totals}, "files", map(json_entry, rows))
     else:

@@ -13,12 +13,22 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AUTHKEY, LOGDISPATCH, Cluster, Proc, child_pids, wait_for, write_log
+from conftest import (
+    AUTHKEY,
+    LOGDISPATCH,
+    Cluster,
+    Proc,
+    child_pids,
+    free_port,
+    wait_for,
+    write_log,
+)
 
 # A general regex takes the line-by-line path, and this one tries ".*" from every position of
 # every line: about 10 MB/s here, against some 100 MB/s for r"ERROR\s+\d+". A file of 30 MB
@@ -345,6 +355,37 @@ def test_work_processes_that_keep_dying_are_started_less_often(cluster: Cluster)
     assert survivor in child_pids(worker.popen.pid)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
+
+
+# A child stopped before its worker has signal handlers: it is told to stop while it waits for
+# its configuration, then given one.
+STOPPED_BEFORE_START = """
+import os, signal, sys
+from workers.local import LocalWorkers
+from workers.worker import WorkerConfig
+
+workers = LocalWorkers(1)
+child = workers.processes[0]
+os.kill(child.pid, signal.SIGTERM)
+workers.start(WorkerConfig(address=("127.0.0.1", int(sys.argv[1])), authkey=b"key"))
+child.join(20)
+print(child.exitcode)
+if child.exitcode is None:  # not stopped: it would wait for a master for ever
+    child.kill()
+"""
+
+
+def test_a_worker_stopped_as_it_starts_stops_cleanly() -> None:
+    # No master there: a worker not stopped would wait for one.
+    done = subprocess.run(
+        [sys.executable, "-c", STOPPED_BEFORE_START, str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0\n", done.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

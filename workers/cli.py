@@ -119,11 +119,11 @@ def _run_many(config: WorkerConfig, processes: int) -> int:
     restart_at: dict[int, float] = {}  # slot -> when its next process starts
     # Each slot's status: its last process's, once it exited and is not started again.
     statuses: dict[int, int] = {}
-    stopping = False
+    forwarded: set[int] = set()  # the signals passed on: a child they killed stopped as asked
     while True:
         while received:
             signum = received.pop(0)
-            stopping = True
+            forwarded.add(signum)
             # A stop is no time to start more; a slot waiting for its next process has nothing
             # left to stop, and its process's end was logged.
             statuses.update(dict.fromkeys(restart_at, 0))
@@ -136,9 +136,12 @@ def _run_many(config: WorkerConfig, processes: int) -> int:
             if slot in statuses or slot in restart_at or process.exitcode is None:
                 continue
             status = _status(process.exitcode)
+            if forwarded:
+                statuses[slot] = 0 if -process.exitcode in forwarded else status
+                continue
             # 0: it stopped as asked (or its parent's master is gone); 2: starting it again
             # would only fail again (workers.errors).
-            if stopping or status in (0, 2):
+            if status in (0, 2):
                 statuses[slot] = status
                 continue
             if now - started[slot] >= RESTART_RESET_SECONDS:

@@ -357,6 +357,16 @@ def test_work_processes_that_keep_dying_are_started_less_often(cluster: Cluster)
     assert worker.wait() == 0
 
 
+def test_work_processes_children_stop_when_the_parent_is_killed(cluster: Cluster) -> None:
+    cluster.serve()
+    worker = cluster.work("--processes", "2")
+    children = wait_for(lambda: found if len(found := child_pids(worker.popen.pid)) == 2 else None)
+    wait_for(lambda: worker.output.count("connected to the master") == 2)
+    worker.signal(signal.SIGKILL)
+    worker.wait()
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}/cmdline") for pid in children), 15)
+
+
 # A child stopped before its worker has signal handlers: it is told to stop while it waits for
 # its configuration, then given one.
 STOPPED_BEFORE_START = """

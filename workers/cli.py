@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ from workers.matching import check_engine
 # The worker loop loads when a worker runs: `logdispatch` reads this parser for `work`'s
 # options whenever it checks a configuration file.
 if TYPE_CHECKING:
+    from workers.local import LocalWorkers
     from workers.worker import WorkerConfig
 
 log = logging.getLogger(f"logdispatch.{__name__}")
@@ -102,6 +104,10 @@ RESTART_MAX_SECONDS = 60.0
 RESTART_RESET_SECONDS = 60.0
 
 
+# How long stopping children get, after an error in the parent, before they are killed.
+STOP_SECONDS = 10.0
+
+
 def _run_many(config: WorkerConfig, processes: int) -> int:
     from workers.local import LocalWorkers
 
@@ -112,8 +118,22 @@ def _run_many(config: WorkerConfig, processes: int) -> int:
 
     signal.signal(signal.SIGTERM, record)
     signal.signal(signal.SIGINT, record)
+    # The children stop by themselves once this process is gone, however it ended.
+    config = dataclasses.replace(config, parent_pid=os.getpid())
     workers = LocalWorkers(processes)
-    workers.start(config)
+    try:
+        workers.start(config)
+        return _supervise(workers, config, received)
+    except BaseException:
+        workers.stop()
+        workers.wait(STOP_SECONDS)
+        raise
+
+
+def _supervise(workers: LocalWorkers, config: WorkerConfig, received: list[int]) -> int:
+    """Restart the processes that die, pass ``received`` signals on; the exit status once all
+    have ended."""
+    processes = len(workers.processes)
     started = [time.monotonic()] * processes
     waits = [RESTART_SECONDS] * processes
     restart_at: dict[int, float] = {}  # slot -> when its next process starts

@@ -357,6 +357,45 @@ def test_work_processes_that_keep_dying_are_started_less_often(cluster: Cluster)
     assert worker.wait() == 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system time ``pid`` has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _replaced(parent: int, dead: set[int]) -> set[int] | None:
+    """``parent``'s two children once neither is one of ``dead``."""
+    found = child_pids(parent)
+    return found if len(found) == 2 and not found & dead else None
+
+
+def test_work_processes_parent_sleeps_while_its_dead_children_wait(cluster: Cluster) -> None:
+    cluster.serve()
+    worker = cluster.work("--processes", "2")
+    pid = worker.popen.pid
+    children = wait_for(lambda: found if len(found := child_pids(pid)) == 2 else None)
+    # Killed four times over, both slots wait 4 s for their next process, with nothing alive.
+    for seconds in ("0.5", "1", "2", "4"):
+        for child in children:
+            os.kill(child, signal.SIGKILL)
+        for child in children:
+            said = f"counting process {child} was killed by SIGKILL; another starts in {seconds} s"
+            wait_for(functools.partial(said_by, worker, said))
+        if seconds == "4":
+            break
+        children = wait_for(functools.partial(_replaced, pid, children))
+    cpu, wall = _cpu_seconds(pid), time.monotonic()
+    time.sleep(2)
+    cpu, wall = _cpu_seconds(pid) - cpu, time.monotonic() - wall
+    # A loop that polls the dead children uses a whole core meanwhile.
+    assert cpu < wall / 4, f"{cpu:.2f} s of CPU in {wall:.2f} s"
+    # Their replacements still come.
+    wait_for(lambda: len(child_pids(pid)) == 2)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
 def test_work_processes_children_stop_when_the_parent_is_killed(cluster: Cluster) -> None:
     cluster.serve()
     worker = cluster.work("--processes", "2")

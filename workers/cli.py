@@ -104,6 +104,9 @@ RESTART_MAX_SECONDS = 60.0
 RESTART_RESET_SECONDS = 60.0
 
 
+# A signal's handler only records it, and a wait is not cut short by one: the longest a stop
+# waits to be passed on.
+SIGNAL_CHECK_SECONDS = 0.1
 # How long stopping children get, after an error in the parent, before they are killed.
 STOP_SECONDS = 10.0
 
@@ -133,6 +136,8 @@ def _run_many(config: WorkerConfig, processes: int) -> int:
 def _supervise(workers: LocalWorkers, config: WorkerConfig, received: list[int]) -> int:
     """Restart the processes that die, pass ``received`` signals on; the exit status once all
     have ended."""
+    from multiprocessing.connection import wait
+
     processes = len(workers.processes)
     started = [time.monotonic()] * processes
     waits = [RESTART_SECONDS] * processes
@@ -181,8 +186,18 @@ def _supervise(workers: LocalWorkers, config: WorkerConfig, received: list[int])
                 started[slot] = time.monotonic()
         if len(statuses) == processes:
             return max(statuses.values())
-        for process in workers.processes:
-            process.join(0.1 / processes)
+        # Until a live process ends, the next restart is due, or it is time to look for signals.
+        now = time.monotonic()
+        timeout = max(min([SIGNAL_CHECK_SECONDS, *(at - now for at in restart_at.values())]), 0)
+        live = [
+            process.sentinel
+            for slot, process in enumerate(workers.processes)
+            if slot not in statuses and slot not in restart_at
+        ]
+        if live:
+            wait(live, timeout)
+        else:
+            time.sleep(timeout)
 
 
 def _ending(exitcode: int) -> str:

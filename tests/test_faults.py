@@ -285,6 +285,36 @@ def test_inotify_overflow_triggers_a_rescan(cluster: Cluster) -> None:
     assert "inotify queue overflowed: events were lost, rescanning" in master.output
 
 
+def test_reading_the_tree_fills_no_inotify_queue(cluster: Cluster) -> None:
+    """Opens and closes without a write (every scan's reading of each folder, every worker's
+    reading of each file) are not asked of inotify: on a small queue they would overflow it,
+    and the rescan that follows would overflow it again."""
+    limit_file = Path("/proc/sys/fs/inotify/max_queued_events")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to lower the inotify queue limit")
+    for n in range(20):
+        (cluster.root / f"d{n}").mkdir()
+        (cluster.root / f"d{n}" / "a.log").write_bytes(b"ERROR a\n")
+    saved = limit_file.read_text()
+    limit_file.write_text("64\n")
+    try:
+        master = cluster.serve("--rescan", "3600")
+        wait_for(lambda: "watching" in master.output)
+    finally:
+        limit_file.write_text(saved)  # the master's inotify instance keeps the small queue
+    cluster.work()
+    wait_for(lambda: len(cluster.files()) == 20 and all(
+        e["status"] == "done" for e in cluster.files().values()
+    ))  # fmt: skip
+    for _ in range(50):  # what readers do: a thousand opens and reads of files and folders
+        for n in range(20):
+            (cluster.root / f"d{n}" / "a.log").read_bytes()
+            os.listdir(cluster.root / f"d{n}")
+    (cluster.root / "d0" / "new.log").write_bytes(b"ERROR new\n")  # still seen at once
+    wait_for(lambda: cluster.files().get("d0/new.log", {}).get("status") == "done")
+    assert "overflow" not in master.output
+
+
 def test_authkey_file_readable_by_others_is_warned_about(cluster: Cluster) -> None:
     cluster.key_file.chmod(0o644)
     master = cluster.serve()

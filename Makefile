@@ -12,12 +12,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# What running needs, with the accelerators (the [fast] extra); where they do not install, counting
-# uses the standard library, with the same counts.
+# What running needs, the accelerators included where they have wheels; elsewhere counting uses
+# the standard library, with the same counts.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[fast]' || { \
-	    echo "make: the [fast] extra did not install; counting without it" >&2; \
-	    $(BIN)/python -m pip install --quiet -e .; }
+	$(BIN)/python -m pip install --quiet -e .
 	# An editable install writes no bytecode; with PYTHONDONTWRITEBYTECODE set, nothing would.
 	$(BIN)/python -m compileall -q dispatcher workers
 	touch $@

@@ -253,6 +253,13 @@ def port_open(port: int) -> bool:
         return False
 
 
+def vm_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
 def vm_hwm_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -1067,6 +1074,71 @@ def fig_memory(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) ->
     ]  # fmt: skip
 
 
+def fig_known(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> list[Row]:
+    """The master's memory with a big ledger: N counted files, all still in the root (empty
+    files in a tmpfs where there is one), and the ledger made by bulk SQL rather than by
+    counting them, then `serve` started on both until its start-up scan is over."""
+    from dispatcher.ledger.writer import Ledger
+    from workers.matching import DEFAULT_ERROR_PATTERN
+
+    n = 100_000 if sz.quick else 1_000_000
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp
+    work = Path(tempfile.mkdtemp(prefix="logdispatch-known-", dir=base))
+    try:
+        root = work / "root"
+        mtime = int(time.time() - OLD_AGE) * 1_000_000_000
+        for folder in range(n // 200):
+            where = root / f"host-{folder % 20:02}" / f"app-{folder:05}"
+            where.mkdir(parents=True)
+            for i in range(200):
+                path = where / f"f{i:03}.log"
+                path.touch()
+                os.utime(path, ns=(mtime, mtime))
+        state = work / "master" / "state"
+        ledger = Ledger(state, root)
+        ledger.count_with(DEFAULT_ERROR_PATTERN)
+        ledger.close()
+        with sqlite3.connect(state / "ledger.sqlite3") as db:
+            db.execute(
+                "WITH RECURSIVE d(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM d WHERE n < ?), "
+                "i(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM i WHERE k < 199) "
+                "INSERT INTO versions (path, size, mtime_ns, status, attempts, worker, lines, "
+                "error_lines, bytes_read, seen_at, finished_at, own_lines, own_error_lines, "
+                "own_bytes, rules) SELECT CAST(printf('host-%02d/app-%05d/f%03d.log', n % 20, n, "
+                "k) AS BLOB), 0, ?, 'done', 1, 'w:1', 0, 0, 0, 0, 0, 0, 0, 0, "
+                "(SELECT value FROM meta WHERE key = 'rules') FROM d, i",
+                (n // 200 - 1, mtime),
+            )
+        with Master(work / "master", root, "2") as m:
+            pid = m.proc.pid
+            started = time.perf_counter()
+            # The start-up scan is over when the master's CPU time stops growing.
+            idle, last = 0, -1.0
+            while idle < 3:
+                time.sleep(1.0)
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                idle = idle + 1 if cpu - last < 0.05 else 0
+                last = cpu
+                if time.perf_counter() - started > 600:
+                    raise BenchError("the master's start-up scan did not end in 10 minutes")
+            rss_mb = vm_rss_kb(pid) / 1024
+            peak_mb = vm_hwm_kb(pid) / 1024
+            queued = m.count("queued")
+            overflowed = "overflow" in m.log.read_text(errors="replace")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if queued or overflowed:
+        raise BenchError(f"{queued} files queued, overflow logged: {overflowed}")
+    return [
+        Row(
+            f"6b. master RSS with {n:,} counted files in the root, after its start-up scan",
+            f"VmRSS {rss_mb:.0f} MB, VmHWM {peak_mb:.0f} MB ({last:.1f} s of CPU)",
+            target="VmHWM < 400 MB", met=yes_no(peak_mb < 400),
+        )
+    ]  # fmt: skip
+
+
 def fig_on_done(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> list[Row]:
     n = sz.small_files
     archive = tmp / "on-done-archive"
@@ -1312,7 +1384,7 @@ def rotate_row(tmp: Path, sz: Sizes, chunks: list[Chunk]) -> Row:
 
 FIGURES = [
     fig_count, fig_shapes, fig_counters, fig_small, fig_cores, fig_scale, fig_latency, fig_memory,
-    fig_views, fig_on_done, fig_rotation, fig_export,
+    fig_known, fig_views, fig_on_done, fig_rotation, fig_export,
 ]  # fmt: skip
 
 

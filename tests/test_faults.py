@@ -13,12 +13,22 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AUTHKEY, LOGDISPATCH, Cluster, Proc, child_pids, wait_for, write_log
+from conftest import (
+    AUTHKEY,
+    LOGDISPATCH,
+    Cluster,
+    Proc,
+    child_pids,
+    free_port,
+    wait_for,
+    write_log,
+)
 
 # A general regex takes the line-by-line path, and this one tries ".*" from every position of
 # every line: about 10 MB/s here, against some 100 MB/s for r"ERROR\s+\d+". A file of 30 MB
@@ -275,6 +285,36 @@ def test_inotify_overflow_triggers_a_rescan(cluster: Cluster) -> None:
     assert "inotify queue overflowed: events were lost, rescanning" in master.output
 
 
+def test_reading_the_tree_fills_no_inotify_queue(cluster: Cluster) -> None:
+    """Opens and closes without a write (every scan's reading of each folder, every worker's
+    reading of each file) are not asked of inotify: on a small queue they would overflow it,
+    and the rescan that follows would overflow it again."""
+    limit_file = Path("/proc/sys/fs/inotify/max_queued_events")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to lower the inotify queue limit")
+    for n in range(20):
+        (cluster.root / f"d{n}").mkdir()
+        (cluster.root / f"d{n}" / "a.log").write_bytes(b"ERROR a\n")
+    saved = limit_file.read_text()
+    limit_file.write_text("64\n")
+    try:
+        master = cluster.serve("--rescan", "3600")
+        wait_for(lambda: "watching" in master.output)
+    finally:
+        limit_file.write_text(saved)  # the master's inotify instance keeps the small queue
+    cluster.work()
+    wait_for(lambda: len(cluster.files()) == 20 and all(
+        e["status"] == "done" for e in cluster.files().values()
+    ))  # fmt: skip
+    for _ in range(50):  # what readers do: a thousand opens and reads of files and folders
+        for n in range(20):
+            (cluster.root / f"d{n}" / "a.log").read_bytes()
+            os.listdir(cluster.root / f"d{n}")
+    (cluster.root / "d0" / "new.log").write_bytes(b"ERROR new\n")  # still seen at once
+    wait_for(lambda: cluster.files().get("d0/new.log", {}).get("status") == "done")
+    assert "overflow" not in master.output
+
+
 def test_authkey_file_readable_by_others_is_warned_about(cluster: Cluster) -> None:
     cluster.key_file.chmod(0o644)
     master = cluster.serve()
@@ -345,6 +385,86 @@ def test_work_processes_that_keep_dying_are_started_less_often(cluster: Cluster)
     assert survivor in child_pids(worker.popen.pid)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system time ``pid`` has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _replaced(parent: int, dead: set[int]) -> set[int] | None:
+    """``parent``'s two children once neither is one of ``dead``."""
+    found = child_pids(parent)
+    return found if len(found) == 2 and not found & dead else None
+
+
+def test_work_processes_parent_sleeps_while_its_dead_children_wait(cluster: Cluster) -> None:
+    cluster.serve()
+    worker = cluster.work("--processes", "2")
+    pid = worker.popen.pid
+    children = wait_for(lambda: found if len(found := child_pids(pid)) == 2 else None)
+    # Killed four times over, both slots wait 4 s for their next process, with nothing alive.
+    for seconds in ("0.5", "1", "2", "4"):
+        for child in children:
+            os.kill(child, signal.SIGKILL)
+        for child in children:
+            said = f"counting process {child} was killed by SIGKILL; another starts in {seconds} s"
+            wait_for(functools.partial(said_by, worker, said))
+        if seconds == "4":
+            break
+        children = wait_for(functools.partial(_replaced, pid, children))
+    cpu, wall = _cpu_seconds(pid), time.monotonic()
+    time.sleep(2)
+    cpu, wall = _cpu_seconds(pid) - cpu, time.monotonic() - wall
+    # A loop that polls the dead children uses a whole core meanwhile.
+    assert cpu < wall / 4, f"{cpu:.2f} s of CPU in {wall:.2f} s"
+    # Their replacements still come.
+    wait_for(lambda: len(child_pids(pid)) == 2)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_work_processes_children_stop_when_the_parent_is_killed(cluster: Cluster) -> None:
+    cluster.serve()
+    worker = cluster.work("--processes", "2")
+    children = wait_for(lambda: found if len(found := child_pids(worker.popen.pid)) == 2 else None)
+    wait_for(lambda: worker.output.count("connected to the master") == 2)
+    worker.signal(signal.SIGKILL)
+    worker.wait()
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}/cmdline") for pid in children), 15)
+
+
+# A child stopped before its worker has signal handlers: it is told to stop while it waits for
+# its configuration, then given one.
+STOPPED_BEFORE_START = """
+import os, signal, sys
+from workers.local import LocalWorkers
+from workers.worker import WorkerConfig
+
+workers = LocalWorkers(1)
+child = workers.processes[0]
+os.kill(child.pid, signal.SIGTERM)
+workers.start(WorkerConfig(address=("127.0.0.1", int(sys.argv[1])), authkey=b"key"))
+child.join(20)
+print(child.exitcode)
+if child.exitcode is None:  # not stopped: it would wait for a master for ever
+    child.kill()
+"""
+
+
+def test_a_worker_stopped_as_it_starts_stops_cleanly() -> None:
+    # No master there: a worker not stopped would wait for one.
+    done = subprocess.run(
+        [sys.executable, "-c", STOPPED_BEFORE_START, str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0\n", done.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

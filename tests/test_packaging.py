@@ -88,3 +88,31 @@ def test_the_installed_wheel_renders_the_report(wheel: tuple[Path, str], tmp_pat
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == str(site / "dispatcher" / "__init__.py")
+
+
+def test_a_plain_install_brings_the_accelerators_where_they_have_wheels(
+    wheel: tuple[Path, str],
+) -> None:
+    """`pip install .` is the fast install on the platforms the accelerators have wheels for,
+    and the standard library's engine elsewhere: no extra to know of."""
+    from packaging.requirements import Requirement
+
+    built, _ = wheel
+    with zipfile.ZipFile(built) as archive:
+        [metadata] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        lines = archive.read(metadata).decode().splitlines()
+    required = [
+        Requirement(line.split(":", 1)[1]) for line in lines if line.startswith("Requires-Dist:")
+    ]
+    plain = {r.name: r.marker for r in required if r.marker is None or "extra" not in str(r.marker)}
+    for name in ("hyperscan", "stringzilla"):
+        marker = plain[name]
+        assert marker is not None
+        for machine in ("x86_64", "AMD64", "arm64"):
+            for version in ("3.11", "3.14"):
+                assert marker.evaluate({"platform_machine": machine, "python_version": version})
+        for machine in ("x86", "armv7l", "ppc64le", "s390x"):
+            assert not marker.evaluate({"platform_machine": machine, "python_version": "3.12"})
+    aarch64 = {"platform_machine": "aarch64"}
+    assert plain["hyperscan"].evaluate({**aarch64, "python_version": "3.13"})  # type: ignore[union-attr]
+    assert not plain["hyperscan"].evaluate({**aarch64, "python_version": "3.14"})  # type: ignore[union-attr]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ from workers.matching import check_engine
 # The worker loop loads when a worker runs: `logdispatch` reads this parser for `work`'s
 # options whenever it checks a configuration file.
 if TYPE_CHECKING:
+    from workers.local import LocalWorkers
     from workers.worker import WorkerConfig
 
 log = logging.getLogger(f"logdispatch.{__name__}")
@@ -102,6 +104,13 @@ RESTART_MAX_SECONDS = 60.0
 RESTART_RESET_SECONDS = 60.0
 
 
+# A signal's handler only records it, and a wait is not cut short by one: the longest a stop
+# waits to be passed on.
+SIGNAL_CHECK_SECONDS = 0.1
+# How long stopping children get, after an error in the parent, before they are killed.
+STOP_SECONDS = 10.0
+
+
 def _run_many(config: WorkerConfig, processes: int) -> int:
     from workers.local import LocalWorkers
 
@@ -112,18 +121,34 @@ def _run_many(config: WorkerConfig, processes: int) -> int:
 
     signal.signal(signal.SIGTERM, record)
     signal.signal(signal.SIGINT, record)
+    # The children stop by themselves once this process is gone, however it ended.
+    config = dataclasses.replace(config, parent_pid=os.getpid())
     workers = LocalWorkers(processes)
-    workers.start(config)
+    try:
+        workers.start(config)
+        return _supervise(workers, config, received)
+    except BaseException:
+        workers.stop()
+        workers.wait(STOP_SECONDS)
+        raise
+
+
+def _supervise(workers: LocalWorkers, config: WorkerConfig, received: list[int]) -> int:
+    """Restart the processes that die, pass ``received`` signals on; the exit status once all
+    have ended."""
+    from multiprocessing.connection import wait
+
+    processes = len(workers.processes)
     started = [time.monotonic()] * processes
     waits = [RESTART_SECONDS] * processes
     restart_at: dict[int, float] = {}  # slot -> when its next process starts
     # Each slot's status: its last process's, once it exited and is not started again.
     statuses: dict[int, int] = {}
-    stopping = False
+    forwarded: set[int] = set()  # the signals passed on: a child they killed stopped as asked
     while True:
         while received:
             signum = received.pop(0)
-            stopping = True
+            forwarded.add(signum)
             # A stop is no time to start more; a slot waiting for its next process has nothing
             # left to stop, and its process's end was logged.
             statuses.update(dict.fromkeys(restart_at, 0))
@@ -136,9 +161,12 @@ def _run_many(config: WorkerConfig, processes: int) -> int:
             if slot in statuses or slot in restart_at or process.exitcode is None:
                 continue
             status = _status(process.exitcode)
+            if forwarded:
+                statuses[slot] = 0 if -process.exitcode in forwarded else status
+                continue
             # 0: it stopped as asked (or its parent's master is gone); 2: starting it again
             # would only fail again (workers.errors).
-            if stopping or status in (0, 2):
+            if status in (0, 2):
                 statuses[slot] = status
                 continue
             if now - started[slot] >= RESTART_RESET_SECONDS:
@@ -158,8 +186,18 @@ def _run_many(config: WorkerConfig, processes: int) -> int:
                 started[slot] = time.monotonic()
         if len(statuses) == processes:
             return max(statuses.values())
-        for process in workers.processes:
-            process.join(0.1 / processes)
+        # Until a live process ends, the next restart is due, or it is time to look for signals.
+        now = time.monotonic()
+        timeout = max(min([SIGNAL_CHECK_SECONDS, *(at - now for at in restart_at.values())]), 0)
+        live = [
+            process.sentinel
+            for slot, process in enumerate(workers.processes)
+            if slot not in statuses and slot not in restart_at
+        ]
+        if live:
+            wait(live, timeout)
+        else:
+            time.sleep(timeout)
 
 
 def _ending(exitcode: int) -> str:

@@ -1,8 +1,15 @@
-"""Worker processes of ``logdispatch run``: started before the master, told where it listens.
+"""Worker processes on this host: those of ``logdispatch run`` and of ``logdispatch work
+--processes N``.
 
-They are forked (on Linux) before the master exists, while the process has no threads and no
+``run`` forks them (on Linux) before the master exists, while the process has no threads and no
 open ledger to copy, so they start counting at once instead of importing everything again.
 Each waits on a pipe for its configuration; closing the pipe unsent makes it exit quietly.
+``work --processes`` starts them the same way, sends the configuration at once, and has
+``replace()`` start another in place of one that died.
+
+SIGINT and SIGTERM stay blocked from the fork until the child's worker has its handlers: a stop
+sent meanwhile waits for them and ends the worker cleanly, instead of killing it or reaching the
+parent's handler in the child.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import time
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext, SpawnContext
 
-from workers.common import PER_FILE_LOG, setup_logging
+from workers.common import PER_FILE_LOG, StopSignals, setup_logging
 from workers.worker import Worker, WorkerConfig
 
 log = logging.getLogger(f"logdispatch.{__name__}")
@@ -29,10 +36,18 @@ def process_context() -> ForkContext | SpawnContext:
     return multiprocessing.get_context("spawn")
 
 
-def _child(config_from: Connection, level: int, per_file: bool) -> None:
-    # A forked child has its parent's handlers until the worker sets its own.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _child(
+    config_from: Connection, inherited: tuple[Connection, ...], level: int, per_file: bool
+) -> None:
+    # A forked child has the parent's ends of the pipes, its own included: closed here, the
+    # parent closing its own is an end of file for the child waiting below.
+    for sender in inherited:
+        sender.close()
+    # SIGINT and SIGTERM are blocked since the fork (see _fork): a stop waits for the worker's
+    # handlers instead of reaching the parent's, which a forked child still has.
     # Own process group: a terminal's Ctrl-C reaches the parent, which stops the workers in order.
     os.setpgid(0, 0)
     # Spawned: configure; forked: the parent's handlers are kept. Either way the parent's
@@ -44,11 +59,16 @@ def _child(config_from: Connection, level: int, per_file: bool) -> None:
         sys.exit(0)  # the parent gave up before its master started
     finally:
         config_from.close()
-    sys.exit(Worker(config).run())
+    worker = Worker(config)
+    StopSignals(worker.stop)
+    # A stop sent since the fork reaches the worker's handler now: it exits 0 without counting.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    sys.exit(worker.run(install_signals=False))
 
 
 class LocalWorkers:
-    """``count`` worker processes, waiting for ``start()``."""
+    """``count`` worker processes on this host, waiting for ``start()``: ``run``'s, or those of
+    ``work --processes``, which ``replace()`` one that died."""
 
     def __init__(self, count: int) -> None:
         self._context = process_context()
@@ -63,10 +83,18 @@ class LocalWorkers:
 
     def _fork(self, name: str) -> tuple[multiprocessing.process.BaseProcess, Connection]:
         receiver, sender = self._context.Pipe(duplex=False)
+        forked = self._context.get_start_method() == "fork"
+        inherited = (*self._senders, sender) if forked else ()
         process = self._context.Process(
-            target=_child, args=(receiver, self._level, self._per_file), name=name
+            target=_child, args=(receiver, inherited, self._level, self._per_file), name=name
         )
-        process.start()
+        # Blocked across the fork, for the child to unblock once its worker has handlers; a
+        # signal for this process meanwhile reaches its handler as the mask is restored.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         receiver.close()
         return process, sender
 
@@ -95,7 +123,8 @@ class LocalWorkers:
         return not any(p.is_alive() for p in self.processes)
 
     def stop(self) -> None:
-        """Ask for a warm stop (SIGTERM); processes never started exit as their pipe closes."""
+        """Ask for a warm stop (SIGTERM); processes never started exit as their pipe closes,
+        with status 0."""
         self._close_pipes()
         for process in self.processes:
             if process.is_alive():

@@ -75,7 +75,8 @@ class WorkerConfig:
     root: bytes | None = None  # None: the master's own root path
     batch_items: int = BATCH_ITEMS
     batch_bytes: int = BATCH_BYTES
-    parent_pid: int | None = None  # stop when this process is gone (workers started by `run`)
+    # Stop when this process is gone (workers started by `run` or `work --processes`).
+    parent_pid: int | None = None
     engine: str = "auto"  # see ErrorMatcher
     max_expanded: int = MAX_EXPANDED_BYTES  # decompressed bytes of one file, at most
     tls: TLSFiles | None = None  # this host's certificate and key, and the master's CA
@@ -364,7 +365,7 @@ class Worker:
             self._disconnected(e)  # the leases will expire instead
 
     def _orphaned(self) -> bool:
-        """Stop a worker started by `run` once that process is gone."""
+        """Stop a worker started by `run` or `work --processes` once that process is gone."""
         if self.config.parent_pid is not None and os.getppid() != self.config.parent_pid:
             if not self._stopping:
                 log.warning("parent process %d is gone: stopping", self.config.parent_pid)

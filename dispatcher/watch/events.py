@@ -13,7 +13,18 @@ import threading
 import warnings
 from collections.abc import Callable
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -31,6 +42,22 @@ ROOT_CHECK_SECONDS = 1.0
 # Watcher.root_state: the root is watched; it is gone (its files wait until it is back); it is
 # there but could not be watched again (only the rescans find its files meanwhile).
 WATCHED, GONE, UNWATCHED = "ok", "gone", "unwatched"
+
+
+# The events the master acts on. watchdog asks inotify for these only: by default it also
+# asks for every open and every close without a write, which the scanner's reading of each
+# folder and the workers' reading of each file make by the thousand. They filled the kernel's
+# queue of a big tree at every scan, and the rescan that follows an overflow filled it again.
+EVENTS = [
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    FileDeletedEvent,
+    DirDeletedEvent,
+]
 
 
 class _EventHandler(FileSystemEventHandler):
@@ -60,8 +87,6 @@ class _EventHandler(FileSystemEventHandler):
                 self._inbox.put(Seen(gone[len(self._prefix) :]))
             if event.event_type == "deleted":
                 return
-        if event.event_type in ("opened", "closed_no_write"):
-            return
         # A move counts at its destination: `x.log.tmp -> x.log` must be seen as x.log.
         where = event.dest_path if event.event_type == "moved" else event.src_path
         path = os.fsencode(where)
@@ -145,7 +170,7 @@ class Watcher:
         handler = _EventHandler(
             self._root, self._inbox, self._scanner, self._wake.set, self._deletions
         )
-        observer.schedule(handler, os.fsdecode(self._root), recursive=True)
+        observer.schedule(handler, os.fsdecode(self._root), recursive=True, event_filter=EVENTS)
         observer.start()
         self._observer = observer
         self._identity = (st.st_dev, st.st_ino)

@@ -1049,9 +1049,9 @@ def fig_known(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> 
     ]  # fmt: skip
 
 
-# A worker that answers every task at once, done (a line if it has a byte), reading no file: the real
-# worker's loop, connection, batches, heartbeats and results, so that what limits the results
-# a second is the master alone. argv: port, key file.
+# A worker that answers every task at once, done (a line if it has a byte), reading no file:
+# the real worker's loop, connection, batches, heartbeats and results, so that what limits
+# the results a second is the master alone. argv: port, key file.
 _INSTANT_WORKER = """
 import sys
 from workers.common import load_authkey

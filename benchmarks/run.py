@@ -1074,6 +1074,24 @@ def fig_memory(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) ->
     ]  # fmt: skip
 
 
+def _empty_tree(tmp: Path, name: str, files: int, per_folder: int) -> tuple[Path, Path, int]:
+    """A folder (in a tmpfs where there is one; the caller removes it) whose ``root`` holds
+    ``files`` empty files, ``per_folder`` a folder under 20 hosts, all with one old mtime:
+    (the folder, its root, that mtime in ns)."""
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp
+    work = Path(tempfile.mkdtemp(prefix=f"logdispatch-{name}-", dir=base))
+    root = work / "root"
+    mtime = int(time.time() - OLD_AGE) * 1_000_000_000
+    for folder in range(files // per_folder):
+        where = root / f"host-{folder % 20:02}" / f"app-{folder:05}"
+        where.mkdir(parents=True)
+        for i in range(per_folder):
+            path = where / f"f{i:03}.log"
+            path.touch()
+            os.utime(path, ns=(mtime, mtime))
+    return work, root, mtime
+
+
 def fig_known(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> list[Row]:
     """The master's memory with a big ledger: N counted files, all still in the root (empty
     files in a tmpfs where there is one), and the ledger made by bulk SQL rather than by
@@ -1082,18 +1100,8 @@ def fig_known(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -> 
     from workers.matching import DEFAULT_ERROR_PATTERN
 
     n = 100_000 if sz.quick else 1_000_000
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp
-    work = Path(tempfile.mkdtemp(prefix="logdispatch-known-", dir=base))
+    work, root, mtime = _empty_tree(tmp, "known", n, 200)
     try:
-        root = work / "root"
-        mtime = int(time.time() - OLD_AGE) * 1_000_000_000
-        for folder in range(n // 200):
-            where = root / f"host-{folder % 20:02}" / f"app-{folder:05}"
-            where.mkdir(parents=True)
-            for i in range(200):
-                path = where / f"f{i:03}.log"
-                path.touch()
-                os.utime(path, ns=(mtime, mtime))
         state = work / "master" / "state"
         ledger = Ledger(state, root)
         ledger.count_with(DEFAULT_ERROR_PATTERN)
@@ -1163,18 +1171,8 @@ def fig_ceiling(tmp: Path, sz: Sizes, rng: random.Random, chunks: list[Chunk]) -
     with workers that are never the limit: all files queued first, then answered at once."""
     n = 10_000 if sz.quick else 300_000
     workers = 2
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp
-    work = Path(tempfile.mkdtemp(prefix="logdispatch-ceiling-", dir=base))
+    work, root, _ = _empty_tree(tmp, "ceiling", n, 500)
     try:
-        root = work / "root"
-        mtime = int(time.time() - OLD_AGE) * 1_000_000_000
-        for folder in range(n // 500):
-            where = root / f"f{folder:04}"
-            where.mkdir(parents=True)
-            for i in range(500):
-                path = where / f"{i:03}.log"
-                path.touch()
-                os.utime(path, ns=(mtime, mtime))
         with Master(work / "master", root, "0") as m:
             wait_for(lambda: m.count("queued") == n, 300, f"the master to queue {n:,} files")
             started = time.perf_counter()

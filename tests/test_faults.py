@@ -265,18 +265,25 @@ def test_files_are_found_without_inotify(cluster: Cluster, mode: tuple[str, ...]
     assert "rescans only" in master.output or "polling every 0.3 s" in master.output
 
 
-def test_inotify_overflow_triggers_a_rescan(cluster: Cluster) -> None:
+def _serve_on_a_small_inotify_queue(cluster: Cluster, events: int) -> Proc:
+    """A master whose inotify instance queues at most ``events`` events (the limit is read
+    when the instance is made, and put back at once)."""
     limit_file = Path("/proc/sys/fs/inotify/max_queued_events")
     if os.geteuid() != 0:
         pytest.skip("needs root to lower the inotify queue limit")
     saved = limit_file.read_text()
-    limit_file.write_text("16\n")
+    limit_file.write_text(f"{events}\n")
     try:
         master = cluster.serve("--rescan", "3600")
         # Logged once the watcher's inotify instance exists ("serving on" comes before it).
         wait_for(lambda: "watching" in master.output)
     finally:
-        limit_file.write_text(saved)  # the master's inotify instance keeps the small queue
+        limit_file.write_text(saved)
+    return master
+
+
+def test_inotify_overflow_triggers_a_rescan(cluster: Cluster) -> None:
+    master = _serve_on_a_small_inotify_queue(cluster, 16)
     cluster.work()
     for i in range(400):
         (cluster.root / f"burst-{i:03}.log").write_bytes(b"ERROR b\n")
@@ -289,19 +296,10 @@ def test_reading_the_tree_fills_no_inotify_queue(cluster: Cluster) -> None:
     """Opens and closes without a write (every scan's reading of each folder, every worker's
     reading of each file) are not asked of inotify: on a small queue they would overflow it,
     and the rescan that follows would overflow it again."""
-    limit_file = Path("/proc/sys/fs/inotify/max_queued_events")
-    if os.geteuid() != 0:
-        pytest.skip("needs root to lower the inotify queue limit")
     for n in range(20):
         (cluster.root / f"d{n}").mkdir()
         (cluster.root / f"d{n}" / "a.log").write_bytes(b"ERROR a\n")
-    saved = limit_file.read_text()
-    limit_file.write_text("64\n")
-    try:
-        master = cluster.serve("--rescan", "3600")
-        wait_for(lambda: "watching" in master.output)
-    finally:
-        limit_file.write_text(saved)  # the master's inotify instance keeps the small queue
+    master = _serve_on_a_small_inotify_queue(cluster, 64)
     cluster.work()
     wait_for(lambda: len(cluster.files()) == 20 and all(
         e["status"] == "done" for e in cluster.files().values()

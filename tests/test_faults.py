@@ -254,6 +254,32 @@ def test_ctrl_c_on_run_once_cleans_up_every_child(tmp_path: Path) -> None:
     wait_for(lambda: not any(os.path.exists(f"/proc/{pid}/cmdline") for pid in children), 5)
 
 
+def test_ctrl_c_at_any_moment_of_run_once_start_up_ends_it(tmp_path: Path) -> None:
+    """A Ctrl-C while `run` imports, forks its workers, opens its ledger or starts its master:
+    it ends, and its workers with it."""
+    root = tmp_path / "root"
+    root.mkdir()
+    write_log(root / "big.log", 5)
+    for n, delay in enumerate((0.0, 0.01, 0.03, 0.06, 0.1, 0.2, 0.3, 0.5)):
+        run = subprocess.Popen(
+            [*LOGDISPATCH, "run", str(root), "--once", "--workers", "2", "--state",
+             str(tmp_path / f"state-{n}"), "--error-pattern", SLOW_PATTERN],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(delay)
+        children = child_pids(run.pid)
+        run.send_signal(signal.SIGINT)
+        # Its status depends on the moment: 130 from the program, 0 once done, Python's own
+        # while it imports. What matters is that it ends, and its workers too.
+        run.wait(timeout=30)
+        wait_for(functools.partial(_all_gone, children), 15)
+
+
+def _all_gone(pids: set[int]) -> bool:
+    return not any(os.path.exists(f"/proc/{pid}/cmdline") for pid in pids)
+
+
 @pytest.mark.parametrize("mode", [("--no-events", "--rescan", "1"), ("--poll", "0.3")])
 def test_files_are_found_without_inotify(cluster: Cluster, mode: tuple[str, ...]) -> None:
     master = cluster.serve(*mode)

@@ -76,10 +76,17 @@ class LocalWorkers:
         self._per_file = logging.getLogger(PER_FILE_LOG).isEnabledFor(logging.INFO)
         self._senders: list[Connection] = []
         self.processes: list[multiprocessing.process.BaseProcess] = []
-        for i in range(count):
-            process, sender = self._fork(f"worker-{i}")
-            self._senders.append(sender)
-            self.processes.append(process)
+        try:
+            for i in range(count):
+                process, sender = self._fork(f"worker-{i}")
+                self._senders.append(sender)
+                self.processes.append(process)
+        except BaseException:
+            # A stop (Ctrl-C) while forking: no caller holds these yet. Left alone, their
+            # pipes would stay open in multiprocessing's record of its children, which the
+            # interpreter joins at exit: each waiting for the other.
+            self.stop()
+            raise
 
     def _fork(self, name: str) -> tuple[multiprocessing.process.BaseProcess, Connection]:
         receiver, sender = self._context.Pipe(duplex=False)
@@ -94,8 +101,15 @@ class LocalWorkers:
         try:
             process.start()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        receiver.close()
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            except BaseException:
+                # The stop that waited for the fork: the new process gets no configuration,
+                # and ends at the end of file of its pipe.
+                sender.close()
+                raise
+            finally:
+                receiver.close()
         return process, sender
 
     def replace(self, index: int, config: WorkerConfig) -> None:

@@ -189,6 +189,8 @@ def tls_files(args: argparse.Namespace) -> TLSFiles | None:
 # The most named counters one count may carry (docs/counting.md, "Named counters"): each is
 # searched on every line, and a result carries one count for each.
 MAX_COUNTERS = 32
+# A counter's name: short, and the same in a ledger column, a JSON key or a command line.
+COUNTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 # How a worker searches literal error patterns; docs/counting.md holds for each.
 ENGINES = ("auto", "python", "hyperscan")

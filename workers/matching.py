@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from workers.common import ENGINES, MAX_COUNTERS, install_hint, printable
+from workers.common import COUNTER_NAME, ENGINES, MAX_COUNTERS, install_hint, printable
 from workers.errors import ConfigError
 from workers.scans import (
     SAMPLE_LINES,
@@ -49,8 +49,6 @@ _LITERAL_SHAPES: tuple[tuple[re.Pattern[bytes], bool], ...] = (
     (re.compile(rb"\\b(" + _WORD + rb")\\b"), True),
     (re.compile(rb"(" + _ALTERNATION + rb")"), False),
 )
-# A counter's name: short, and the same in a ledger column, a JSON key or a command line.
-_COUNTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 Counters = tuple[tuple[str, bytes], ...]
 
@@ -65,7 +63,7 @@ def check_counters(pairs: Iterable[tuple[str, bytes]]) -> Counters:
             raise ConfigError("a counter is a (name, pattern) pair")
         name, pattern = pair
         shown = printable(repr(name)[:40])
-        if type(name) is not str or not _COUNTER_NAME.fullmatch(name):
+        if type(name) is not str or not COUNTER_NAME.fullmatch(name):
             raise ConfigError(
                 f"counter name {shown}: a name is a lower-case letter, then at most 31 "
                 "lower-case letters, digits or _"

@@ -7,7 +7,6 @@ snapshot (``snapshot``), and a reader of one in its own (``read_latest``).
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from dispatcher import defaults
 from dispatcher.ledger.rows import FILE_COLUMNS
 from dispatcher.versions import PENDING, sql_open
-from workers.common import host_of
+from workers.common import COUNTER_NAME, host_of
 from workers.errors import ConfigError
 
 Select = Callable[[sqlite3.Connection, dict[str, Any]], Iterable[tuple[Any, ...]]]
@@ -65,16 +64,13 @@ _TOP_FOLDER = (
 DAY = "date(finished_at, 'unixepoch', 'localtime')"
 
 
-# A named counter's name (workers.matching.check_counters): safe to write into SQL.
-_NAME = re.compile(r"[a-z][a-z0-9_]*")
-
-
 def _sort_key(sort: str, totals: dict[str, Any], column: str = "counts") -> str:
     """What ``sort`` sorts by in SQL: a SORT_KEYS key, or a named counter of the ledger's (of
     a file's ``counts``; of a group's ``by_counter``, which _counter_column adds)."""
     if sort in SORT_KEYS:
         return SORT_KEYS[sort]
-    if sort not in totals["counts"] or not _NAME.fullmatch(sort):
+    # A name check_counters takes holds only [a-z0-9_]: safe to write into SQL below.
+    if sort not in totals["counts"] or not COUNTER_NAME.fullmatch(sort):
         known = ", ".join(totals["counts"]) or "none"
         raise ConfigError(f"--sort {sort}: no such counter in the ledger (its counters: {known})")
     if column == "counts":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from dispatcher.ledger.reader import EVERYTHING, Scope, read_latest
 from dispatcher.ledger.rows import FileRow
 from dispatcher.views import summary
 from dispatcher.views.entries import FAILED_ENTRY, EntryFormat, iso_time
-from workers.common import decode_path, display_path, encode_path, printable
+from workers.common import COUNTER_NAME, decode_path, display_path, encode_path, printable
 from workers.errors import ConfigError
 from workers.scans import SAMPLE_LINES
 
@@ -74,7 +73,7 @@ class View:
         if (
             self.sort is not None
             and self.sort not in defaults.SUMMARY_SORTS
-            and not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", self.sort)
+            and not COUNTER_NAME.fullmatch(self.sort)
         ):
             raise ConfigError(
                 f"--sort {printable(self.sort)}: lines, errors, rate or a counter's name"

@@ -224,34 +224,47 @@ def test_second_signal_stops_a_worker_at_once(cluster: Cluster) -> None:
     wait_for(lambda: _entry(cluster, "big.log").get("status") == "done", timeout=60)
 
 
+def _run_once(root: Path, state: Path, output: Path) -> subprocess.Popen[bytes]:
+    """``run --once`` over ``root`` with two workers counting slowly; its output in ``output``,
+    with faulthandler armed for _ends_after_ctrl_c()."""
+    with open(output, "wb") as out:
+        return subprocess.Popen(
+            [*LOGDISPATCH, "run", str(root), "--once", "--workers", "2", "--state", str(state),
+             "--error-pattern", SLOW_PATTERN],
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
+            stdout=out,
+            stderr=out,
+        )  # fmt: skip
+
+
+def _ends_after_ctrl_c(run: subprocess.Popen[bytes], output: Path) -> int:
+    """``run``'s exit status after a SIGINT. Should it not end, the failure shows where each of
+    its threads and its workers' threads were (faulthandler prints them on SIGABRT)."""
+    run.send_signal(signal.SIGINT)
+    return _ends_after_ctrl_c_sent(run, output)
+
+
+def _ends_after_ctrl_c_sent(run: subprocess.Popen[bytes], output: Path) -> int:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        return run.wait(timeout=30)
+    for pid in (*child_pids(run.pid), run.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGABRT)
+    run.wait()
+    time.sleep(1)  # the workers' dumps
+    pytest.fail(f"run did not end 30 s after a Ctrl-C:\n{output.read_text(errors='replace')}")
+
+
 def test_ctrl_c_on_run_once_cleans_up_every_child(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     write_log(root / "big.log", 30)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    run = subprocess.Popen(
-        [
-            *LOGDISPATCH,
-            "run",
-            str(root),
-            "--once",
-            "--workers",
-            "2",
-            "--state",
-            str(tmp_path / "state"),
-            "--error-pattern",
-            SLOW_PATTERN,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    run = _run_once(root, tmp_path / "state", tmp_path / "output")
     children = wait_for(lambda: found if len(found := child_pids(run.pid)) == 2 else None)
     time.sleep(1.0)
-    run.send_signal(signal.SIGINT)
-    assert run.wait(timeout=30) == 130
+    assert _ends_after_ctrl_c(run, tmp_path / "output") == 130
     # Left behind, they would now belong to init and still run.
-    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}/cmdline") for pid in children), 5)
+    wait_for(functools.partial(_all_gone, children), 5)
 
 
 def test_ctrl_c_at_any_moment_of_run_once_start_up_ends_it(tmp_path: Path) -> None:
@@ -261,19 +274,57 @@ def test_ctrl_c_at_any_moment_of_run_once_start_up_ends_it(tmp_path: Path) -> No
     root.mkdir()
     write_log(root / "big.log", 5)
     for n, delay in enumerate((0.0, 0.01, 0.03, 0.06, 0.1, 0.2, 0.3, 0.5)):
-        run = subprocess.Popen(
-            [*LOGDISPATCH, "run", str(root), "--once", "--workers", "2", "--state",
-             str(tmp_path / f"state-{n}"), "--error-pattern", SLOW_PATTERN],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        output = tmp_path / f"output-{n}"
+        run = _run_once(root, tmp_path / f"state-{n}", output)
         time.sleep(delay)
         children = child_pids(run.pid)
-        run.send_signal(signal.SIGINT)
         # Its status depends on the moment: 130 from the program, 0 once done, Python's own
         # while it imports. What matters is that it ends, and its workers too.
-        run.wait(timeout=30)
+        _ends_after_ctrl_c(run, output)
         wait_for(functools.partial(_all_gone, children), 15)
+
+
+def test_ctrl_c_while_run_waits_for_its_ledger_stops_it_once_the_master_exists(
+    tmp_path: Path,
+) -> None:
+    """A Ctrl-C after the workers are forked and before the master exists (here: it waits for
+    a reader of its ledger) is kept, and stops the master as soon as it exists."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.log").write_bytes(b"ERROR x\nok\n")
+    state = tmp_path / "state"
+    first = subprocess.run(
+        [*LOGDISPATCH, "run", str(root), "--once", "--state", str(state)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert first.returncode == 0, first.stderr
+    (root / "b.log").write_bytes(b"ok\n")  # work for the next run, which the stop leaves undone
+    output = tmp_path / "output"
+    with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3")) as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM versions").fetchone()  # a read lock, held
+        with open(output, "wb") as out:
+            run = subprocess.Popen(
+                [*LOGDISPATCH, "run", str(root), "--once", "-v", "--state", str(state)],
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdout=out,
+                stderr=out,
+            )
+        wait_for(lambda: b"waiting for the readers of the ledger" in output.read_bytes())
+        workers = child_pids(run.pid)
+        assert len(workers) == 2
+        run.send_signal(signal.SIGINT)
+        time.sleep(0.5)  # the signal is in before the master is
+    assert _ends_after_ctrl_c_sent(run, output) == 130
+    said = output.read_text()
+    assert said.rstrip().endswith(
+        f"logdispatch run: interrupted; what was counted is in the ledger: "
+        f"logdispatch summary --state {state}"
+    ), said
+    assert "Traceback" not in said
+    wait_for(functools.partial(_all_gone, workers), 15)
 
 
 def _all_gone(pids: set[int]) -> bool:

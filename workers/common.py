@@ -285,12 +285,22 @@ class StopSignals:
     take a lock nor interrupt a proxied call in flight.
     """
 
-    def __init__(self, on_first: Callable[[], None]) -> None:
+    def __init__(self, on_first: Callable[[], None] = lambda: None) -> None:
         self._on_first = on_first
         self.first: int | None = None  # the first signal received
         self._received = 0
         signal.signal(signal.SIGINT, self._handle)
         signal.signal(signal.SIGTERM, self._handle)
+
+    def then(self, on_first: Callable[[], None]) -> None:
+        """From now on a first signal calls ``on_first``; one received already calls it now.
+
+        For a program that takes its signals before what they stop exists: a stop meanwhile is
+        a flag, never a KeyboardInterrupt between two statements of its start-up.
+        """
+        self._on_first = on_first  # before the check: a signal between the two calls it
+        if self.first is not None:
+            on_first()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self._received += 1

@@ -68,7 +68,12 @@ def _child(
 
 class LocalWorkers:
     """``count`` worker processes on this host, waiting for ``start()``: ``run``'s, or those of
-    ``work --processes``, which ``replace()`` one that died."""
+    ``work --processes``, which ``replace()`` one that died.
+
+    Its owner takes SIGINT and SIGTERM first, with handlers that only record them: a
+    KeyboardInterrupt between the fork and the owner's ``try`` would leave processes that
+    nothing stops, waiting for a configuration while the interpreter waits for them at exit.
+    """
 
     def __init__(self, count: int) -> None:
         self._context = process_context()
@@ -82,7 +87,7 @@ class LocalWorkers:
                 self._senders.append(sender)
                 self.processes.append(process)
         except BaseException:
-            # A stop (Ctrl-C) while forking: no caller holds these yet. Left alone, their
+            # A fork that failed: no caller holds those forked already. Left alone, their
             # pipes would stay open in multiprocessing's record of its children, which the
             # interpreter joins at exit: each waiting for the other.
             self.stop()
@@ -100,16 +105,12 @@ class LocalWorkers:
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             process.start()
+        except BaseException:
+            sender.close()
+            raise
         finally:
-            try:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            except BaseException:
-                # The stop that waited for the fork: the new process gets no configuration,
-                # and ends at the end of file of its pipe.
-                sender.close()
-                raise
-            finally:
-                receiver.close()
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            receiver.close()
         return process, sender
 
     def replace(self, index: int, config: WorkerConfig) -> None:

@@ -170,6 +170,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     raise_descriptor_limit()
     authkey = secrets.token_hex(32).encode()  # private to this process tree
     config = master_config(args, authkey, address=("127.0.0.1", 0), once=args.once)
+    # Taken before the first fork: a Ctrl-C from here on is recorded, and stops the master once
+    # it exists. As a KeyboardInterrupt it could land between two statements below, with
+    # workers forked that nothing would stop, and the interpreter waiting for them at exit.
+    signals = StopSignals()
     # Before the master: forked while nothing is open and no thread runs, waiting to be told
     # where it listens.
     workers = LocalWorkers(args.workers)
@@ -178,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BaseException:
         workers.stop()
         raise
-    signals = StopSignals(master.stop)  # before start(): a signal during start-up is not lost
+    signals.then(master.stop)  # before start(): a stop during start-up is not lost
 
     progress = None
     if args.once and not args.quiet:

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from dispatcher import defaults
+from dispatcher.ledger import sums
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,9 +79,9 @@ CREATE INDEX IF NOT EXISTS versions_inode ON versions (inode, id) WHERE inode IS
 
 # The ledger's layout: one more for each step ``_migrate`` takes, in its order. A ledger notes
 # its layout in meta; one from before layouts were noted is known by the columns it has.
-LAYOUT = 7
+LAYOUT = 8
 # The column each step of ``_migrate`` adds first, in order: a ledger with the first N of them
-# has layout N.
+# has layout N (those of layout 8 on note theirs in meta).
 _STEPS = ("replaced", "on_done", "inode", "gone_at", "fingerprint", "own_lines", "rules")
 
 
@@ -115,7 +116,25 @@ def create(db: sqlite3.Connection) -> None:
     db.executescript(SCHEMA)
     _migrate(db)
     db.executescript(INDEXES)
+    _keep_sums(db)
     db.execute("INSERT OR REPLACE INTO meta VALUES ('layout', ?)", (LAYOUT,))
+
+
+def _keep_sums(db: sqlite3.Connection) -> None:
+    """The sums and the triggers that keep them (dispatcher.ledger.sums); a ledger from before
+    them gets its sums worked out from its versions, in the same transaction."""
+    if _has_table(db, "sums"):
+        return
+    filled_sums, filled_counters = sums.recomputed("versions")
+    db.executescript(
+        f"BEGIN; {sums.TABLES}; INSERT INTO sums {filled_sums}; "
+        f"INSERT INTO counter_sums {filled_counters}; COMMIT;"
+    )
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -32,6 +32,7 @@ from dispatcher.ledger.bulk import (
 from dispatcher.ledger.errors import ledger_error
 from dispatcher.ledger.lock import StateDirLock
 from dispatcher.ledger.schema import LAYOUT, create, layout, ledger_path, newer_ledger
+from dispatcher.ledger.sums import Sums
 from dispatcher.versions import (
     KEEP,
     Action,
@@ -164,6 +165,7 @@ class Ledger:
         self._new_rows: list[tuple[int, bytes, int, int, float]] = []
         self._done_rows: list[DoneRow] = []
         self._disposed_rows: list[tuple[str, str, int]] = []
+        self._sums = Sums(self._db)
         self._db.execute("BEGIN")
         self._committed_changes = self._db.total_changes
 
@@ -266,12 +268,14 @@ class Ledger:
             # every version, which is slow on a big ledger. Every row written before is older than
             # these; among these, the last of each path is the latest.
             latest = {row[1]: row[0] for row in rows}
-            execute_rows(
-                self._db,
-                "UPDATE versions SET replaced = 1 WHERE replaced = 0 AND path IN (VALUES {})",
-                1,
-                [(path,) for path in latest],
-            )
+            with self._sums.changing(latest_of=list(latest)):
+                execute_rows(
+                    self._db,
+                    "UPDATE versions SET replaced = 1 WHERE replaced = 0 AND path IN (VALUES {})",
+                    1,
+                    [(path,) for path in latest],
+                )
+            self._sums.add_queued(latest)
             execute_rows(
                 self._db,
                 "INSERT INTO versions (id, path, size, mtime_ns, seen_at, replaced, status) "
@@ -281,7 +285,8 @@ class Ledger:
             )
             self._new_rows = []
         if self._done_rows:
-            update_rows(self._db, DONE_ONE, DONE_MANY, self._done_rows)
+            with self._sums.changing(row.id for row in self._done_rows):
+                update_rows(self._db, DONE_ONE, DONE_MANY, self._done_rows)
             self._done_rows = []
         if self._disposed_rows:
             self._db.executemany(
@@ -353,11 +358,12 @@ class Ledger:
         (None); whether it was a counted version kept after counting (--on-done moves and
         deletes are the master's own, and say so themselves)."""
         self._flush()
-        changed = self._db.execute(
-            "UPDATE versions SET gone_at = ? WHERE path = ? AND replaced = 0 AND "
-            "status = 'done' AND on_done IS NULL",
-            (when, path),
-        )
+        with self._sums.changing(latest_of=[path]):
+            changed = self._db.execute(
+                "UPDATE versions SET gone_at = ? WHERE path = ? AND replaced = 0 AND "
+                "status = 'done' AND on_done IS NULL",
+                (when, path),
+            )
         return changed.rowcount > 0
 
     @_guarded
@@ -402,10 +408,11 @@ class Ledger:
     def mark_queued(self, version_id: int, attempts: int, error: str | None) -> None:
         """Back in the queue after a failed or expired attempt."""
         self._flush()
-        self._db.execute(
-            "UPDATE versions SET status = 'queued', attempts = ?, error = ? WHERE id = ?",
-            (attempts, error, version_id),
-        )
+        with self._sums.changing([version_id]):
+            self._db.execute(
+                "UPDATE versions SET status = 'queued', attempts = ?, error = ? WHERE id = ?",
+                (attempts, error, version_id),
+            )
 
     def record_result(
         self,
@@ -657,8 +664,9 @@ class Ledger:
     ) -> None:
         """Close a version without counts: failed, vanished or superseded."""
         self._flush()
-        self._db.execute(
-            "UPDATE versions SET status = ?, error = ?, finished_at = ?, "
-            "worker = coalesce(?, worker), attempts = coalesce(?, attempts) WHERE id = ?",
-            (status.value, error, finished_at, worker, attempts, version_id),
-        )
+        with self._sums.changing([version_id]):
+            self._db.execute(
+                "UPDATE versions SET status = ?, error = ?, finished_at = ?, "
+                "worker = coalesce(?, worker), attempts = coalesce(?, attempts) WHERE id = ?",
+                (status.value, error, finished_at, worker, attempts, version_id),
+            )

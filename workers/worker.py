@@ -33,8 +33,6 @@ from workers.expansion import Expansion
 from workers.matching import ErrorMatcher
 from workers.opening import open_under
 from workers.protocol import (
-    MAX_BASES,
-    MAX_ERROR_CHARS,
     DispatchManager,
     Result,
     Status,
@@ -43,6 +41,7 @@ from workers.protocol import (
     tls_error_text,
     tls_refused,
 )
+from workers.wirechecks import MAX_BASES, MAX_ERROR_CHARS
 
 log = logging.getLogger(f"logdispatch.{__name__}")
 per_file_log = logging.getLogger(f"{PER_FILE_LOG}.worker")

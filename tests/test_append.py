@@ -27,8 +27,9 @@ from workers.counting import APPEND_MIN_BYTES, CHUNK_SIZE, count_fd, count_fileo
 from workers.errors import BadRequest, MessageRefused
 from workers.fingerprint import EDGE_BYTES, Extension
 from workers.matching import DEFAULT_ERROR_PATTERN, ErrorMatcher, hyperscan
-from workers.protocol import MAX_BASES, REPLY_TYPES, Base, Result, Status, Task, load_message
+from workers.protocol import REPLY_TYPES, Base, Result, Status, Task
 from workers.scans import SAMPLE_BYTES, SAMPLE_LINES, Counts
+from workers.wirechecks import MAX_BASES, load_message
 from workers.worker import Worker, WorkerConfig
 
 if sys.version_info >= (3, 14):

@@ -29,7 +29,8 @@ from workers.matching import (
     check_counters,
     count_chunks,
 )
-from workers.protocol import REPLY_TYPES, Base, Result, Status, Task, load_message
+from workers.protocol import REPLY_TYPES, Base, Result, Status, Task
+from workers.wirechecks import load_message
 from workers.worker import Worker, WorkerConfig
 
 ENGINES = pytest.mark.parametrize("engine", ["python", "hyperscan"])

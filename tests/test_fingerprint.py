@@ -26,7 +26,8 @@ from workers.counting import count_fd, count_fileobj, count_path
 from workers.errors import BadRequest
 from workers.fingerprint import EDGE_BYTES, FINGERPRINT_BYTES, Fingerprint
 from workers.matching import ErrorMatcher
-from workers.protocol import Result, Status, load_message
+from workers.protocol import Result, Status
+from workers.wirechecks import load_message
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -4,7 +4,8 @@ for the engine chosen.
 A literal pattern is searched with hyperscan or ``bytes.find``, any other with ``re``;
 newlines are counted by stringzilla or ``bytes.count`` (docs/counting.md, "Error lines" and
 "Named counters"). ``count_chunks`` applies a matcher to content in chunks, through the scans
-it picks (``workers.scans``). ``check_counters`` is the one check of counters, for both ends.
+it picks (``workers.scans``, ``workers.hyperscanning``). ``check_counters`` is the one check of
+counters, for both ends.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from collections.abc import Iterable, Sequence
 
 from workers.common import COUNTER_NAME, ENGINES, MAX_COUNTERS, install_hint, printable
 from workers.errors import ConfigError
+from workers.hyperscanning import HyperscanScan, sample_ending_at
 from workers.scans import (
     SAMPLE_LINES,
     CombinedScan,
     Counts,
-    HyperscanScan,
     LiteralScan,
     RegexScan,
     Scan,
-    sample_ending_at,
 )
 
 # The optional accelerators: the [fast] extra (workers.common.install_hint).

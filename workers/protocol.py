@@ -1,9 +1,9 @@
 """What crosses the wire between master and workers.
 
-The task and result types and the limits of what a worker may send, the manager class with
-its registered names, the client connection with the timeouts a network needs, and the
-restricted unpickling both ends read messages with. The master checks each request against
-these limits; a worker needs nothing of the master's.
+The task and result types and what a reply may name, the manager class with its registered
+names, the client connection with the timeouts a network needs, and TLS. The limits of what a
+worker may send and the restricted unpickling both ends read messages with live in
+``workers.wirechecks``; a worker needs nothing of the master's.
 
 It is the workers' one user of the stdlib manager's private parts (each marked "stdlib
 internal" with what it relies on; checked on Python 3.11 to 3.13).
@@ -17,7 +17,6 @@ import functools
 import io
 import logging
 import os
-import pickle
 import socket
 import stat
 import struct
@@ -38,8 +37,9 @@ from multiprocessing.managers import (  # type: ignore[attr-defined]
 )
 from typing import TYPE_CHECKING, Any
 
-from workers.common import TLSFiles, printable
-from workers.errors import ConfigError, MessageRefused
+from workers.common import TLSFiles
+from workers.errors import ConfigError
+from workers.wirechecks import load_message
 
 # ssl loads only where TLS is used: importing it would lengthen every worker's and status' start.
 if TYPE_CHECKING:
@@ -107,8 +107,8 @@ class Task:
     # heartbeat or hand-back for the task must bring it back, so that nobody but the holder of
     # this very lease can report on it, and a result can never land on another version.
     lease: bytes = b""
-    # Earlier versions the content may extend, at most MAX_BASES: the worker reports the
-    # longest one it does extend, and reads only past it where it can.
+    # Earlier versions the content may extend, at most workers.wirechecks.MAX_BASES: the worker
+    # reports the longest one it does extend, and reads only past it where it can.
     bases: tuple[Base, ...] = ()
     # A log still growing (the master's --follow): its content is counted up to the last
     # complete line of its first ``size`` bytes, and may grow meanwhile. A compressed file is
@@ -194,28 +194,6 @@ class Result:
             self.status = _STATUSES.get(self.status) or Status(self.status)
 
 
-# The most a worker may send: the master checks every request against these on its server
-# thread before anything reaches the master loop or the ledger, so that a key holder cannot
-# crash the master, poison the ledger (an integer SQLite cannot hold, a string where a count
-# belongs) or fill its memory. A correct worker keeps within them.
-MAX_WORKER_ID = 255  # characters; ids are host:pid
-MAX_TASK_IDS = 10_000  # ids in one heartbeat or hand-back; a worker holds at most a batch
-MAX_RESULTS = 10_000  # results in one put; a worker sends at most a batch
-MAX_COUNT = 1 << 53  # lines or bytes of one file: 8 PiB, and exact in a float
-MAX_ATTEMPT = 1 << 20
-MAX_ERROR_CHARS = 4096
-MAX_SAMPLES = 16
-MAX_SAMPLE_BYTES = 4096
-MAX_LEASE_BYTES = 64
-MAX_SECONDS = 1e9
-MAX_INODE = (1 << 64) - 1  # st_dev and st_ino are 64-bit; SQLite stores them as written
-# A fingerprint is b"" or exactly workers.fingerprint.FINGERPRINT_BYTES long. Counts: one per
-# counter of the task, at most workers.common.MAX_COUNTERS.
-# Bases offered with one task: each costs the worker up to two 64 KiB reads to check. Tasks
-# come from the master, which offers no more than this; a worker looks at no more either.
-MAX_BASES = 8
-
-
 # What an unpickled reply may name. Pickle calls whatever class or function a message names,
 # so a message naming anything else (``os.system``...) is refused before it runs. Replies name
 # tasks and results, and the exceptions a served method may raise; what a request may name is
@@ -228,29 +206,6 @@ REPLY_TYPES: dict[tuple[str, str], Any] = {
         if isinstance(value, type) and issubclass(value, Exception)
     },
 }
-
-
-class _WireUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, allowed: dict[tuple[str, str], Any]) -> None:
-        super().__init__(io.BytesIO(data))
-        self._allowed = allowed
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._allowed[module, name]
-        except KeyError:
-            name = printable(f"{module}.{name}")
-            raise MessageRefused(f"the message names {name}, which is not allowed") from None
-
-
-def load_message(data: bytes, allowed: dict[tuple[str, str], Any]) -> Any:
-    """Unpickle ``data``, refusing any class or function not in ``allowed``."""
-    try:
-        return _WireUnpickler(data, allowed).load()
-    except MessageRefused:
-        raise
-    except Exception as e:  # a truncated or malformed pickle, or a type given bad arguments
-        raise MessageRefused(f"malformed message: {printable(str(e))}") from None
 
 
 class _ClientConnection(Connection):

@@ -1,7 +1,8 @@
 """The streaming scans of content: lines, error lines, samples and counters, chunk by chunk.
 
 One scan per way of searching the error pattern (docs/counting.md): the literal words on
-``bytes.find``, the literal words on hyperscan, and a general regex line by line. Each takes
+``bytes.find``, the literal words on hyperscan (``workers.hyperscanning``, which shares the
+counts, the samples and their helpers here), and a general regex line by line. Each takes
 the content in chunks of any sizes and keeps only what the line still open at a chunk's end
 needs. The named counters ride along: literal ones in the hyperscan database, general ones in
 the regex scan's split of the lines; ``CombinedScan`` feeds one content to several scans where
@@ -13,10 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    import hyperscan
+from typing import Protocol
 
 # Enough examples for an operator to recognise the errors without shipping the log.
 SAMPLE_LINES = 3
@@ -58,7 +56,7 @@ class Scan(Protocol):
         """Release what the scan holds, whether or not it finished; may be called twice."""
 
 
-def _sample(start: bytes | bytearray) -> bytes:
+def line_sample(start: bytes | bytearray) -> bytes:
     """A sample from a complete line's first SAMPLE_BYTES + 1 bytes (or all of a shorter line)."""
     if start.endswith(b"\r"):
         start = start[:-1]
@@ -183,17 +181,17 @@ class LiteralScan:
             return
         want = SAMPLE_BYTES + 1
         if first_newline == -1:
-            self._head = _next_head(self._head, chunk, last_newline)
+            self._head = next_head(self._head, chunk, last_newline)
             return
         if open_matched:
-            samples.append(_sample(self._head + chunk[: min(first_newline, want)]))
+            samples.append(line_sample(self._head + chunk[: min(first_newline, want)]))
         line_start = last_newline + 1
         for start in sorted(starts):
             if len(samples) >= SAMPLE_LINES or start == line_start:
                 break
             stop = chunk.find(b"\n", start, start + want)
-            samples.append(_sample(chunk[start : stop if stop != -1 else start + want]))
-        self._head = _next_head(self._head, chunk, last_newline)
+            samples.append(line_sample(chunk[start : stop if stop != -1 else start + want]))
+        self._head = next_head(self._head, chunk, last_newline)
 
     def finish(self) -> Counts:
         if self._ends_open:
@@ -210,7 +208,7 @@ class LiteralScan:
                         self._error_lines += 1
                         break
             if self._matched and len(self._samples) < SAMPLE_LINES:
-                self._samples.append(_sample(self._head))
+                self._samples.append(line_sample(self._head))
         return Counts(
             lines=self._lines,
             error_lines=self._error_lines,
@@ -272,7 +270,7 @@ class RegexScan:
         if self._search(self._open, 0, size) is not None:
             self._error_lines += 1
             if len(self._samples) < SAMPLE_LINES:
-                self._samples.append(_sample(self._open[: SAMPLE_BYTES + 1]))
+                self._samples.append(line_sample(self._open[: SAMPLE_BYTES + 1]))
         for index, search in self._counters:
             if search(self._open, 0, size) is not None:
                 self._counts[index] += 1
@@ -310,7 +308,7 @@ class RegexScan:
             if search(line, 0, size) is not None:
                 error_lines += 1
                 if len(samples) < SAMPLE_LINES:
-                    samples.append(_sample(line[: SAMPLE_BYTES + 1]))
+                    samples.append(line_sample(line[: SAMPLE_BYTES + 1]))
         self._error_lines += error_lines
         self._extend(pieces[-1])
 
@@ -333,7 +331,7 @@ class RegexScan:
             if search(line, 0, size) is not None:
                 error_lines += 1
                 if len(samples) < SAMPLE_LINES:
-                    samples.append(_sample(line[: SAMPLE_BYTES + 1]))
+                    samples.append(line_sample(line[: SAMPLE_BYTES + 1]))
             for index, counter in counters:
                 if counter(line, 0, size) is not None:
                     counts[index] += 1
@@ -361,114 +359,17 @@ def _never(_line: bytes | bytearray, _pos: int, _endpos: int) -> None:
     return None
 
 
-def _head_room(head: bytes, stop: int) -> int:
+def head_room(head: bytes, stop: int) -> int:
     """How many bytes up to *stop* an open line's ``head`` still takes for a sample."""
     return min(stop, max(0, SAMPLE_BYTES + 1 - len(head)))
 
 
-def _next_head(head: bytes, chunk: bytes, last_newline: int) -> bytes:
+def next_head(head: bytes, chunk: bytes, last_newline: int) -> bytes:
     """The first SAMPLE_BYTES + 1 bytes of the line open after ``chunk``, given those of the
     line open before it (``head``) and the chunk's last "\n" (-1 if none)."""
     if last_newline == -1:
-        return head + chunk[: _head_room(head, len(chunk))]
+        return head + chunk[: head_room(head, len(chunk))]
     return chunk[last_newline + 1 : last_newline + 2 + SAMPLE_BYTES]
-
-
-def sample_ending_at(chunk: bytes, end: int, head: bytes) -> bytes:
-    """The sample of the line hyperscan reported at ``end`` in ``chunk``: after its "\n", or at
-    the end of the content; ``head``: the first bytes of a line that began in earlier chunks."""
-    stop = end - 1 if chunk[end - 1] == 0x0A else end
-    start = chunk.rfind(b"\n", 0, stop) + 1
-    if start == 0:  # the line began in an earlier chunk (or begins the content)
-        return _sample(head + chunk[: _head_room(head, stop)])
-    return _sample(chunk[start : min(stop, start + SAMPLE_BYTES + 1)])
-
-
-class HyperscanScan:
-    """Streaming state of the literal path on hyperscan.
-
-    The database reports each error line once, at its end (see ``workers.matching``), whatever
-    the chunks: one stream sees the whole content, so a word split across chunks or ending the
-    content is hyperscan's business. The first SAMPLE_LINES reports are noted for samples.
-
-    With ``size`` counters, ids 0 and 1 are the error pattern's and ids 2 + 2i and 3 + 2i
-    counter i's (``workers.matching``); Counts.counts has ``size`` entries, zero for the
-    counters searched elsewhere.
-    """
-
-    def __init__(
-        self, database: hyperscan.Database, newlines: Callable[[bytes], int], size: int = 0
-    ) -> None:
-        self._newlines = newlines
-        self._counts = [0] * size
-        self._lines = 0
-        self._error_lines = 0
-        self._bytes_read = 0
-        self._samples: list[bytes] = []
-        self._chunk = b""  # the chunk being scanned
-        self._base = 0  # stream offset of self._chunk[0]
-        self._marks: list[int] = []  # ends, in self._chunk, of error lines to sample
-        self._head = b""  # first SAMPLE_BYTES + 1 bytes of the line open where self._chunk starts
-        self._ends_open = False
-        # The binding keeps borrowed references to the database and the handler: hold both.
-        self._database = database
-        self._handler = self._on_report if size else self._on_line
-        self._stream: hyperscan.Stream | None = database.stream(
-            match_event_handler=self._handler
-        ).__enter__()
-
-    def _on_line(self, _id: int, _start: int, end: int, _flags: int, _context: object) -> None:
-        # Called once per error line, so kept to the least: noting a sample is rare.
-        self._error_lines += 1
-        if self._error_lines <= SAMPLE_LINES:
-            self._marks.append(end - self._base)
-
-    def _on_report(self, id: int, start: int, end: int, flags: int, context: object) -> None:
-        # A report of a counter's line, or else the error pattern's.
-        if id > 1:
-            self._counts[(id >> 1) - 1] += 1
-        else:
-            self._on_line(id, start, end, flags, context)
-
-    def feed(self, chunk: bytes) -> None:
-        if not chunk:
-            return
-        assert self._stream is not None, "feed() after finish()"
-        self._advance_head()
-        self._base += len(self._chunk)
-        self._chunk = chunk
-        self._bytes_read += len(chunk)
-        self._lines += self._newlines(chunk)
-        self._ends_open = chunk[-1] != 0x0A
-        self._stream.scan(chunk)
-        if self._marks:
-            self._take_samples()
-
-    def _advance_head(self) -> None:
-        """Move self._head past the current chunk, before the next one is fed."""
-        self._head = _next_head(self._head, self._chunk, self._chunk.rfind(b"\n"))
-
-    def _take_samples(self) -> None:
-        self._samples.extend(sample_ending_at(self._chunk, end, self._head) for end in self._marks)
-        self._marks = []
-
-    def finish(self) -> Counts:
-        self.close()  # reports an error line that ends the content without a "\n"
-        self._take_samples()
-        if self._ends_open:
-            self._lines += 1
-        return Counts(
-            lines=self._lines,
-            error_lines=self._error_lines,
-            bytes_read=self._bytes_read,
-            samples=tuple(self._samples),
-            counts=tuple(self._counts),
-        )
-
-    def close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.close()
 
 
 class CombinedScan:

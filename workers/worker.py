@@ -6,8 +6,6 @@ goes away, it keeps its unsent results, reconnects with capped backoff and sends
 
 from __future__ import annotations
 
-import errno
-import functools
 import logging
 import os
 import re
@@ -33,9 +31,8 @@ from workers.counting import complete_lines_end, compressed, count_fd
 from workers.errors import ConfigError, CountError, MasterRefused, PathRefused
 from workers.expansion import Expansion
 from workers.matching import ErrorMatcher
+from workers.opening import open_under
 from workers.protocol import (
-    MAX_BASES,
-    MAX_ERROR_CHARS,
     DispatchManager,
     Result,
     Status,
@@ -44,6 +41,7 @@ from workers.protocol import (
     tls_error_text,
     tls_refused,
 )
+from workers.wirechecks import MAX_BASES, MAX_ERROR_CHARS
 
 log = logging.getLogger(f"logdispatch.{__name__}")
 per_file_log = logging.getLogger(f"{PER_FILE_LOG}.worker")
@@ -407,53 +405,3 @@ class Worker:
             if lost:
                 with self._held_lock:
                     self._lost.update(lost)
-
-
-def open_under(root: bytes, relpath: bytes) -> int:
-    """Open ``root/relpath`` for reading without following any symlink or leaving ``root``."""
-    parts = relpath.split(b"/")
-    if relpath.startswith(b"/") or any(p in (b"", b".", b"..") for p in parts):
-        raise PathRefused(f"refused path {display_path(relpath)!r}: it leaves the root")
-    # O_NONBLOCK: opening a FIFO must not wait for a writer.
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    # One open of the whole path, then the kernel's own name for what it opened: a symlinked
-    # folder on the way (or a root that moved) gives another name, and the walk below decides.
-    expected = _real_root(root) + relpath
-    try:
-        fd = os.open(expected, flags)
-    except OSError:
-        return _open_walking(root, parts, flags)  # which gives the precise error
-    try:
-        if os.readlink(b"/proc/self/fd/%d" % fd) == expected:
-            return fd
-    except OSError:
-        pass  # no /proc (not Linux)
-    os.close(fd)
-    return _open_walking(root, parts, flags)
-
-
-@functools.lru_cache(maxsize=16)
-def _real_root(root: bytes) -> bytes:
-    """The root's canonical path with a trailing slash, as /proc names the files under it."""
-    return os.path.realpath(root).rstrip(b"/") + b"/"
-
-
-def _open_walking(root: bytes, parts: list[bytes], flags: int) -> int:
-    """Open component by component from the root, each folder with O_NOFOLLOW."""
-    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in parts[:-1]:
-            try:
-                next_fd = os.open(
-                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
-                )
-            except NotADirectoryError:
-                # O_NOFOLLOW with O_DIRECTORY reports a symlinked folder as "not a directory".
-                if stat.S_ISLNK(os.lstat(part, dir_fd=dir_fd).st_mode):
-                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
-                raise
-            os.close(dir_fd)
-            dir_fd = next_fd
-        return os.open(parts[-1], flags, dir_fd=dir_fd)
-    finally:
-        os.close(dir_fd)

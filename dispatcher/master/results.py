@@ -26,7 +26,8 @@ from dispatcher.versions import (
 from dispatcher.views.activity import Activity, Counted
 from dispatcher.watch.walk import stat_under
 from workers.common import PER_FILE_LOG, display_path, host_of
-from workers.protocol import MAX_BASES, Result, Status
+from workers.protocol import Result, Status
+from workers.wirechecks import MAX_BASES
 
 log = logging.getLogger(f"logdispatch.{__name__}")
 per_file_log = logging.getLogger(f"{PER_FILE_LOG}.master")

@@ -22,7 +22,8 @@ from typing import Any, Protocol
 from dispatcher.transport.requests import REQUEST_TYPES
 from workers.common import error_text, format_peer, printable
 from workers.errors import MessageRefused
-from workers.protocol import TLSConnection, load_message, tls_error_text
+from workers.protocol import TLSConnection, tls_error_text
+from workers.wirechecks import load_message
 
 log = logging.getLogger(f"logdispatch.{__name__}")
 

@@ -1,8 +1,9 @@
 """What the master accepts from the wire: each request checked before it reaches the master
 loop or the ledger, the types a request may name, and the server side of TLS.
 
-The wire itself (the task and result types, their limits, the manager class and the client
-connection) is ``workers.protocol``, which both ends speak.
+The wire itself (the task and result types, the manager class and the client connection) is
+``workers.protocol``, which both ends speak; the limits checked here, and the restricted
+unpickling, are ``workers.wirechecks``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from workers.common import MAX_COUNTERS, TLSFiles, printable
 from workers.errors import BadRequest
 from workers.fingerprint import FINGERPRINT_BYTES
-from workers.protocol import (
+from workers.protocol import Result, Status, load_tls
+from workers.wirechecks import (
     MAX_ATTEMPT,
     MAX_COUNT,
     MAX_ERROR_CHARS,
@@ -24,9 +26,6 @@ from workers.protocol import (
     MAX_SECONDS,
     MAX_TASK_IDS,
     MAX_WORKER_ID,
-    Result,
-    Status,
-    load_tls,
 )
 
 # ssl loads only where TLS is used.

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dispatcher import defaults
+from dispatcher.ledger import sums
 from dispatcher.ledger.rows import FILE_COLUMNS
 from dispatcher.versions import PENDING, sql_open
 from workers.common import COUNTER_NAME, host_of
@@ -46,22 +47,18 @@ GROUP_COLUMNS = (
     "coalesce(sum(CASE WHEN status = 'done' THEN own_error_lines END), 0) AS error_lines, "
     "coalesce(sum(CASE WHEN status = 'done' THEN own_bytes END), 0) AS bytes"
 )
-# Each named counter's lines in the totals, each piece of content once, as GROUP_COLUMNS's.
-SELECT_COUNTER_TOTALS = (
-    "SELECT c.key, sum(c.value) FROM counted, json_each(counted.own_counts) AS c "
-    "WHERE counted.status = 'done' GROUP BY c.key"
-)
-# How many done files were counted with each named counter.
-SELECT_COUNTER_FILES = (
-    "SELECT c.key, count(*) FROM latest, json_each(latest.counts) AS c "
-    "WHERE latest.status = 'done' GROUP BY c.key"
-)
 _REGROUP_COLUMNS = ", ".join(f"sum({name}) AS {name}" for name in GROUP_SUMS)
-# The first folder in SQL: a Python function called for every row costs far more.
-_TOP_FOLDER = (
-    "CASE WHEN instr(path, X'2F') > 0 THEN substr(path, 1, instr(path, X'2F') - 1) ELSE X'2E' END"
-)
-DAY = "date(finished_at, 'unixepoch', 'localtime')"
+# A group's key in the kept sums of its dimension (dispatcher.ledger.sums), as views show it.
+_KEPT_KEYS = {
+    "dir": (sums.TOP_FOLDER, "key"),
+    "worker": (sums.WORKER, f"nullif(key, '{sums.NO_WORKER}')"),
+    "host": (sums.WORKER, f"host_of(nullif(key, '{sums.NO_WORKER}'))"),
+    "day": (
+        sums.QUARTER,
+        f"CASE WHEN key = {sums.NOT_FINISHED} THEN NULL "
+        f"ELSE date(key * {sums.QUARTER_SECONDS}, 'unixepoch', 'localtime') END",
+    ),
+}
 
 
 def _sort_key(sort: str, totals: dict[str, Any], column: str = "counts") -> str:
@@ -83,8 +80,8 @@ def _counter_column(sort: str | None) -> str:
     if sort is None or sort in SORT_KEYS:
         return ""
     return (
-        ", coalesce(sum(CASE WHEN status = 'done' THEN "
-        f"json_extract(own_counts, '$.{sort}') END), 0) AS by_counter"
+        ", sum(coalesce((SELECT lines FROM counter_sums AS c WHERE c.dim = s.dim AND "
+        f"c.key = s.key AND c.counter = '{sort}'), 0)) AS by_counter"
     )
 
 
@@ -128,9 +125,11 @@ def select_groups(
 
     def select(db: sqlite3.Connection, totals: dict[str, Any]) -> list[tuple[Any, ...]]:
         most = f"{_sort_key(order, totals, 'by_counter')} DESC, " if order else ""
-        extra = _counter_column(order)
-        regroup = _REGROUP_COLUMNS + (", sum(by_counter) AS by_counter" if extra else "")
-        groups = _grouped(db, by, depth, GROUP_COLUMNS + extra, regroup)
+        if by == "dir" and (depth or 1) > 1:
+            extra = _folder_counter_column(order)
+            groups = _by_folders(db, depth or 1, GROUP_COLUMNS + extra)
+        else:
+            groups = _kept(db, by, _REGROUP_COLUMNS + _counter_column(order))
         cuts = [n for n in (top, limit) if n]
         rows = db.execute(
             f"SELECT key, {', '.join(GROUP_SUMS)}, {ERROR_RATE}, count(*) OVER () "
@@ -152,44 +151,47 @@ def select_group_counts(by: str, depth: int | None = None) -> Select:
     them: (group key, counter, lines) rows."""
 
     def select(db: sqlite3.Connection, totals: dict[str, Any]) -> sqlite3.Cursor:
-        # A subquery: json_each's own columns (path, id, key...) would clash with counted's.
-        source = (
-            "(SELECT counted.*, c.key AS counter, c.value AS counter_lines "
-            "FROM counted, json_each(counted.own_counts) AS c WHERE counted.status = 'done')"
-        )
-        per = "counter, sum(counter_lines) AS value"
-        groups = _grouped(db, by, depth, per, "counter, sum(value) AS value", source, 2)
+        if by == "dir" and (depth or 1) > 1:
+            # A subquery: json_each's own columns (path, id, key...) would clash with counted's.
+            source = (
+                "(SELECT counted.*, c.key AS counter, c.value AS counter_lines "
+                "FROM counted, json_each(counted.own_counts) AS c WHERE counted.status = 'done')"
+            )
+            groups = _by_folders(db, depth or 1, "counter, sum(counter_lines) AS value", source)
+        else:
+            groups = _kept(db, by, "counter, sum(lines) AS value", "counter_sums")
         return db.execute(f"SELECT key, counter, value FROM ({groups} GROUP BY 1, 2)")
 
     return select
 
 
-def _grouped(
-    db: sqlite3.Connection,
-    by: str,
-    depth: int | None,
-    columns: str,
-    regrouped: str,
-    source: str = "counted",
-    keys: int = 1,
-) -> str:
-    """SELECT key, ``columns`` FROM ``source``, with the key of each row's group ``by``; to be
-    followed by a GROUP BY of its first ``keys`` columns. ``regrouped``: the columns that add
-    up groups of groups (by host: by worker first)."""
-    if by == "dir" and (depth or 1) > 1:
-        db.create_function("folder_of", 2, folder_of, deterministic=True)
-        return f"SELECT folder_of(path, {int(depth or 1)}) AS key, {columns} FROM {source}"
+def _kept(db: sqlite3.Connection, by: str, columns: str, table: str = "sums") -> str:
+    """SELECT key, ``columns`` FROM the kept ``table`` of sums of the dimension ``by`` "dir"
+    (the top folders), "worker", "host" or "day", its rows under ``s``; to be followed by a
+    GROUP BY of the key (and of any other column ``columns`` starts with)."""
+    dimension, key = _KEPT_KEYS[by]
     if by == "host":
-        # By worker first (a few rows), so that host_of runs once per worker.
         db.create_function("host_of", 1, _host_of, deterministic=True)
-        by_worker = f"SELECT worker AS key, {columns} FROM {source} GROUP BY {_first(keys)}"
-        return f"SELECT host_of(key) AS key, {regrouped} FROM ({by_worker})"
-    key = {"dir": _TOP_FOLDER, "worker": "worker", "day": DAY}[by]
-    return f"SELECT {key} AS key, {columns} FROM {source}"
+    # A group that holds no version any more (its versions all replaced by others'): none.
+    held = " AND s.versions != 0" if table == "sums" else ""
+    return f"SELECT {key} AS key, {columns} FROM {table} AS s WHERE s.dim = {dimension}{held}"
 
 
-def _first(keys: int) -> str:
-    return ", ".join(str(n) for n in range(1, keys + 1))
+def _folder_counter_column(sort: str | None) -> str:
+    """As _counter_column, over the ``counted`` versions."""
+    if sort is None or sort in SORT_KEYS:
+        return ""
+    return (
+        ", coalesce(sum(CASE WHEN status = 'done' THEN "
+        f"json_extract(own_counts, '$.{sort}') END), 0) AS by_counter"
+    )
+
+
+def _by_folders(db: sqlite3.Connection, depth: int, columns: str, source: str = "counted") -> str:
+    """SELECT key, ``columns`` FROM ``source``, the key its first ``depth`` folders (which no
+    kept sum holds, but for the first): to be followed by a GROUP BY."""
+    db.create_function("folder_of", 2, folder_of, deterministic=True)
+    return f"SELECT folder_of(path, {int(depth)}) AS key, {columns} FROM {source}"
 
 
 def folder_of(path: bytes, depth: int) -> bytes:

@@ -14,15 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dispatcher.ledger import sums
 from dispatcher.ledger.errors import ledger_error
-from dispatcher.ledger.queries import (
-    GROUP_COLUMNS,
-    GROUP_SUMS,
-    SELECT_COUNTER_FILES,
-    SELECT_COUNTER_TOTALS,
-    Select,
-    select_files,
-)
+from dispatcher.ledger.queries import GROUP_SUMS, Select, select_files
 from dispatcher.ledger.rows import FileRow
 from dispatcher.ledger.schema import LAYOUT, layout, ledger_path, newer_ledger
 from workers.common import decode_path
@@ -133,18 +127,23 @@ def _totals(db: sqlite3.Connection) -> dict[str, Any]:
     """Files by status (and of the done ones, those gone from the root), and the lines, error
     lines and bytes of the content counted, each piece once; then ``counts``, each named
     counter's lines, each piece once, and ``lacking``, how many done files were counted
-    without it (docs/summary.md)."""
+    without it (docs/summary.md). All from the sums of the top folders, whose groups make up
+    the whole ledger."""
+    names = (*GROUP_SUMS, "gone")
     row = db.execute(
-        f"SELECT {GROUP_COLUMNS}, count(CASE WHEN is_latest THEN gone_at END) FROM counted"
+        f"SELECT {', '.join(f'coalesce(sum({name}), 0)' for name in names)} FROM sums "
+        f"WHERE dim = {sums.TOP_FOLDER}"
     ).fetchone()
-    totals: dict[str, Any] = dict(
-        zip((*GROUP_SUMS, "gone"), (value or 0 for value in row), strict=True)
-    )
-    counts = dict(db.execute(SELECT_COUNTER_TOTALS).fetchall())
-    having = dict(db.execute(SELECT_COUNTER_FILES).fetchall())
-    names = counter_names(db, counts)
-    totals["counts"] = {name: counts.get(name, 0) for name in names}
-    totals["lacking"] = {name: totals["done"] - having.get(name, 0) for name in names}
+    totals: dict[str, Any] = dict(zip(names, row, strict=True))
+    counters = db.execute(
+        "SELECT counter, sum(lines), sum(files) FROM counter_sums "
+        f"WHERE dim = {sums.TOP_FOLDER} GROUP BY counter HAVING sum(lines) != 0 OR sum(files) != 0"
+    ).fetchall()
+    counts = {name: lines for name, lines, _ in counters}
+    having = {name: files for name, _, files in counters}
+    names_shown = counter_names(db, counts)
+    totals["counts"] = {name: counts.get(name, 0) for name in names_shown}
+    totals["lacking"] = {name: totals["done"] - having.get(name, 0) for name in names_shown}
     return totals
 
 
@@ -202,7 +201,7 @@ def _read_only(
         # Columns no master of this version has added yet.
         extra = "".join(
             f", NULL AS {c}" for c in ("gone_at", "same_as", "counts") if c not in columns
-        )
+        ) + ("" if "replaced" in columns else ", 0 AS replaced")
         latest = latest.format(on_done=on_done, extra=extra)
         counted = _COUNTED if "own_lines" in columns else _COUNTED_BEFORE_OWN
         if "own_counts" not in columns:
@@ -218,6 +217,12 @@ def _read_only(
             counted = f"SELECT * FROM ({counted}) WHERE {' AND '.join(where)}"
         db.execute(f"CREATE TEMP VIEW latest AS {latest}")
         db.execute(f"CREATE TEMP VIEW counted AS {counted}")
+        if where or not _has_table(db, "sums"):
+            # The ledger's sums are of all of it, and a ledger no master of this version has
+            # opened has none: the same sums of the versions in view, worked out now.
+            in_view, counters_in_view = sums.recomputed("counted")
+            db.execute(f"CREATE TEMP VIEW sums AS {in_view}")
+            db.execute(f"CREATE TEMP VIEW counter_sums AS {counters_in_view}")
         yield db
     except sqlite3.Error as e:
         raise ledger_error(path, e) from None

@@ -125,11 +125,15 @@ def _keep_sums(db: sqlite3.Connection) -> None:
     them gets its sums worked out from its versions, in the same transaction."""
     if _has_table(db, "sums"):
         return
-    filled_sums, filled_counters = sums.recomputed("versions")
-    db.executescript(
-        f"BEGIN; {sums.TABLES}; INSERT INTO sums {filled_sums}; "
-        f"INSERT INTO counter_sums {filled_counters}; COMMIT;"
-    )
+    db.execute("BEGIN")
+    try:
+        for table in sums.TABLES:
+            db.execute(table)
+        sums.rebuild(db)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:

@@ -179,24 +179,24 @@ def _counter_upsert(rows: str) -> str:
     )
 
 
-TABLES = f"""
-CREATE TABLE IF NOT EXISTS sums (
-    dim INTEGER NOT NULL,
-    key NOT NULL,
-    {", ".join(f"{name} INTEGER NOT NULL" for name in SUMS)},
-    first_at REAL,
-    last_at REAL,
-    PRIMARY KEY (dim, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS counter_sums (
-    dim INTEGER NOT NULL,
-    key NOT NULL,
-    counter TEXT NOT NULL,
-    lines INTEGER NOT NULL,
-    files INTEGER NOT NULL,
-    PRIMARY KEY (dim, key, counter)
-) WITHOUT ROWID;
-"""
+TABLES = (
+    f"""CREATE TABLE IF NOT EXISTS sums (
+        dim INTEGER NOT NULL,
+        key NOT NULL,
+        {", ".join(f"{name} INTEGER NOT NULL" for name in SUMS)},
+        first_at REAL,
+        last_at REAL,
+        PRIMARY KEY (dim, key)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS counter_sums (
+        dim INTEGER NOT NULL,
+        key NOT NULL,
+        counter TEXT NOT NULL,
+        lines INTEGER NOT NULL,
+        files INTEGER NOT NULL,
+        PRIMARY KEY (dim, key, counter)
+    ) WITHOUT ROWID""",
+)
 
 
 def recomputed(source: str) -> tuple[str, str]:
@@ -208,6 +208,19 @@ def recomputed(source: str) -> tuple[str, str]:
         f"{_by_dimension(_COUNTER_TOTALS, 'counter')})"
     )
     return sums, counters
+
+
+def rebuild(db: sqlite3.Connection) -> None:
+    """Work the sums out again from every version, as for a ledger from before they were kept:
+    after rows were written by hand, not through the writer."""
+    kept, counters = recomputed("versions")
+    for statement in (
+        "DELETE FROM sums",
+        f"INSERT INTO sums {kept}",
+        "DELETE FROM counter_sums",
+        f"INSERT INTO counter_sums {counters}",
+    ):
+        db.execute(statement)
 
 
 # What a new queued version, the latest of its path, adds to each of its groups: 1 each.

@@ -20,8 +20,8 @@ from typing import Any
 from markupsafe import Markup
 
 from dispatcher import defaults
+from dispatcher.ledger import sums
 from dispatcher.ledger.queries import (
-    DAY,
     select_failed,
     select_files,
     select_groups,
@@ -102,14 +102,15 @@ def _files(rows: Any) -> list[FileRow]:
 
 def _timeline(db: sqlite3.Connection) -> tuple[float | None, float | None, Timeline]:
     """The finishing times' range, and the done files per minute, hour or day over it."""
-    first, last = db.execute(
-        "SELECT min(finished_at), max(finished_at) FROM counted WHERE finished_at IS NOT NULL"
-    ).fetchone()
+    quarters = (
+        f"FROM sums WHERE dim = {sums.QUARTER} AND key != {sums.NOT_FINISHED} AND versions != 0"
+    )
+    first, last = db.execute(f"SELECT min(first_at), max(last_at) {quarters}").fetchone()
     if first is None:
         return None, None, Timeline(charts.Buckets("minute", []), [], [])
     if last - first > defaults.REPORT_HOURS_UP_TO:
         # Local days, as summary --by day has them.
-        unit, key = "day", DAY
+        unit, key = "day", f"date(key * {sums.QUARTER_SECONDS}, 'unixepoch', 'localtime')"
         day, end = _local_day(first), _local_day(last)
         keys: list[Any] = []
         while day <= end:
@@ -122,16 +123,19 @@ def _timeline(db: sqlite3.Connection) -> tuple[float | None, float | None, Timel
         # Minutes and hours of the local clock: daylight saving moves it by whole hours, so
         # one offset serves the whole range.
         offset = _utc_offset(last)
-        key = f"CAST((finished_at + {offset}) / {seconds} AS INTEGER)"
+        at = "finished_at" if unit == "minute" else f"key * {sums.QUARTER_SECONDS}"
+        key = f"CAST(({at} + {offset}) / {seconds} AS INTEGER)"
         keys = list(range(int((first + offset) / seconds), int((last + offset) / seconds) + 1))
         starts = [k * seconds - offset for k in keys]
-    counted = {
-        k: (files, error_lines)
-        for k, files, error_lines in db.execute(
+    if unit == "minute":
+        # Finer than the quarters the ledger keeps sums of: from the versions, of six hours.
+        per_bucket = (
             f"SELECT {key}, sum(is_latest), sum(own_error_lines) FROM counted "
             "WHERE status = 'done' AND finished_at IS NOT NULL GROUP BY 1"
         )
-    }
+    else:
+        per_bucket = f"SELECT {key}, sum(done), sum(error_lines) {quarters} GROUP BY 1"
+    counted = {k: (files, error_lines) for k, files, error_lines in db.execute(per_bucket)}
     files = [counted.get(k, (0, 0))[0] for k in keys]
     error_lines = [counted.get(k, (0, 0))[1] or 0 for k in keys]
     size = math.ceil(len(keys) / defaults.REPORT_BARS)

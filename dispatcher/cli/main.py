@@ -19,6 +19,7 @@ from importlib.metadata import version
 from dispatcher.cli.config import show
 from dispatcher.cli.count import add_count_parser
 from dispatcher.cli.options import add_command, add_verbosity
+from dispatcher.cli.prune import add_prune_parser
 from dispatcher.cli.serve import add_run_parser, add_serve_parser
 from dispatcher.cli.views import add_report_parser, add_status_parser, add_summary_parser
 from workers.common import UNRECOGNIZED, WORK_ABOUT, Parser, setup_logging
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_summary_parser(commands)
     add_report_parser(commands)
     add_count_parser(commands)
+    add_prune_parser(commands)
 
     configure = add_command(
         commands,

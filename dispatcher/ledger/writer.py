@@ -134,6 +134,10 @@ class Ledger:
             if found is not None and found > LAYOUT:  # refused before anything is written
                 self._release()
                 raise ConfigError(newer_ledger(self._path, found))
+            if found is None:
+                # Set before anything is written, or only a VACUUM sets it: the pages a prune
+                # frees go back to the file system a few at a time, while a master writes.
+                self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self._enter_wal()
             # FULL makes each commit durable.
             self._db.execute("PRAGMA synchronous=FULL")

@@ -1,0 +1,120 @@
+"""``logdispatch prune``: drop the rows of what was finished long ago, beside a running master or
+alone; the totals and groups stay what they are (dispatcher.ledger.prune says what goes)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dispatcher.cli.options import add_command, add_state_option, add_verbosity, duration
+from workers.errors import ConfigError, LedgerBusy
+
+if TYPE_CHECKING:
+    from dispatcher.cli.options import Subparsers
+
+# How long a step waits for a running master's commit, and the master for a step's.
+_BUSY_WAIT_MS = 30_000
+# Pages freed per transaction while a master runs: as short as a prune step.
+_PAGES_PER_STEP = 2_000
+_INCREMENTAL = 2  # PRAGMA auto_vacuum's value
+
+
+def add_prune_parser(commands: Subparsers) -> None:
+    prune = add_command(
+        commands,
+        "prune",
+        "drop from the ledger the rows of files finished before a cutoff; totals and groups "
+        "keep what they counted",
+    )
+    add_state_option(prune)
+    prune.add_argument(
+        "--older-than",
+        type=duration,
+        required=True,
+        metavar="DURATION",
+        help="prune what was finished longer ago than this (30d, 12h; 0s: everything finished)",
+    )
+    add_verbosity(prune)
+    prune.set_defaults(func=cmd_prune)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from dispatcher.ledger.lock import StateDirLock
+    from dispatcher.ledger.prune import Pruned, steps
+    from dispatcher.ledger.schema import LAYOUT, layout, ledger_path
+
+    path = ledger_path(args.state)
+    if not path.exists():
+        raise ConfigError(f"no ledger in {args.state} (is --state right?)")
+    cutoff = time.time() - args.older_than
+    # Without a master, the lock keeps one from starting meanwhile, and the file can be
+    # rewritten whole (VACUUM); with one, it gets its pages back a few at a time.
+    lock: StateDirLock | None
+    try:
+        lock = StateDirLock(args.state)
+    except LedgerBusy:
+        lock = None
+    before = _size(path)
+    done = Pruned()
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+        with contextlib.closing(db):
+            db.execute(f"PRAGMA busy_timeout = {_BUSY_WAIT_MS}")
+            found = layout(db)
+            if found is None or found < LAYOUT:
+                raise ConfigError(
+                    f"{path} is from an earlier logdispatch: start a master of this one on it "
+                    "once (it brings the ledger up to date), then prune"
+                )
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for _ in steps(db, cutoff, done):  # each step a transaction
+                    db.execute("COMMIT")
+                    db.execute("BEGIN IMMEDIATE")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            if lock is not None:
+                # Incremental from now on: a prune beside a master gives pages back too.
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                db.execute("VACUUM")
+            elif db.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
+                while db.execute("PRAGMA freelist_count").fetchone()[0]:
+                    db.execute(f"PRAGMA incremental_vacuum({_PAGES_PER_STEP})")
+            # Else a ledger never vacuumed: its free pages serve the next rows.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error as e:
+        from dispatcher.ledger.errors import ledger_error
+
+        raise ledger_error(path, e) from None
+    finally:
+        if lock is not None:
+            lock.release()
+    after = _size(path)
+    print(
+        f"logdispatch prune: dropped {done.versions:,} version{'s' * (done.versions != 1)} "
+        f"and the sample lines of {done.samples:,} file{'s' * (done.samples != 1)} finished "
+        f"before {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(cutoff))}; the ledger went "
+        f"from {_mb(before)} to {_mb(after)}"
+        + ("" if lock is not None else " (a master runs on it: its free pages are reused)"),
+        file=sys.stdout,
+    )
+    return 0
+
+
+def _size(ledger: Path) -> int:
+    """The ledger's bytes on disk, its write-ahead log's too."""
+    return sum(
+        p.stat().st_size for p in (ledger, ledger.with_name(ledger.name + "-wal")) if p.exists()
+    )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"

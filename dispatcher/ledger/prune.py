@@ -1,0 +1,70 @@
+"""Retention: the rows of what was finished before a cutoff go, what they added stays.
+
+What a version added to the totals and to each group is in the ledger's sums
+(dispatcher.ledger.sums), which nothing here changes: the totals, the groups, the counters and
+the report's charts are the same after a prune. What goes:
+
+- versions that are no longer the latest of their path (superseded, or counted before the file
+  grew or was replaced);
+- the latest versions of files that have left the root: noticed gone, moved or deleted by
+  ``--on-done``, or vanished before they were counted;
+- the sample error lines of the files still in the root.
+
+The latest version of a file still in the root stays: it is what tells a master that the file
+was counted, so that it is not counted again. Open work (queued, leased) and moves or deletions
+not finished are never touched.
+
+A prune runs in short transactions of a range of ids each, beside a running master (SQLite
+makes each wait for the other's commit) or alone; a prune killed halfway has dropped some rows
+and changed no sum.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from dispatcher.versions import sql_open
+
+# Ids per transaction: a master waiting for one waits for a few milliseconds.
+IDS_PER_STEP = 20_000
+# What no master will change any more, and no --on-done still has to act on.
+_SETTLED = (
+    f"finished_at < :cutoff AND NOT {sql_open()} "
+    "AND coalesce(on_done_state, '') NOT IN ('pending', 'failed')"
+)
+_LEFT_THE_ROOT = (
+    "(replaced = 1 OR gone_at IS NOT NULL OR on_done_state = 'done' OR status = 'vanished')"
+)
+_STEP = "id >= :first AND id < :first + :ids"
+
+
+@dataclass
+class Pruned:
+    """What a prune dropped: versions (rows), and the samples of files kept."""
+
+    versions: int = 0
+    samples: int = 0
+
+
+def steps(db: sqlite3.Connection, cutoff: float, done: Pruned) -> Iterator[None]:
+    """Prune what was finished before ``cutoff`` (wall clock, seconds), a range of ids at a
+    time: each step is one transaction of the caller's (who commits between steps), adding
+    what it dropped to ``done``."""
+    (last,) = db.execute("SELECT coalesce(max(id), 0) FROM versions").fetchone()
+    first = 1
+    while first <= last:
+        values = {"cutoff": cutoff, "first": first, "ids": IDS_PER_STEP}
+        dropped = db.execute(
+            f"DELETE FROM versions WHERE {_STEP} AND {_SETTLED} AND {_LEFT_THE_ROOT}", values
+        )
+        done.versions += dropped.rowcount
+        cleared = db.execute(
+            f"UPDATE versions SET samples = NULL WHERE {_STEP} AND {_SETTLED} "
+            "AND samples IS NOT NULL AND samples != X''",
+            values,
+        )
+        done.samples += cleared.rowcount
+        first += IDS_PER_STEP
+        yield

@@ -22,6 +22,12 @@ MAX_ATTEMPTS = 3
 RETRY_BACKOFF_SECONDS = 1.0
 RETRY_BACKOFF_CAP_SECONDS = 60.0
 
+# serve --keep prunes once a tenth of the time it keeps, within these bounds: often enough
+# that the ledger keeps about what it is told to, seldom enough that walking a big one is
+# a small part of the loop's time.
+PRUNE_EVERY_MIN_SECONDS = 1.0
+PRUNE_EVERY_MAX_SECONDS = 3600.0
+
 # Events are hints: a full rescan of the root runs this often to catch what they missed.
 RESCAN_SECONDS = 300.0
 

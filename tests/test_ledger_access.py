@@ -305,6 +305,11 @@ def test_readers_of_a_damaged_ledger_say_so_in_one_line(
         ("summary", ("--by", "dir")),
         ("report", ("--out", str(tmp_path / "report.html"))),
     ):
+        if damage in ("zeroed-leaf", "zeroed-page") and args == ("--by", "dir"):
+            # The groups are read from the ledger's sums, not from the versions' pages, which
+            # are those damaged here.
+            assert logdispatch(command, "--state", str(state), *args).returncode == 0
+            continue
         shown = logdispatch(command, "--state", str(state), *args)
         assert shown.returncode == 2, (command, args, shown.stderr)
         line = one_error_line(shown.stderr, command)

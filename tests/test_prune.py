@@ -192,3 +192,27 @@ def test_a_prune_killed_halfway_loses_nothing(tmp_path: Path) -> None:
     assert views(state) == before
     assert (state / "ledger.sqlite3").stat().st_size < size / 10, said
     assert len(rows(state)) == 3 and all(len(v) == 1 for v in rows(state).values())
+
+
+def test_serve_keep_prunes_on_a_schedule_and_keeps_the_totals(cluster: Cluster) -> None:
+    cluster.serve("--keep", "0s", "-v")
+    cluster.work()
+    for n in range(6):
+        (cluster.root / f"f{n}.log").write_bytes(b"ERROR %d\nok\n" % n)
+    wait_for(lambda: cluster.summary()["totals"].get("done") == 6, timeout=60)
+    (cluster.root / "f0.log").unlink()
+    (cluster.root / "f1.log").write_bytes(b"ERROR 1\nok\nmore\n")  # grown: its first version goes
+    wait_for(lambda: cluster.summary()["totals"]["gone"] == 1, timeout=60)
+    wait_for(lambda: len(cluster.versions().get(b"f1.log", [])) == 2, timeout=60)
+    # Pruned by the master itself, within a few of its steps.
+    wait_for(lambda: b"f0.log" not in rows(cluster.state), timeout=30)
+    wait_for(lambda: len(rows(cluster.state)[b"f1.log"]) == 1, timeout=30)
+    totals = cluster.summary()["totals"]
+    assert (totals["files"], totals["gone"], totals["lines"], totals["error_lines"]) == (
+        6,
+        1,
+        13,
+        6,
+    )
+    assert cluster.master is not None
+    assert "pruned 1 version and the sample lines of" in cluster.master.output

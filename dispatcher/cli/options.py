@@ -160,6 +160,14 @@ def add_master_options(parser: argparse.ArgumentParser, listen: bool) -> None:
         help="once a file's counts are safely in the ledger: keep it (default), move it to "
         "DIR/<its path under ROOT>, or delete it",
     )
+    parser.add_argument(
+        "--keep",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="prune the ledger of what was finished longer ago than this (30d, 12h), as "
+        "logdispatch prune does; the totals keep it (default: keep everything)",
+    )
     add_verbosity(parser)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,9 +18,6 @@ if TYPE_CHECKING:
 
 # How long a step waits for a running master's commit, and the master for a step's.
 _BUSY_WAIT_MS = 30_000
-# Pages freed per transaction while a master runs: as short as a prune step.
-_PAGES_PER_STEP = 2_000
-_INCREMENTAL = 2  # PRAGMA auto_vacuum's value
 
 
 def add_prune_parser(commands: Subparsers) -> None:
@@ -85,10 +81,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 # Incremental from now on: a prune beside a master gives pages back too.
                 db.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 db.execute("VACUUM")
-            elif db.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
-                while db.execute("PRAGMA freelist_count").fetchone()[0]:
-                    db.execute(f"PRAGMA incremental_vacuum({_PAGES_PER_STEP})")
-            # Else a ledger never vacuumed: its free pages serve the next rows.
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.Error as e:
         from dispatcher.ledger.errors import ledger_error
@@ -98,13 +90,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if lock is not None:
             lock.release()
     after = _size(path)
+    cut = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cutoff))
+    beside = "" if lock is not None else " (a master runs on it: its free pages are reused)"
     print(
-        f"logdispatch prune: dropped {done.versions:,} version{'s' * (done.versions != 1)} "
-        f"and the sample lines of {done.samples:,} file{'s' * (done.samples != 1)} finished "
-        f"before {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(cutoff))}; the ledger went "
-        f"from {_mb(before)} to {_mb(after)}"
-        + ("" if lock is not None else " (a master runs on it: its free pages are reused)"),
-        file=sys.stdout,
+        f"logdispatch prune: dropped {done} finished before {cut}; the ledger went from "
+        f"{_mb(before)} to {_mb(after)}{beside}"
     )
     return 0
 

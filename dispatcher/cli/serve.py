@@ -86,6 +86,7 @@ def master_config(args: argparse.Namespace, authkey: bytes, **overrides: Any) ->
         "max_lease_age": args.max_lease_age,
         "max_attempts": args.max_attempts,
         "on_done": OnDone.parse(args.on_done),
+        "keep": args.keep,
     }
     if hasattr(args, "address"):
         options["address"] = parse_address(args.address)

@@ -29,6 +29,9 @@ from dispatcher.versions import sql_open
 
 # Ids per transaction: a master waiting for one waits for a few milliseconds.
 IDS_PER_STEP = 20_000
+# Pages given back to the file system per step, where the ledger is incremental.
+PAGES_PER_STEP = 2_000
+_INCREMENTAL = 2  # PRAGMA auto_vacuum's value
 # What no master will change any more, and no --on-done still has to act on.
 _SETTLED = (
     f"finished_at < :cutoff AND NOT {sql_open()} "
@@ -46,6 +49,20 @@ class Pruned:
 
     versions: int = 0
     samples: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.versions:,} version{'s' * (self.versions != 1)} and the sample lines of "
+            f"{self.samples:,} file{'s' * (self.samples != 1)}"
+        )
+
+
+@dataclass
+class Pruning:
+    """A prune under way: its steps (``steps()``) and what they dropped so far."""
+
+    steps: Iterator[None]
+    done: Pruned
 
 
 def steps(db: sqlite3.Connection, cutoff: float, done: Pruned) -> Iterator[None]:
@@ -68,3 +85,8 @@ def steps(db: sqlite3.Connection, cutoff: float, done: Pruned) -> Iterator[None]
         done.samples += cleared.rowcount
         first += IDS_PER_STEP
         yield
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
+        while db.execute("PRAGMA freelist_count").fetchone()[0]:
+            db.execute(f"PRAGMA incremental_vacuum({PAGES_PER_STEP})")
+            yield
+    # Else a ledger never vacuumed: its free pages serve the next rows.

@@ -31,6 +31,7 @@ from dispatcher.ledger.bulk import (
 )
 from dispatcher.ledger.errors import ledger_error
 from dispatcher.ledger.lock import StateDirLock
+from dispatcher.ledger.prune import Pruned, Pruning, steps
 from dispatcher.ledger.schema import LAYOUT, create, layout, ledger_path, newer_ledger
 from dispatcher.ledger.sums import Sums
 from dispatcher.versions import (
@@ -655,6 +656,18 @@ class Ledger:
             Disposal(Version(i, p, s, m), Action(a), d, _unsigned64(dev), _unsigned64(ino))
             for i, p, s, m, a, d, dev, ino in rows
         ]
+
+    def pruning(self, cutoff: float) -> Pruning:
+        """A prune of what was finished before ``cutoff`` (dispatcher.ledger.prune), in this
+        writer's transactions: ``prune_step`` takes it a step further."""
+        done = Pruned()
+        return Pruning(steps(self._db, cutoff, done), done)
+
+    @_guarded
+    def prune_step(self, pruning: Pruning) -> bool:
+        """One step of ``pruning``; False once it is over."""
+        self._flush()
+        return next(pruning.steps, False) is not False
 
     @_guarded
     def record_end(

@@ -37,6 +37,7 @@ class MasterConfig:
     once: bool = False  # count what is there now, then finish: no watching, no rescans
     commit_interval: float = defaults.COMMIT_SECONDS
     on_done: OnDone = KEEP
+    keep: float | None = None  # prune what was finished longer ago than this (seconds)
     tls: TLSFiles | None = None  # the server's certificate, key and clients' CA
 
     def __post_init__(self) -> None:

@@ -23,6 +23,7 @@ from dispatcher.master.config import MasterConfig
 from dispatcher.master.ondone import Disposer, prepare_archive
 from dispatcher.master.registry import Ready, Registry
 from dispatcher.master.results import Results
+from dispatcher.master.retention import Retention
 from dispatcher.transport.server import ManagerServer, ResultSink, StatusService
 from dispatcher.transport.taskqueue import TaskQueue
 from dispatcher.versions import Action, OpenVersion, Version, VersionStatus
@@ -151,6 +152,9 @@ class Master:
         self._to_queue: list[tuple[Version, int]] = []
         self._next_rescan = clock() + config.rescan
         self._disposer = Disposer(self._root, self._inbox.put)
+        self._retention = (
+            None if config.keep is None else Retention(ledger, config.keep, clock, wall)
+        )
         self._results = Results(
             self._root,
             config,
@@ -336,6 +340,8 @@ class Master:
         # quiet spell, a result is committed as soon as it is recorded.
         if now - self._committed_at >= self.config.commit_interval and self._commit():
             self._committed_at = now
+        if self._retention is not None:
+            self._retention.step()
 
     def _commit(self) -> bool:
         """Commit, then move or delete the files whose counts that commit made durable;

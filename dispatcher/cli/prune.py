@@ -90,11 +90,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if lock is not None:
             lock.release()
     after = _size(path)
+    from rich.filesize import decimal
+
     cut = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cutoff))
     beside = "" if lock is not None else " (a master runs on it: its free pages are reused)"
     print(
         f"logdispatch prune: dropped {done} finished before {cut}; the ledger went from "
-        f"{_mb(before)} to {_mb(after)}{beside}"
+        f"{decimal(before)} to {decimal(after)}{beside}"
     )
     return 0
 
@@ -106,5 +108,3 @@ def _size(ledger: Path) -> int:
     )
 
 
-def _mb(size: int) -> str:
-    return f"{size / 1e6:,.1f} MB"

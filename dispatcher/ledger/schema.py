@@ -74,6 +74,10 @@ INDEXES = """
 CREATE INDEX IF NOT EXISTS versions_fingerprint ON versions (fingerprint, id)
     WHERE fingerprint IS NOT NULL;
 CREATE INDEX IF NOT EXISTS versions_inode ON versions (inode, id) WHERE inode IS NOT NULL;
+-- summary --failed and the report's failed files, by path, without reading the others: few
+-- rows, so next to nothing for the writer.
+CREATE INDEX IF NOT EXISTS versions_failed ON versions (path)
+    WHERE replaced = 0 AND status IN ('failed', 'vanished');
 """
 
 

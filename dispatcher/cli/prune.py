@@ -106,5 +106,3 @@ def _size(ledger: Path) -> int:
     return sum(
         p.stat().st_size for p in (ledger, ledger.with_name(ledger.name + "-wal")) if p.exists()
     )
-
-

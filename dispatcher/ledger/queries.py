@@ -14,7 +14,6 @@ from typing import Any
 from dispatcher import defaults
 from dispatcher.ledger import sums
 from dispatcher.ledger.rows import FILE_COLUMNS
-from dispatcher.versions import PENDING, sql_open
 from workers.common import COUNTER_NAME, host_of
 from workers.errors import ConfigError
 
@@ -31,21 +30,16 @@ SORT_KEYS = {
     "rate": ERROR_RATE,
 }
 
-# What GROUP_COLUMNS adds up, for a group and for the totals.
+# What a group adds up, and the totals: the kept sums' (dispatcher.ledger.sums) but the
+# versions, which only say whether a group holds any.
 GROUP_SUMS = ("files", "done", "failed", "vanished", "pending", "lines", "error_lines", "bytes")
 # A group's entry: its key, its sums, its error rate and its named counters' lines.
 GROUP_FIELDS = ("key", *GROUP_SUMS, "error_rate", "counts")
-# A group's counts over the ``counted`` view, as the totals count them all: its files (the
-# latest version of each path) by status, and what its counted versions added to the totals.
-GROUP_COLUMNS = (
-    "coalesce(sum(is_latest), 0) AS files, "
-    "coalesce(sum(is_latest AND status = 'done'), 0) AS done, "
-    "coalesce(sum(is_latest AND status = 'failed'), 0) AS failed, "
-    "coalesce(sum(is_latest AND status = 'vanished'), 0) AS vanished, "
-    f"coalesce(sum(is_latest AND {sql_open()}), 0) AS {PENDING}, "
-    "coalesce(sum(CASE WHEN status = 'done' THEN own_lines END), 0) AS lines, "
-    "coalesce(sum(CASE WHEN status = 'done' THEN own_error_lines END), 0) AS error_lines, "
-    "coalesce(sum(CASE WHEN status = 'done' THEN own_bytes END), 0) AS bytes"
+# A group's sums over the ``counted`` view, for the groups no kept sum holds (deeper folders).
+GROUP_COLUMNS = ", ".join(
+    f"coalesce(sum({share}), 0) AS {name}"
+    for name, share in sums.shares("counted").items()
+    if name in GROUP_SUMS
 )
 _REGROUP_COLUMNS = ", ".join(f"sum({name}) AS {name}" for name in GROUP_SUMS)
 # A group's key in the kept sums of its dimension (dispatcher.ledger.sums), as views show it.

@@ -3,7 +3,7 @@ the groups by top-level folder, worker, host and day cost what the groups number
 the files do.
 
 Each version adds to one group of each dimension (``DIMENSIONS``): what it adds, its share, is
-worked out in SQL from its row (``_shares``). The writer takes the shares of the rows it is
+worked out in SQL from its row (``shares``). The writer takes the shares of the rows it is
 about to change off the sums and puts the changed rows' on (``Sums``), a batch of rows at a
 time and in its own transaction. Nothing deletes from ``versions`` but ``logdispatch prune``,
 whose rows' shares stay in the sums: what a pruned file added is still in the totals and
@@ -41,8 +41,8 @@ SUMS = (
 )
 
 
-def _shares(row: str) -> dict[str, str]:
-    """A version's share of each of the SUMS, in SQL over a row named ``row`` (NEW, OLD...)."""
+def shares(row: str) -> dict[str, str]:
+    """A version's share of each of the SUMS, in SQL over the row (or table) named ``row``."""
     latest = f"{row}.replaced = 0"
     done = f"{row}.status = 'done'"
 
@@ -110,10 +110,10 @@ def _rows(source: str, sign: int, only: str) -> str:
     views, with its keys and its share of each of the SUMS times ``sign``. Materialized: each
     dimension's grouping below reads it, and working out the shares once per row is what
     costs."""
-    shares = ", ".join(f"{sign} * ({share}) AS {name}" for name, share in _shares("v").items())
+    signed = ", ".join(f"{sign} * ({share}) AS {name}" for name, share in shares("v").items())
     where = f"{_SHOWN.format(row='v')} AND {only}"
     return (
-        f"WITH r AS MATERIALIZED (SELECT {_keys('v')}, {shares}, v.finished_at AS at "
+        f"WITH r AS MATERIALIZED (SELECT {_keys('v')}, {signed}, v.finished_at AS at "
         f"FROM {source} AS v WHERE {where})"
     )
 

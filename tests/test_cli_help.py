@@ -74,7 +74,7 @@ def _shows_a_default(action: argparse.Action) -> bool:
 def test_every_option_of_every_command_has_help_and_shows_its_default() -> None:
     commands = {**subcommands(build_parser()), **all_commands()}  # work's real parser
     assert set(commands) == {
-        "serve", "work", "run", "status", "summary", "report", "count", "config",
+        "serve", "work", "run", "status", "summary", "report", "count", "prune", "config",
     }  # fmt: skip
     checked = 0
     for name, parser in commands.items():

@@ -1,7 +1,10 @@
 """The sums the writer keeps (dispatcher.ledger.sums) against the same sums worked out again from
 every version, after random sequences of what a master writes: new versions of the same paths,
 leases, retries, results with and without named counters, failures, supersessions, files gone
-and back, commits, and the ledger closed and opened again."""
+and back, moves by --on-done, prunes, commits, and the ledger closed and opened again.
+
+A prune leaves the sums as they were: they are those of every version, the pruned ones as they
+were when pruned, as long as no pruned file comes back (docs/guarantees.md, "Retention")."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from hypothesis import strategies as st
 
 from dispatcher.ledger import sums
 from dispatcher.ledger.writer import Ledger
-from dispatcher.versions import Added, VersionStatus
+from dispatcher.versions import Added, DisposalState, VersionStatus
 from workers.protocol import Result, Status
 
 PATHS = (b"a.log", b"app/x.log", b"web/deep/w.log", b"\xff/q.log")
@@ -44,9 +47,14 @@ operation = st.one_of(
         st.sampled_from([VersionStatus.FAILED, VersionStatus.VANISHED, VersionStatus.SUPERSEDED]),
     ),
     st.tuples(st.just("gone"), st.sampled_from(PATHS), st.booleans()),
+    st.tuples(st.just("moved"), st.integers(0, 10)),
+    st.tuples(st.just("prune")),
     st.tuples(st.just("commit")),
     st.tuples(st.just("reopen"), st.sampled_from(sorted(RULES))),
 )
+# The versions pruned, as they were: the sums are those of these and of the ledger's.
+PRUNED = "pruned_in_test"
+EVERY_VERSION = f"(SELECT * FROM versions UNION ALL SELECT * FROM {PRUNED})"
 
 
 def kept_and_recomputed(state: Path) -> tuple[Any, ...]:
@@ -54,7 +62,8 @@ def kept_and_recomputed(state: Path) -> tuple[Any, ...]:
     version shown (every sum back to 0) are no groups."""
     db = sqlite3.connect(state / "ledger.sqlite3")
     try:
-        recomputed_sums, recomputed_counters = sums.recomputed("versions")
+        db.execute(f"CREATE TABLE IF NOT EXISTS {PRUNED} AS SELECT * FROM versions WHERE 0")
+        recomputed_sums, recomputed_counters = sums.recomputed(EVERY_VERSION)
         shown = "WHERE versions != 0"
         columns = f"dim, key, {', '.join(sums.SUMS)}"
         kept = sorted(db.execute(f"SELECT {columns} FROM sums {shown}").fetchall())
@@ -84,11 +93,15 @@ def run(state: Path, root: Path, operations: list[tuple[Any, ...]]) -> None:
     ledger = Ledger(state, root)
     ledger.count_with(b"ERROR", RULES["warn"])
     ids: list[int] = []
+    gone_for_good: set[bytes] = set()  # pruned latest versions: their paths do not come back
     try:
         for op, *args in operations:
             if op == "add":
                 path, more = args
-                ids.append(ledger.add_version(path, 100 + more, 1 + more, 1.7e9))
+                if path not in gone_for_good:
+                    ids.append(ledger.add_version(path, 100 + more, 1 + more, 1.7e9))
+            elif op == "prune":
+                gone_for_good |= prune(ledger, state)
             elif op == "commit":
                 ledger.commit()
             elif op == "reopen":
@@ -118,8 +131,32 @@ def run(state: Path, root: Path, operations: list[tuple[Any, ...]]) -> None:
                     ledger.record_result(result, when, added=added)
                 elif op == "end":
                     ledger.record_end(version, args[1], "why", 1.7e9 + 7, "h1:1")
+                elif op == "moved":
+                    ledger.record_disposals([(version, DisposalState.DONE, "moved to /a")])
     finally:
         ledger.close()
+
+
+def prune(ledger: Ledger, state: Path) -> set[bytes]:
+    """Prune everything finished, as the master does with --keep; keep a copy of what went.
+    Returns the paths whose latest version went."""
+    ledger.commit()
+    with sqlite3.connect(state / "ledger.sqlite3") as db:
+        before = {row[0]: row for row in db.execute("SELECT * FROM versions")}
+    pruning = ledger.pruning(1.7e9 + 30 * 86400)
+    while ledger.prune_step(pruning):
+        pass
+    ledger.commit()
+    with sqlite3.connect(state / "ledger.sqlite3") as db:
+        db.execute(f"CREATE TABLE IF NOT EXISTS {PRUNED} AS SELECT * FROM versions WHERE 0")
+        kept = {version for (version,) in db.execute("SELECT id FROM versions")}
+        went = [row for version, row in before.items() if version not in kept]
+        columns = [c[1] for c in db.execute("PRAGMA table_info(versions)")]
+        marks = ", ".join("?" for _ in columns)
+        db.executemany(f"INSERT INTO {PRUNED} VALUES ({marks})", went)
+    assert pruning.done.versions == len(went)
+    latest = columns.index("replaced")
+    return {bytes(row[1]) for row in went if row[latest] == 0}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -81,7 +81,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 # Incremental from now on: a prune beside a master gives pages back too.
                 db.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 db.execute("VACUUM")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # Beside a master, whose open transaction a checkpoint would wait for, the write-
+            # ahead log is the master's to fold in.
     except sqlite3.Error as e:
         from dispatcher.ledger.errors import ledger_error
 

@@ -41,6 +41,7 @@ _LEFT_THE_ROOT = (
     "(replaced = 1 OR gone_at IS NOT NULL OR on_done_state = 'done' OR status = 'vanished')"
 )
 _STEP = "id >= :first AND id < :first + :ids"
+_SAMPLES = "(samples IS NOT NULL AND samples != X'')"
 
 
 @dataclass
@@ -61,32 +62,39 @@ class Pruned:
 class Pruning:
     """A prune under way: its steps (``steps()``) and what they dropped so far."""
 
-    steps: Iterator[None]
+    steps: Iterator[bool]  # each step's: whether it wrote
     done: Pruned
 
 
-def steps(db: sqlite3.Connection, cutoff: float, done: Pruned) -> Iterator[None]:
+def steps(db: sqlite3.Connection, cutoff: float, done: Pruned) -> Iterator[bool]:
     """Prune what was finished before ``cutoff`` (wall clock, seconds), a range of ids at a
     time: each step is one transaction of the caller's (who commits between steps), adding
-    what it dropped to ``done``."""
+    what it dropped to ``done``, and says whether it wrote."""
     (last,) = db.execute("SELECT coalesce(max(id), 0) FROM versions").fetchone()
     first = 1
     while first <= last:
         values = {"cutoff": cutoff, "first": first, "ids": IDS_PER_STEP}
-        dropped = db.execute(
-            f"DELETE FROM versions WHERE {_STEP} AND {_SETTLED} AND {_LEFT_THE_ROOT}", values
-        )
-        done.versions += dropped.rowcount
-        cleared = db.execute(
-            f"UPDATE versions SET samples = NULL WHERE {_STEP} AND {_SETTLED} "
-            "AND samples IS NOT NULL AND samples != X''",
+        # Looked for first: a write, even of nothing, takes the ledger's write lock until the
+        # commit, and most ranges of a ledger pruned before hold nothing more to drop.
+        (anything,) = db.execute(
+            f"SELECT EXISTS (SELECT 1 FROM versions WHERE {_STEP} AND {_SETTLED} AND "
+            f"({_LEFT_THE_ROOT} OR {_SAMPLES}))",
             values,
-        )
-        done.samples += cleared.rowcount
+        ).fetchone()
+        if anything:
+            dropped = db.execute(
+                f"DELETE FROM versions WHERE {_STEP} AND {_SETTLED} AND {_LEFT_THE_ROOT}", values
+            )
+            done.versions += dropped.rowcount
+            cleared = db.execute(
+                f"UPDATE versions SET samples = NULL WHERE {_STEP} AND {_SETTLED} AND {_SAMPLES}",
+                values,
+            )
+            done.samples += cleared.rowcount
         first += IDS_PER_STEP
-        yield
+        yield anything
     if db.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
         while db.execute("PRAGMA freelist_count").fetchone()[0]:
             db.execute(f"PRAGMA incremental_vacuum({PAGES_PER_STEP})")
-            yield
+            yield True
     # Else a ledger never vacuumed: its free pages serve the next rows.

@@ -173,6 +173,7 @@ class Ledger:
         self._sums = Sums(self._db)
         self._db.execute("BEGIN")
         self._committed_changes = self._db.total_changes
+        self._pruned_since_commit = False
 
     def _back_up(self, found: int) -> Path:
         """A copy of the ledger as it is, beside it, before it is brought to this layout: the
@@ -258,12 +259,14 @@ class Ledger:
         self._db.execute("COMMIT")
         self._db.execute("BEGIN")
         self._committed_changes = self._db.total_changes
+        self._pruned_since_commit = False
 
     @property
     def dirty(self) -> bool:
         """Whether anything was written or buffered since the last commit."""
         buffered = self._new_rows or self._done_rows or self._disposed_rows
-        return bool(buffered) or self._db.total_changes != self._committed_changes
+        changed = self._db.total_changes != self._committed_changes
+        return bool(buffered) or changed or self._pruned_since_commit
 
     def _flush(self) -> None:
         """Write the buffered new versions and results, before any other write (order kept)."""
@@ -667,7 +670,11 @@ class Ledger:
     def prune_step(self, pruning: Pruning) -> bool:
         """One step of ``pruning``; False once it is over."""
         self._flush()
-        return next(pruning.steps, False) is not False
+        wrote = next(pruning.steps, None)
+        # What it wrote may have changed no row (a vacuum step): it holds the write lock all
+        # the same, which the next commit must release.
+        self._pruned_since_commit |= bool(wrote)
+        return wrote is not None
 
     @_guarded
     def record_end(

@@ -105,15 +105,20 @@ def _keys(row: str) -> str:
     return ", ".join(f"{keys[dim]} AS k{dim}" for dim in DIMENSIONS)
 
 
-def _rows(source: str, sign: int, only: str) -> str:
+_HOW = {True: "MATERIALIZED", False: "NOT MATERIALIZED"}
+
+
+def _rows(source: str, sign: int, only: str, kept: bool = True) -> str:
     """A WITH clause: ``r``, each version of ``source`` that ``only`` names and shows in the
-    views, with its keys and its share of each of the SUMS times ``sign``. Materialized: each
-    dimension's grouping below reads it, and working out the shares once per row is what
-    costs."""
+    views, with its keys and its share of each of the SUMS times ``sign``. For the sums the
+    writer keeps (``kept``) it is materialized: each dimension's grouping below reads it, and
+    working out the shares once per row is what costs. Else each reads ``source`` itself, so
+    that a view of one dimension (all a summary reads) reads the versions once, not three
+    times."""
     signed = ", ".join(f"{sign} * ({share}) AS {name}" for name, share in shares("v").items())
     where = f"{_SHOWN.format(row='v')} AND {only}"
     return (
-        f"WITH r AS MATERIALIZED (SELECT {_keys('v')}, {signed}, v.finished_at AS at "
+        f"WITH r AS {_HOW[kept]} (SELECT {_keys('v')}, {signed}, v.finished_at AS at "
         f"FROM {source} AS v WHERE {where})"
     )
 
@@ -133,20 +138,22 @@ _ADD_AND_TIMES = (
 
 def _by_dimension(columns: str, by: str = "") -> str:
     """A SELECT per dimension of ``columns`` over ``r``, grouped by its key (and ``by``)."""
-    group = "2" + (f", {by}" if by else "")
+    # By the dimension too, constant as it is: a WHERE on it then reaches each arm of a view of
+    # the sums (recomputed), and the arms of the other dimensions read nothing.
+    group = "1, 2" + (f", {by}" if by else "")
     return " UNION ALL ".join(
         f"SELECT {dim} AS dim, k{dim} AS key, {columns} FROM r GROUP BY {group}"
         for dim in DIMENSIONS
     )
 
 
-def _counter_rows(source: str, sign: int, only: str) -> str:
+def _counter_rows(source: str, sign: int, only: str, kept: bool = True) -> str:
     """As _rows, for the named counters: a row per version and counter, with the lines it added
     to the totals (own_counts, if done), and whether it is a done file counted with it."""
     done = f"v.status = 'done' AND {only}"
     keys = _keys("v")
     return (
-        "WITH r AS MATERIALIZED ("
+        f"WITH r AS {_HOW[kept]} ("
         f"SELECT {keys}, c.key AS counter, {sign} * c.value AS lines, 0 AS files "
         f"FROM {source} AS v, json_each(v.own_counts) AS c WHERE {done} "
         "UNION ALL "
@@ -202,9 +209,11 @@ TABLES = (
 def recomputed(source: str) -> tuple[str, str]:
     """SELECTs of the sums, then of the counter sums, worked out from the versions of
     ``source`` (a table or view with the versions' columns): what the writer keeps."""
-    sums = f"SELECT * FROM ({_rows(source, 1, 'true')} {_by_dimension(_TOTALS_AND_TIMES)})"
+    sums = (
+        f"SELECT * FROM ({_rows(source, 1, 'true', kept=False)} {_by_dimension(_TOTALS_AND_TIMES)})"
+    )
     counters = (
-        f"SELECT * FROM ({_counter_rows(source, 1, 'true')} "
+        f"SELECT * FROM ({_counter_rows(source, 1, 'true', kept=False)} "
         f"{_by_dimension(_COUNTER_TOTALS, 'counter')})"
     )
     return sums, counters

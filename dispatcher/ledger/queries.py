@@ -14,6 +14,7 @@ from typing import Any
 from dispatcher import defaults
 from dispatcher.ledger import sums
 from dispatcher.ledger.rows import FILE_COLUMNS
+from dispatcher.versions import PENDING, sql_open
 from workers.common import COUNTER_NAME, host_of
 from workers.errors import ConfigError
 
@@ -90,17 +91,63 @@ def select_files(
     attention.
     """
 
-    def select(db: sqlite3.Connection, totals: dict[str, Any]) -> sqlite3.Cursor:
+    def select(
+        db: sqlite3.Connection, totals: dict[str, Any]
+    ) -> sqlite3.Cursor | list[tuple[Any, ...]]:
         order = f"{_sort_key(sort, totals)} DESC, path" if sort else "path"
         cut = top
         if limit is not None and totals["files"] > limit:
             if not sort:
-                order = ATTENTION_ORDER
+                return _needing_attention(db, totals, limit if top is None else min(top, limit))
             cut = limit if top is None else min(top, limit)
+        if sort == "errors" and cut is not None:
+            return _most_error_lines(db, cut)
         rows = "" if cut is None else f" LIMIT {int(cut)}"
         return db.execute(f"SELECT {FILE_COLUMNS} FROM latest ORDER BY {order}{rows}")
 
     return select
+
+
+# Each of these reads through an index as many rows as it returns, or about (_first).
+_FAILED = f"SELECT {FILE_COLUMNS} FROM latest WHERE status IN ('failed', 'vanished')"
+_PENDING = f"SELECT {FILE_COLUMNS} FROM latest WHERE {sql_open()}"
+_WITH_ERRORS = (
+    f"SELECT {FILE_COLUMNS} FROM latest WHERE status = 'done' AND error_lines > 0 "
+    "ORDER BY error_lines DESC, path"
+)
+_DONE_WITHOUT = (
+    f"SELECT {FILE_COLUMNS} FROM latest WHERE status = 'done' AND coalesce(error_lines, 0) = 0"
+)
+
+
+def _first(db: sqlite3.Connection, query: str, n: int, order: str = "") -> list[tuple[Any, ...]]:
+    if n <= 0:
+        return []
+    return db.execute(f"{query}{order} LIMIT {int(n)}").fetchall()
+
+
+def _needing_attention(
+    db: sqlite3.Connection, totals: dict[str, Any], n: int
+) -> list[tuple[Any, ...]]:
+    """The first ``n`` files in ATTENTION_ORDER: failed, vanished and pending (by path), then
+    the done ones with the most error lines. Read in parts that each take their first rows
+    from an index (or, for the files without error lines, from the paths' index until there
+    are enough), not by sorting every file: the ledger's size does not matter."""
+    rows = []
+    if totals["failed"] or totals["vanished"]:
+        rows += _first(db, _FAILED, n, " ORDER BY path")
+    if totals[PENDING]:
+        rows += _first(db, _PENDING, n, " ORDER BY path")
+    rows = sorted(rows, key=lambda row: row[0])[:n]  # by path: no error lines counted yet
+    rows += _first(db, _WITH_ERRORS, n - len(rows))
+    return rows + _first(db, _DONE_WITHOUT, n - len(rows), " ORDER BY path")
+
+
+def _most_error_lines(db: sqlite3.Connection, n: int) -> list[tuple[Any, ...]]:
+    """The first ``n`` files by error lines, most first, then by path: as _needing_attention."""
+    rows = _first(db, _WITH_ERRORS, n)
+    without = f"SELECT {FILE_COLUMNS} FROM latest WHERE coalesce(error_lines, 0) = 0"
+    return rows + _first(db, without, n - len(rows), " ORDER BY path")
 
 
 def select_groups(

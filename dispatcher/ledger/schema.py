@@ -78,6 +78,10 @@ CREATE INDEX IF NOT EXISTS versions_inode ON versions (inode, id) WHERE inode IS
 -- rows, so next to nothing for the writer.
 CREATE INDEX IF NOT EXISTS versions_failed ON versions (path)
     WHERE replaced = 0 AND status IN ('failed', 'vanished');
+-- The files with the most error lines first (the summary's table, --sort errors, the report):
+-- only the files that have any, which the writer pays for, not every file.
+CREATE INDEX IF NOT EXISTS versions_error_lines ON versions (error_lines DESC, path)
+    WHERE replaced = 0 AND status = 'done' AND error_lines > 0;
 """
 
 

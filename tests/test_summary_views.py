@@ -31,6 +31,7 @@ from dispatcher.defaults import ERROR_SAMPLE_FILES
 from dispatcher.ledger import sums
 from dispatcher.ledger.writer import Ledger
 from dispatcher.versions import VersionStatus
+from dispatcher.views.summary import build
 from workers.common import decode_path, printable
 from workers.protocol import Result, Status
 
@@ -733,3 +734,39 @@ def test_json_and_csv_of_every_file_are_what_json_and_csv_write_of_its_entry(
         cells = {**entry, "counts": json.dumps(entry["counts"], separators=(",", ":"))}
         writer.writerow(cells.values())
     assert summary("csv") == expected.getvalue()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_first_rows_read_through_indexes_are_those_a_sort_of_every_file_gives(
+    tmp_path: Path, seed: int
+) -> None:
+    """The table's files that most need attention, and --sort errors --top N, read a few rows
+    through indexes: they are the first rows of every file sorted as the summary promises."""
+    rng = random.Random(seed)
+    state = tmp_path / "state"
+    ledger = Ledger(state, tmp_path / "root")
+    for i in range(400):
+        path = f"d{rng.randrange(5)}/f{rng.randrange(10**6)}-{i}.log".encode()
+        version = ledger.add_version(path, 100, 1, 1.7e9)
+        kind = rng.random()
+        if kind < 0.05:
+            ledger.record_end(version, VersionStatus.FAILED, "bad", 1.7e9 + i, "h:1", 3)
+        elif kind < 0.08:
+            ledger.record_end(version, VersionStatus.VANISHED, "gone", 1.7e9 + i, "h:1")
+        elif kind < 0.12:
+            continue  # pending
+        else:
+            errors = rng.choice([0, 0, 0, 1, 2, rng.randrange(100)])
+            ledger.record_result(Result(version, 1, "h:1", Status.DONE, 100, errors, 10), 1.7e9)
+    ledger.close()
+    every = build(state)["files"]  # by path
+
+    def attention(entry: dict[str, Any]) -> tuple[Any, ...]:
+        return (entry["status"] == "done", -(entry["error_lines"] or 0), entry["path"])
+
+    def errors(entry: dict[str, Any]) -> tuple[Any, ...]:
+        return (-(entry["error_lines"] or 0), entry["path"])
+
+    for n in (1, 7, 30, 399):
+        assert build(state, n)["files"] == sorted(every, key=attention)[:n]
+        assert build(state, None, "errors", n)["files"] == sorted(every, key=errors)[:n]

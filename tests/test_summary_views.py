@@ -757,7 +757,9 @@ def test_the_first_rows_read_through_indexes_are_those_a_sort_of_every_file_give
             continue  # pending
         else:
             errors = rng.choice([0, 0, 0, 1, 2, rng.randrange(100)])
-            ledger.record_result(Result(version, 1, "h:1", Status.DONE, 100, errors, 10), 1.7e9)
+            lines = rng.randrange(1, 300)
+            result = Result(version, 1, "h:1", Status.DONE, lines, min(errors, lines), 10)
+            ledger.record_result(result, 1.7e9)
     ledger.close()
     every = build(state)["files"]  # by path
 
@@ -767,6 +769,11 @@ def test_the_first_rows_read_through_indexes_are_those_a_sort_of_every_file_give
     def errors(entry: dict[str, Any]) -> tuple[Any, ...]:
         return (-(entry["error_lines"] or 0), entry["path"])
 
+    def rate(entry: dict[str, Any]) -> tuple[Any, ...]:
+        lines, errors = entry["lines"] or 0, entry["error_lines"] or 0
+        return (-(errors / lines if lines else 0.0), entry["path"])
+
     for n in (1, 7, 30, 399):
         assert build(state, n)["files"] == sorted(every, key=attention)[:n]
         assert build(state, None, "errors", n)["files"] == sorted(every, key=errors)[:n]
+        assert build(state, None, "rate", n)["files"] == sorted(every, key=rate)[:n]

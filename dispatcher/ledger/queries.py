@@ -24,6 +24,8 @@ Select = Callable[[sqlite3.Connection, dict[str, Any]], Iterable[tuple[Any, ...]
 ATTENTION_ORDER = "status = 'done', coalesce(error_lines, 0) DESC, path"
 # Error lines per line, of a file or of a group (with its lines and error_lines columns).
 ERROR_RATE = "(CASE WHEN lines > 0 THEN error_lines * 1.0 / lines ELSE 0.0 END)"
+# The same for a file with error lines (so with lines), as its index has it.
+RATE_OF_FILES = "(error_lines * 1.0 / lines)"
 # What --sort sorts by, most first.
 SORT_KEYS = {
     "lines": "coalesce(lines, 0)",
@@ -100,8 +102,8 @@ def select_files(
             if not sort:
                 return _needing_attention(db, totals, limit if top is None else min(top, limit))
             cut = limit if top is None else min(top, limit)
-        if sort == "errors" and cut is not None:
-            return _most_error_lines(db, cut)
+        if sort in _WITH_ERRORS and cut is not None:
+            return _most_of(db, sort, cut)
         rows = "" if cut is None else f" LIMIT {int(cut)}"
         return db.execute(f"SELECT {FILE_COLUMNS} FROM latest ORDER BY {order}{rows}")
 
@@ -111,10 +113,13 @@ def select_files(
 # Each of these reads through an index as many rows as it returns, or about (_first).
 _FAILED = f"SELECT {FILE_COLUMNS} FROM latest WHERE status IN ('failed', 'vanished')"
 _PENDING = f"SELECT {FILE_COLUMNS} FROM latest WHERE {sql_open()}"
-_WITH_ERRORS = (
-    f"SELECT {FILE_COLUMNS} FROM latest WHERE status = 'done' AND error_lines > 0 "
-    "ORDER BY error_lines DESC, path"
-)
+# The done files with error lines, most error lines or highest error rate first: each order
+# has an index of those files only (dispatcher.ledger.schema).
+_WITH_ERRORS = {
+    key: f"SELECT {FILE_COLUMNS} FROM latest WHERE status = 'done' AND error_lines > 0 "
+    f"ORDER BY {order}, path"
+    for key, order in (("errors", "error_lines DESC"), ("rate", f"{RATE_OF_FILES} DESC"))
+}
 _DONE_WITHOUT = (
     f"SELECT {FILE_COLUMNS} FROM latest WHERE status = 'done' AND coalesce(error_lines, 0) = 0"
 )
@@ -139,13 +144,14 @@ def _needing_attention(
     if totals[PENDING]:
         rows += _first(db, _PENDING, n, " ORDER BY path")
     rows = sorted(rows, key=lambda row: row[0])[:n]  # by path: no error lines counted yet
-    rows += _first(db, _WITH_ERRORS, n - len(rows))
+    rows += _first(db, _WITH_ERRORS["errors"], n - len(rows))
     return rows + _first(db, _DONE_WITHOUT, n - len(rows), " ORDER BY path")
 
 
-def _most_error_lines(db: sqlite3.Connection, n: int) -> list[tuple[Any, ...]]:
-    """The first ``n`` files by error lines, most first, then by path: as _needing_attention."""
-    rows = _first(db, _WITH_ERRORS, n)
+def _most_of(db: sqlite3.Connection, key: str, n: int) -> list[tuple[Any, ...]]:
+    """The first ``n`` files by error lines or error rate (``key``), most first, then by
+    path: the files with error lines through their index, then the others by path."""
+    rows = _first(db, _WITH_ERRORS[key], n)
     without = f"SELECT {FILE_COLUMNS} FROM latest WHERE coalesce(error_lines, 0) = 0"
     return rows + _first(db, without, n - len(rows), " ORDER BY path")
 

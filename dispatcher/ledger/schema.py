@@ -78,9 +78,12 @@ CREATE INDEX IF NOT EXISTS versions_inode ON versions (inode, id) WHERE inode IS
 -- rows, so next to nothing for the writer.
 CREATE INDEX IF NOT EXISTS versions_failed ON versions (path)
     WHERE replaced = 0 AND status IN ('failed', 'vanished');
--- The files with the most error lines first (the summary's table, --sort errors, the report):
--- only the files that have any, which the writer pays for, not every file.
+-- The files with the most error lines, or the highest error rate, first (the summary's
+-- table, --sort errors|rate, the report): only the files that have any, which the writer pays
+-- for, not every file. The rate's expression is queries.RATE_OF_FILES.
 CREATE INDEX IF NOT EXISTS versions_error_lines ON versions (error_lines DESC, path)
+    WHERE replaced = 0 AND status = 'done' AND error_lines > 0;
+CREATE INDEX IF NOT EXISTS versions_error_rate ON versions ((error_lines * 1.0 / lines) DESC, path)
     WHERE replaced = 0 AND status = 'done' AND error_lines > 0;
 """
 

@@ -72,10 +72,16 @@ def _sort_key(sort: str, totals: dict[str, Any], column: str = "counts") -> str:
     return column
 
 
-def _counter_column(sort: str | None) -> str:
-    """The column a group query adds to sort its groups by a named counter, or nothing."""
+def _counter_column(sort: str | None, kept: bool = True) -> str:
+    """The column a group query adds to sort its groups by a named counter, or nothing: from
+    the kept sums (``kept``), or from the ``counted`` versions."""
     if sort is None or sort in SORT_KEYS:
         return ""
+    if not kept:
+        return (
+            ", coalesce(sum(CASE WHEN status = 'done' THEN "
+            f"json_extract(own_counts, '$.{sort}') END), 0) AS by_counter"
+        )
     return (
         ", sum(coalesce((SELECT lines FROM counter_sums AS c WHERE c.dim = s.dim AND "
         f"c.key = s.key AND c.counter = '{sort}'), 0)) AS by_counter"
@@ -173,7 +179,7 @@ def select_groups(
     def select(db: sqlite3.Connection, totals: dict[str, Any]) -> list[tuple[Any, ...]]:
         most = f"{_sort_key(order, totals, 'by_counter')} DESC, " if order else ""
         if by == "dir" and (depth or 1) > 1:
-            extra = _folder_counter_column(order)
+            extra = _counter_column(order, kept=False)
             groups = _by_folders(db, depth or 1, GROUP_COLUMNS + extra)
         else:
             groups = _kept(db, by, _REGROUP_COLUMNS + _counter_column(order))
@@ -222,16 +228,6 @@ def _kept(db: sqlite3.Connection, by: str, columns: str, table: str = "sums") ->
     # A group that holds no version any more (its versions all replaced by others'): none.
     held = " AND s.versions != 0" if table == "sums" else ""
     return f"SELECT {key} AS key, {columns} FROM {table} AS s WHERE s.dim = {dimension}{held}"
-
-
-def _folder_counter_column(sort: str | None) -> str:
-    """As _counter_column, over the ``counted`` versions."""
-    if sort is None or sort in SORT_KEYS:
-        return ""
-    return (
-        ", coalesce(sum(CASE WHEN status = 'done' THEN "
-        f"json_extract(own_counts, '$.{sort}') END), 0) AS by_counter"
-    )
 
 
 def _by_folders(db: sqlite3.Connection, depth: int, columns: str, source: str = "counted") -> str:

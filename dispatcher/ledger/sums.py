@@ -17,11 +17,12 @@ before they were kept, and gives the sums of a part of the ledger (``summary --s
 from __future__ import annotations
 
 import collections
+import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-from dispatcher.ledger.bulk import execute_rows
+from dispatcher.ledger.bulk import execute_rows, values_statements
 from dispatcher.versions import sql_open
 
 # What each group adds up: the versions that show in it (a group with none is no group), its
@@ -235,19 +236,24 @@ def rebuild(db: sqlite3.Connection) -> None:
 # What a new queued version, the latest of its path, adds to each of its groups: 1 each.
 _QUEUED = ("versions", "files", "pending")
 
-# The rows a change of the writer's is about to make or has made (see Sums.changing).
-_CHANGING = "temp.changing_versions"
-_CHANGING_ONLY = f"v.id IN (SELECT id FROM {_CHANGING})"
+# The rows a change of the writer's is about to make or has made (see Sums.changing): their
+# ids in one parameter, a JSON array, so that each statement is one step of SQLite's. (The
+# sqlite3 module lets other threads run at each step: a statement per row, or a table of ids
+# filled and emptied around each change, made the master loop wait for the GIL behind its
+# server threads far more often than SQLite took to run them.)
+_CHANGING_ONLY = "v.id IN (SELECT value FROM json_each(:ids))"
 
 
 class Sums:
-    """Keeps the sums in step with the writer's changes to ``versions``, on its connection."""
+    """Keeps the sums in step with the writer's changes to ``versions``, on its connection.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    ``counted()`` says whether any version of the ledger may have named counters' counts: the
+    counters' sums are kept only then.
+    """
+
+    def __init__(self, db: sqlite3.Connection, counted: Callable[[], bool]) -> None:
         self._db = db
-        db.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_CHANGING.split('.')[1]} (id INTEGER PRIMARY KEY)"
-        )
+        self._counted = counted
         self._off = (
             _upsert(_rows("versions", -1, _CHANGING_ONLY), -1),
             _counter_upsert(_counter_rows("versions", -1, _CHANGING_ONLY)),
@@ -256,11 +262,17 @@ class Sums:
             _upsert(_rows("versions", 1, _CHANGING_ONLY), 1),
             _counter_upsert(_counter_rows("versions", 1, _CHANGING_ONLY)),
         )
-        # Whether any of the rows has counters' counts: most ledgers have none.
-        self._counted = (
-            f"SELECT EXISTS (SELECT 1 FROM versions AS v WHERE {_CHANGING_ONLY} AND "
-            "(v.counts IS NOT NULL OR v.own_counts IS NOT NULL))"
-        )
+
+    def latest(self, paths: Sequence[bytes]) -> list[int]:
+        """The ids of the latest versions of ``paths`` in the ledger."""
+        found: list[int] = []
+        for statement, values in values_statements(
+            "SELECT id FROM versions WHERE replaced = 0 AND path IN (VALUES {})",
+            1,
+            [(path,) for path in paths],
+        ):
+            found += (version for (version,) in self._db.execute(statement, values))
+        return found
 
     def add_queued(self, paths: Iterable[bytes]) -> None:
         """Put on the sums the shares of new queued versions, each the latest of ``paths`` (of
@@ -275,34 +287,26 @@ class Sums:
             (TOP_FOLDER, folder, n) for folder, n in folders.items()
         ]
         groups += [(WORKER, NO_WORKER, total), (QUARTER, NOT_FINISHED, total)]
-        shares = ", ".join("?3" if name in _QUEUED else "0" for name in SUMS)
-        self._db.executemany(
-            f"INSERT INTO sums (dim, key, {', '.join(SUMS)}) VALUES (?1, ?2, {shares}) "
-            f"ON CONFLICT (dim, key) DO UPDATE SET {_ADD}",
+        shares = ", ".join("column3" if name in _QUEUED else "0" for name in SUMS)
+        execute_rows(
+            self._db,
+            f"INSERT INTO sums (dim, key, {', '.join(SUMS)}) SELECT column1, column2, {shares} "
+            f"FROM (VALUES {{}}) WHERE true ON CONFLICT (dim, key) DO UPDATE SET {_ADD}",
+            3,
             groups,
         )
 
     @contextmanager
-    def changing(self, ids: Iterable[int] = (), latest_of: Sequence[bytes] = ()) -> Iterator[None]:
-        """Around a change of the rows ``ids`` (new ones too) and of the latest versions of the
-        paths ``latest_of``: their shares as they were come off the sums, and as they are
-        after go on."""
-        db = self._db
-        execute_rows(db, f"INSERT OR IGNORE INTO {_CHANGING} VALUES {{}}", 1, [(i,) for i in ids])
-        execute_rows(
-            db,
-            f"INSERT OR IGNORE INTO {_CHANGING} SELECT id FROM versions "
-            "WHERE replaced = 0 AND path IN (VALUES {})",
-            1,
-            [(path,) for path in latest_of],
-        )
-        try:
-            counted = db.execute(self._counted).fetchone()[0]
-            for statement in self._off[: 1 + counted]:
-                db.execute(statement)
+    def changing(self, ids: Iterable[int]) -> Iterator[None]:
+        """Around a change of the rows ``ids``: their shares as they were come off the sums,
+        and as they are after go on."""
+        changed = {"ids": json.dumps(list(ids))}
+        if changed["ids"] == "[]":
             yield
-            counted = counted or db.execute(self._counted).fetchone()[0]
-            for statement in self._on[: 1 + counted]:
-                db.execute(statement)
-        finally:
-            db.execute(f"DELETE FROM {_CHANGING}")
+            return
+        statements = 2 if self._counted() else 1
+        for statement in self._off[:statements]:
+            self._db.execute(statement, changed)
+        yield
+        for statement in self._on[:statements]:
+            self._db.execute(statement, changed)

@@ -170,7 +170,10 @@ class Ledger:
         self._new_rows: list[tuple[int, bytes, int, int, float]] = []
         self._done_rows: list[DoneRow] = []
         self._disposed_rows: list[tuple[str, str, int]] = []
-        self._sums = Sums(self._db)
+        # Before count_with, the counters any version may have are not known yet.
+        self._sums = Sums(
+            self._db, lambda: not self.counter_sets or any(self.counter_sets.values())
+        )
         self._db.execute("BEGIN")
         self._committed_changes = self._db.total_changes
         self._pruned_since_commit = False
@@ -276,13 +279,16 @@ class Ledger:
             # every version, which is slow on a big ledger. Every row written before is older than
             # these; among these, the last of each path is the latest.
             latest = {row[1]: row[0] for row in rows}
-            with self._sums.changing(latest_of=list(latest)):
-                execute_rows(
-                    self._db,
-                    "UPDATE versions SET replaced = 1 WHERE replaced = 0 AND path IN (VALUES {})",
-                    1,
-                    [(path,) for path in latest],
-                )
+            # Most new versions are of new paths: nothing to replace, nothing more to write.
+            replaced = self._sums.latest(list(latest))
+            if replaced:
+                with self._sums.changing(replaced):
+                    execute_rows(
+                        self._db,
+                        "UPDATE versions SET replaced = 1 WHERE id IN (VALUES {})",
+                        1,
+                        [(version,) for version in replaced],
+                    )
             self._sums.add_queued(latest)
             execute_rows(
                 self._db,
@@ -366,7 +372,7 @@ class Ledger:
         (None); whether it was a counted version kept after counting (--on-done moves and
         deletes are the master's own, and say so themselves)."""
         self._flush()
-        with self._sums.changing(latest_of=[path]):
+        with self._sums.changing(self._sums.latest([path])):
             changed = self._db.execute(
                 "UPDATE versions SET gone_at = ? WHERE path = ? AND replaced = 0 AND "
                 "status = 'done' AND on_done IS NULL",

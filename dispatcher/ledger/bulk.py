@@ -3,6 +3,7 @@ at once, in as few statements as SQLite allows; and the rows they write."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -54,6 +55,14 @@ def content_length(result: Result) -> int:
     if result.fingerprint:
         return int.from_bytes(result.fingerprint[:8], "big")
     return result.bytes_read
+
+
+def counts_json(names: tuple[str, ...], counts: tuple[int, ...]) -> str | None:
+    """Counts of the counters ``names`` (the current rules') as the ledger keeps them; None
+    when there are none, or they are not one per counter (a worker that does not count them)."""
+    if not names or len(counts) != len(names):
+        return None
+    return json.dumps(dict(zip(names, counts, strict=True)), separators=(",", ":"))
 
 
 class LeaseRow(NamedTuple):

@@ -9,7 +9,6 @@ how it takes the file up and leaves it in dispatcher.ledger.opening.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from dispatcher.ledger.bulk import (
     DoneRow,
     LeaseRow,
     content_length,
+    counts_json,
     execute_rows,
     update_rows,
 )
@@ -302,7 +302,7 @@ class Ledger:
         are committed, the action happens even if the master stops before it (see ondone.py).
         """
         pending = on_done.action is not Action.KEEP
-        counts = self._counts_json(result.counts)
+        counts = counts_json(self.rules.names, result.counts)
         if added is None:
             added = Added(result.lines, result.error_lines, content_length(result))
         self._done_rows.append(
@@ -330,18 +330,10 @@ class Ledger:
                 # counted with these rules, and a recount takes it again.
                 rules=self.rules.id if counts is not None or not self.rules.names else None,
                 counts=counts,
-                own_counts=self._counts_json(added.counts),
+                own_counts=counts_json(self.rules.names, added.counts),
                 id=result.task_id,
             )
         )
-
-    def _counts_json(self, counts: tuple[int, ...]) -> str | None:
-        """Counts of the current rules' counters as the ledger keeps them; None when there are
-        none, or they are not one per counter (a worker that does not count them)."""
-        names = self.rules.names
-        if not names or len(counts) != len(names):
-            return None
-        return json.dumps(dict(zip(names, counts, strict=True)), separators=(",", ":"))
 
     @guarded
     def count_with(self, error_pattern: bytes, counters: Counters = ()) -> Rules:

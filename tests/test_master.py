@@ -20,7 +20,8 @@ import pytest
 from conftest import free_port
 
 from dispatcher.master.config import MasterConfig
-from dispatcher.master.loop import Master, Server
+from dispatcher.master.loop import Master
+from dispatcher.master.services import Server
 from dispatcher.transport.server import ResultSink, StatusService
 from dispatcher.transport.taskqueue import TaskQueue
 from dispatcher.views.summary import build

@@ -1,11 +1,14 @@
 """The writer's statements over many rows: the new versions, results and leases a flush writes
-at once, in as few statements as SQLite allows."""
+at once, in as few statements as SQLite allows; and the rows they write."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
+
+from workers.protocol import Result
 
 # The sqlite3 module lets other threads run during each step of a statement. One statement per
 # row (executemany) made the master loop wait for the GIL once a row while the server threads
@@ -44,6 +47,22 @@ class DoneRow(NamedTuple):
     counts: str | None
     own_counts: str | None
     id: int
+
+
+def content_length(result: Result) -> int:
+    """The length of the content a done result counted: its fingerprint's first field, else
+    what the worker read."""
+    if result.fingerprint:
+        return int.from_bytes(result.fingerprint[:8], "big")
+    return result.bytes_read
+
+
+def counts_json(names: tuple[str, ...], counts: tuple[int, ...]) -> str | None:
+    """Counts of the counters ``names`` (the current rules') as the ledger keeps them; None
+    when there are none, or they are not one per counter (a worker that does not count them)."""
+    if not names or len(counts) != len(names):
+        return None
+    return json.dumps(dict(zip(names, counts, strict=True)), separators=(",", ":"))
 
 
 class LeaseRow(NamedTuple):

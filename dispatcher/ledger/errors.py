@@ -1,10 +1,13 @@
 """What a SQLite error means for the operator: one line that says which ledger, what is wrong
-with it and what to do."""
+with it and what to do; and for the master's writer, that it writes nothing more."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from workers.errors import LedgerError
 
@@ -77,3 +80,33 @@ def _cannot_open(path: Path) -> str:
     except OSError as e:
         return e.strerror or str(e)
     return "unable to open database file"
+
+
+class Failing(Protocol):
+    """A writer that remembers its first failed write (dispatcher.ledger.writer.Ledger)."""
+
+    _failure: LedgerError | None
+
+    def _fail(self, error: sqlite3.Error) -> LedgerError: ...
+
+
+_W = TypeVar("_W", bound=Failing)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def guarded(method: Callable[Concatenate[_W, _P], _R]) -> Callable[Concatenate[_W, _P], _R]:
+    """A Ledger method whose SQLite errors become one LedgerError. After one, the transaction
+    is rolled back and every such method raises it again: nothing is written, and nothing
+    (a move or delete of a counted file) follows a commit that did not happen."""
+
+    @functools.wraps(method)
+    def guarded(self: _W, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise self._fail(e) from None
+
+    return guarded

@@ -2,22 +2,19 @@
 
 One ``Ledger`` is owned by the master loop and holds the state directory's lock; readers open
 their own read-only connections (dispatcher.ledger.reader), so summaries work while the master
-runs and after it stopped.
+runs and after it stopped. What it looks up rather than writes is in dispatcher.ledger.lookups,
+how it takes the file up and leaves it in dispatcher.ledger.opening.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import logging
-import os
-import secrets
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from dispatcher.ledger import lookups, opening
 from dispatcher.ledger.bulk import (
     DONE_MANY,
     DONE_ONE,
@@ -25,12 +22,14 @@ from dispatcher.ledger.bulk import (
     LEASED_ONE,
     DoneRow,
     LeaseRow,
+    content_length,
+    counts_json,
     execute_rows,
     update_rows,
-    values_statements,
 )
-from dispatcher.ledger.errors import ledger_error
+from dispatcher.ledger.errors import guarded, ledger_error
 from dispatcher.ledger.lock import StateDirLock
+from dispatcher.ledger.lookups import CounterSets, meta_int, signed64, unsigned64
 from dispatcher.ledger.prune import Pruned, Pruning, steps
 from dispatcher.ledger.schema import LAYOUT, create, layout, ledger_path, newer_ledger
 from dispatcher.ledger.sums import Sums
@@ -57,69 +56,8 @@ from workers.protocol import Result
 log = logging.getLogger(f"logdispatch.{__name__}")
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _guarded(
-    method: Callable[Concatenate[Ledger, _P], _R],
-) -> Callable[Concatenate[Ledger, _P], _R]:
-    """A Ledger method whose SQLite errors become one LedgerError. After one, the transaction
-    is rolled back and every such method raises it again: nothing is written, and nothing
-    (a move or delete of a counted file) follows a commit that did not happen."""
-
-    @functools.wraps(method)
-    def guarded(self: Ledger, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        if self._failure is not None:
-            raise self._failure
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as e:
-            raise self._fail(e) from None
-
-    return guarded
-
-
 # Version ids reserved by one commit: a restart skips what is left of the block.
 ID_BLOCK = 1 << 20
-
-
-def _signed64(number: int) -> int | None:
-    """A device or inode number (unsigned 64 bits) as SQLite's signed INTEGER holds it; 0 (not
-    known) as NULL."""
-    if not number:
-        return None
-    return number - (1 << 64) if number >= 1 << 63 else number
-
-
-def _unsigned64(number: int | None) -> int | None:
-    return None if number is None else number & ((1 << 64) - 1)
-
-
-# The most counted versions a lookup of one file's earlier versions gives.
-COUNTED_ROWS = 16
-
-
-def _past_prefix(prefix: bytes) -> bytes | None:
-    """The first byte string after all those that start with ``prefix``; None: there is none."""
-    stripped = prefix.rstrip(b"\xff")
-    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
-
-
-def content_length(result: Result) -> int:
-    """The length of the content a done result counted: its fingerprint's first field, else
-    what the worker read."""
-    if result.fingerprint:
-        return int.from_bytes(result.fingerprint[:8], "big")
-    return result.bytes_read
-
-
-# How long close() waits for a reader's read to end before it leaves the ledger in WAL mode,
-# how long a starting master waits for them to switch it to WAL, and how long any other
-# statement waits for a lock (sqlite3's default).
-CLOSE_WAIT_MS = 2000
-OPEN_WAIT_MS = 60_000
-BUSY_WAIT_MS = 5000
 
 
 class Ledger:
@@ -133,16 +71,17 @@ class Ledger:
             self._db = sqlite3.connect(self._path, isolation_level=None)
             found = layout(self._db)
             if found is not None and found > LAYOUT:  # refused before anything is written
-                self._release()
                 raise ConfigError(newer_ledger(self._path, found))
             if found is None:
                 # Set before anything is written, or only a VACUUM sets it: the pages a prune
                 # frees go back to the file system a few at a time, while a master writes.
                 self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            self._enter_wal()
+            opening.enter_wal(self._db, self._path)
             # FULL makes each commit durable.
             self._db.execute("PRAGMA synchronous=FULL")
-            backup = self._back_up(found) if found is not None and found < LAYOUT else None
+            backup = None
+            if found is not None and found < LAYOUT:
+                backup = opening.back_up(self._db, self._path, found)
             create(self._db)
             if backup is not None:
                 log.warning(
@@ -152,21 +91,24 @@ class Ledger:
                     LAYOUT,
                     backup,
                 )
-            self._check_root(root)
-            self.lease_secret = self._lease_secret()
+            opening.check_root(self._db, root)
+            self.lease_secret = opening.lease_secret(self._db)
             # Ids are handed to workers before the commit that writes their rows, so the next
             # master must not start from the largest id committed: it starts past every id this
             # one may have handed out, a bound committed before any of them is (add_version).
             (last_id,) = self._db.execute("SELECT coalesce(max(id), 0) FROM versions").fetchone()
-            self._next_id = max(int(last_id) + 1, self._meta_int("ids_reserved_to"))
+            self._next_id = max(int(last_id) + 1, meta_int(self._db, "ids_reserved_to"))
             self._reserve_ids()
+        except ConfigError:  # a ledger this master must not write: left as it is
+            self._release()
+            raise
         except sqlite3.Error as e:
             self._release()
             raise ledger_error(self._path, e, "open") from None
         self.rules_since = 0  # see count_with
         self.rules = Rules(b"")  # see count_with
         # The counters of each set of rules in the ledger, by its id: (name, pattern) pairs.
-        self.counter_sets: dict[int, frozenset[tuple[str, bytes]]] = {}
+        self.counter_sets: CounterSets = {}
         self._new_rows: list[tuple[int, bytes, int, int, float]] = []
         self._done_rows: list[DoneRow] = []
         self._disposed_rows: list[tuple[str, str, int]] = []
@@ -178,37 +120,6 @@ class Ledger:
         self._committed_changes = self._db.total_changes
         self._pruned_since_commit = False
 
-    def _back_up(self, found: int) -> Path:
-        """A copy of the ledger as it is, beside it, before it is brought to this layout: the
-        way back to the release that wrote it. Made by SQLite's backup, so a reader or the
-        WAL leave it whole."""
-        backup = self._path.with_name(f"{self._path.name}.layout-{found}.bak")
-        number = 0
-        while backup.exists():  # an earlier copy is kept, whatever it holds
-            number += 1
-            backup = self._path.with_name(f"{self._path.name}.layout-{found}.{number}.bak")
-        with contextlib.closing(sqlite3.connect(backup)) as copy:
-            self._db.backup(copy)
-        return backup
-
-    def _enter_wal(self) -> None:
-        """WAL lets summaries read while the master writes.
-
-        A ledger a master left (see _leave_readable) is in rollback-journal mode, and the
-        switch waits until no reader is reading it: a long summary delays the start, it does
-        not fail it.
-        """
-        self._db.execute("PRAGMA busy_timeout = 0")
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError as e:
-            if not e.sqlite_errorname.startswith("SQLITE_BUSY"):
-                raise
-            log.info("waiting for the readers of the ledger %s to finish", self._path)
-            self._db.execute(f"PRAGMA busy_timeout = {OPEN_WAIT_MS}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_MS}")
-
     def _release(self) -> None:
         """Close the connection and give the state directory up, writing nothing."""
         with contextlib.suppress(AttributeError):
@@ -216,27 +127,12 @@ class Ledger:
         self._lock.release()
 
     def _fail(self, error: sqlite3.Error) -> LedgerError:
-        """Remember a failed write (see _guarded) and undo what the transaction held."""
+        """Remember a failed write (see guarded) and undo what the transaction held."""
         self._failure = ledger_error(self._path, error, "write")
         with contextlib.suppress(sqlite3.Error):
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
         return self._failure
-
-    def _check_root(self, root: Path) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('root', ?)", (os.fsdecode(root),))
-        elif row[0] != os.fsdecode(root):
-            self._release()
-            raise ConfigError(
-                f"the state directory belongs to root {row[0]}, not {root}: "
-                "use another --state for this root"
-            )
-
-    def _meta_int(self, key: str) -> int:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return 0 if row is None else int(row[0])
 
     def _reserve_ids(self) -> None:
         """Commit that ids below ``_next_id + ID_BLOCK`` are taken (outside any transaction, or
@@ -246,17 +142,7 @@ class Ledger:
             "INSERT OR REPLACE INTO meta VALUES ('ids_reserved_to', ?)", (self._ids_reserved_to,)
         )
 
-    def _lease_secret(self) -> bytes:
-        """The key that signs leases, made once per ledger: results and heartbeats are checked
-        against it after a restart too."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'lease_secret'").fetchone()
-        if row is not None:
-            return bytes.fromhex(row[0])
-        secret = secrets.token_bytes(32)
-        self._db.execute("INSERT INTO meta VALUES ('lease_secret', ?)", (secret.hex(),))
-        return secret
-
-    @_guarded
+    @guarded
     def commit(self) -> None:
         self._flush()
         self._db.execute("COMMIT")
@@ -317,30 +203,13 @@ class Ledger:
                 self._flush()
                 if self._db.in_transaction:
                     self._db.execute("COMMIT")
-                self._leave_readable()
+                opening.leave_readable(self._db)
         except sqlite3.Error as e:
             raise self._fail(e) from None
         finally:
             self._release()
 
-    def _leave_readable(self) -> None:
-        """Leave the ledger as one file that anyone with read access can read.
-
-        In WAL mode a reader needs the -shm file beside the ledger, and the last writer to
-        close removes it: a reader that cannot create it (another user, a read-only mount)
-        could then not read at all. A rollback journal needs nothing beside the ledger; the
-        next master switches back to WAL. A reader still reading keeps it in WAL, with its
-        -shm file left in place for the next readers.
-        """
-        self._db.execute(f"PRAGMA busy_timeout = {CLOSE_WAIT_MS}")
-        try:
-            self._db.execute("PRAGMA journal_mode=DELETE")
-        except sqlite3.OperationalError as e:
-            # Still readable by anyone who can open or create its -shm file.
-            busy = e.sqlite_errorname.startswith("SQLITE_BUSY")
-            log.info("the ledger stays in WAL mode: %s", "a reader has it open" if busy else e)
-
-    @_guarded
+    @guarded
     def known_versions(self) -> dict[bytes, tuple[int, int]]:
         """Size and mtime of the latest live version of every path still in the root."""
         # A version that --on-done moved or deleted has left the root: a file found at its path
@@ -358,7 +227,7 @@ class Ledger:
         )
         return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
 
-    @_guarded
+    @guarded
     def gone_paths(self) -> set[bytes]:
         """The paths whose counted latest version was last noticed gone from the root."""
         rows = self._db.execute(
@@ -366,7 +235,7 @@ class Ledger:
         )
         return {path for (path,) in rows}
 
-    @_guarded
+    @guarded
     def record_gone(self, path: bytes, when: float | None) -> bool:
         """Mark the latest version of ``path`` gone from the root since ``when``, or there again
         (None); whether it was a counted version kept after counting (--on-done moves and
@@ -380,7 +249,7 @@ class Ledger:
             )
         return changed.rowcount > 0
 
-    @_guarded
+    @guarded
     def open_versions(self) -> list[OpenVersion]:
         """The versions not final when the master last stopped, oldest first."""
         # A leased row's attempts count the attempt in flight, which was not the file's fault
@@ -391,7 +260,7 @@ class Ledger:
         )
         return [OpenVersion(Version(i, p, s, m), a) for i, p, s, m, a in rows]
 
-    @_guarded
+    @guarded
     def add_version(self, path: bytes, size: int, mtime_ns: int, seen_at: float) -> int:
         """A new queued version; its id is given here (the only writer), its row buffered.
 
@@ -405,7 +274,7 @@ class Ledger:
         self._new_rows.append((version_id, path, size, mtime_ns, seen_at))
         return version_id
 
-    @_guarded
+    @guarded
     def mark_leased(self, leases: Iterable[tuple[int, int, str]]) -> None:
         """Record (version id, attempt, worker) for tasks handed out; only forward, see
         LEASED_ONE."""
@@ -418,7 +287,7 @@ class Ledger:
             rows = [LeaseRow(a, w, i) for i, (a, w) in latest.items()]
             update_rows(self._db, LEASED_ONE, LEASED_MANY, rows)
 
-    @_guarded
+    @guarded
     def mark_queued(self, version_id: int, attempts: int, error: str | None) -> None:
         """Back in the queue after a failed or expired attempt."""
         self._flush()
@@ -442,7 +311,7 @@ class Ledger:
         are committed, the action happens even if the master stops before it (see ondone.py).
         """
         pending = on_done.action is not Action.KEEP
-        counts = self._counts_json(result.counts)
+        counts = counts_json(self.rules.names, result.counts)
         if added is None:
             added = Added(result.lines, result.error_lines, content_length(result))
         self._done_rows.append(
@@ -459,8 +328,8 @@ class Ledger:
                 on_done=on_done.action.value if pending else None,
                 on_done_dir=on_done.archive,
                 on_done_state=DisposalState.PENDING.value if pending else None,
-                device=_signed64(result.device),
-                inode=_signed64(result.inode),
+                device=signed64(result.device),
+                inode=signed64(result.inode),
                 fingerprint=result.fingerprint or None,
                 own_lines=added.lines,
                 own_error_lines=added.error_lines,
@@ -470,178 +339,60 @@ class Ledger:
                 # counted with these rules, and a recount takes it again.
                 rules=self.rules.id if counts is not None or not self.rules.names else None,
                 counts=counts,
-                own_counts=self._counts_json(added.counts),
+                own_counts=counts_json(self.rules.names, added.counts),
                 id=result.task_id,
             )
         )
 
-    def _counts_json(self, counts: tuple[int, ...]) -> str | None:
-        """Counts of the current rules' counters as the ledger keeps them; None when there are
-        none, or they are not one per counter (a worker that does not count them)."""
-        names = self.rules.names
-        if not names or len(counts) != len(names):
-            return None
-        return json.dumps(dict(zip(names, counts, strict=True)), separators=(",", ":"))
-
-    @_guarded
+    @guarded
     def count_with(self, error_pattern: bytes, counters: Counters = ()) -> Rules:
         """Note the rules versions are counted with from now on, and return them with their
         id. ``rules_since`` is the first version id counted with them: the counts of an
         earlier one are other rules', or not known to be these."""
-        rules_id = self._rules_id(error_pattern, counters)
-        before = self._db.execute("SELECT value FROM meta WHERE key = 'rules'").fetchone()
-        if before is None:
-            before = self._rules_before_rules_were_kept()
-        same = before is not None and int(before[0]) == rules_id
-        if not same:
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('rules_since', ?)", (self._next_id,)
-            )
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('rules', ?)", (rules_id,))
-        self._db.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('error_pattern', ?)", (error_pattern.hex(),)
+        self.rules, self.rules_since = lookups.note_rules(
+            self._db, error_pattern, counters, self._next_id
         )
-        self.rules_since = self._meta_int("rules_since")
-        self.rules = Rules(error_pattern, counters, rules_id)
-        self.counter_sets = {
-            rules: frozenset((name, bytes.fromhex(pattern)) for name, pattern in json.loads(spec))
-            for rules, spec in self._db.execute("SELECT id, counters FROM rules")
-        }
+        self.counter_sets = lookups.counter_sets(self._db)
         return self.rules
 
-    def _rules_id(self, error_pattern: bytes, counters: Counters) -> int:
-        spec = json.dumps([[name, pattern.hex()] for name, pattern in counters])
-        self._db.execute(
-            "INSERT OR IGNORE INTO rules (error_pattern, counters) VALUES (?, ?)",
-            (error_pattern, spec),
-        )
-        (rules_id,) = self._db.execute(
-            "SELECT id FROM rules WHERE error_pattern = ? AND counters = ?", (error_pattern, spec)
-        ).fetchone()
-        return int(rules_id)
-
-    def _rules_before_rules_were_kept(self) -> tuple[int] | None:
-        """In a ledger from before the rules were kept, the rules of the versions counted
-        since its error pattern was last set (``rules_since``): that pattern and no counters,
-        recorded with them. None when it has noted no pattern."""
-        pattern = self._db.execute("SELECT value FROM meta WHERE key = 'error_pattern'").fetchone()
-        if pattern is None:
-            return None
-        rules_id = self._rules_id(bytes.fromhex(pattern[0]), ())
-        self._db.execute(
-            "UPDATE versions SET rules = ? WHERE rules IS NULL AND status = 'done' AND id >= ?",
-            (rules_id, self._meta_int("rules_since")),
-        )
-        return (rules_id,)
-
-    @_guarded
+    @guarded
     def to_recount(self, only_missing: bool) -> list[Version]:
         """The latest done version of each path that was counted with other rules than the
         current (``only_missing``: without one of the current counters), and that --on-done
         did not move or delete: the caller sees which are still in the root."""
-        rows = self._db.execute(
-            "SELECT id, path, size, mtime_ns, rules FROM versions WHERE replaced = 0 "
-            "AND status = 'done' AND on_done_state IS NULL AND rules IS NOT ?",
-            (self.rules.id,),
-        )
-        wanted = frozenset(self.rules.counters)
-        return [
-            Version(version_id, path, size, mtime_ns)
-            for version_id, path, size, mtime_ns, rules in rows
-            if not only_missing or not wanted <= self.counter_sets.get(rules, frozenset())
-        ]
+        return lookups.to_recount(self._db, self.rules, self.counter_sets, only_missing)
 
-    @_guarded
+    @guarded
     def counted_with_other_rules(self) -> int:
         """How many paths' latest versions were counted with other rules than the current."""
-        (other,) = self._db.execute(
-            "SELECT count(*) FROM versions WHERE replaced = 0 AND status = 'done' "
-            "AND rules IS NOT ?",
-            (self.rules.id,),
-        ).fetchone()
-        return int(other)
+        return lookups.counted_with_other_rules(self._db, self.rules.id)
 
-    @_guarded
+    @guarded
     def first_counted(self, fingerprints: Iterable[bytes]) -> dict[bytes, Owner]:
         """For each of ``fingerprints`` counted before: the path it was first counted under,
-        and the named counters that have counted it (of every set of rules it was counted
-        with)."""
-        keys = [(fingerprint,) for fingerprint in fingerprints]
+        and the named counters that have counted it (lookups.first_counted)."""
         self._flush_counted()
-        owners: dict[bytes, Owner] = {}
-        for sql, values in values_statements(
-            "WITH w(fingerprint) AS (VALUES {}) SELECT w.fingerprint, (SELECT path FROM versions "
-            "WHERE fingerprint = w.fingerprint ORDER BY id LIMIT 1), (SELECT "
-            "json_group_array(DISTINCT coalesce(rules, 0)) FROM versions "
-            "WHERE fingerprint = w.fingerprint) FROM w",
-            1,
-            keys,
-        ):
-            for fingerprint, path, rules in self._db.execute(sql, values):
-                if path is not None:
-                    sets = (self.counter_sets.get(r, frozenset()) for r in json.loads(rules))
-                    owners[fingerprint] = Owner(path, frozenset().union(*sets))
-        return owners
+        return lookups.first_counted(self._db, fingerprints, self.counter_sets)
 
-    @_guarded
+    @guarded
     def counted_by_inode(self, inodes: Iterable[int]) -> dict[int, list[CountedVersion]]:
         """The counted versions whose file had each of these inode numbers, latest first (a
         few each)."""
-        keys = {_signed64(inode): inode for inode in inodes}
-        found = self._counted_for("v.inode = w.a", [(k, None) for k in keys])
-        return {keys[k]: versions for k, versions in found.items()}
+        self._flush_counted()
+        return lookups.counted_by_inode(self._db, inodes)
 
-    @_guarded
+    @guarded
     def counted_by_path(self, paths: Iterable[bytes]) -> dict[bytes, list[CountedVersion]]:
         """The latest counted versions of each of ``paths``, latest first (a few each)."""
-        return self._counted_for("v.path = w.a", [(path, None) for path in set(paths)])
+        self._flush_counted()
+        return lookups.counted_by_path(self._db, paths)
 
-    @_guarded
+    @guarded
     def counted_by_prefix(self, prefixes: Iterable[bytes]) -> dict[bytes, list[CountedVersion]]:
         """The latest counted versions of the paths that start with each of ``prefixes``,
         whose content was first counted there, latest first (a few each)."""
-        # The copies (same_as) are left out: a numbered rotation makes many at each turn, and
-        # they would take the place of the versions a new one may extend.
-        # A range of the path index rather than LIKE, which SQLite does not index for BLOBs.
-        ranges = [(prefix, _past_prefix(prefix)) for prefix in set(prefixes)]
-        return self._counted_for(
-            "v.path >= w.a AND v.path < w.b AND v.same_as IS NULL",
-            [(low, high) for low, high in ranges if high is not None],  # none past b"\xff..."
-        )
-
-    def _counted_for(
-        self, join: str, keys: list[tuple[object, object]]
-    ) -> dict[Any, list[CountedVersion]]:
-        """For each key (a, b), the latest COUNTED_ROWS done versions ``v`` that ``join``
-        matches with it, latest first: one statement for many keys."""
         self._flush_counted()
-        found: dict[Any, list[CountedVersion]] = {}
-        for sql, values in values_statements(
-            "WITH w(a, b) AS (VALUES {}) SELECT a, id, path, size, mtime_ns, lines, error_lines, "
-            "fingerprint, worker, bytes_read, rules, counts FROM (SELECT w.a, v.*, "
-            "row_number() OVER (PARTITION BY w.a ORDER BY v.id DESC) AS n "
-            f"FROM w JOIN versions v ON {join} "
-            # "+": not a term for an index. Given many keys, SQLite would otherwise build an
-            # index on status for the statement rather than search the keys' own.
-            f"AND +v.status = 'done') WHERE n <= {COUNTED_ROWS} ORDER BY id DESC",
-            2,
-            keys,
-        ):
-            for row in self._db.execute(sql, values):
-                key, i, p, s, m, lines, errors, fp, worker, read, rules, counts = row
-                named = tuple(json.loads(counts).items()) if counts else ()
-                counted = CountedVersion(
-                    Version(i, p, s, m),
-                    lines,
-                    errors,
-                    fp or b"",
-                    worker,
-                    read or 0,
-                    rules or 0,
-                    named,
-                )
-                found.setdefault(key, []).append(counted)
-        return found
+        return lookups.counted_by_prefix(self._db, prefixes)
 
     def _flush_counted(self) -> None:
         """Write the results buffered, for a lookup of counted versions: the new versions
@@ -653,7 +404,7 @@ class Ledger:
         """What became of counted files (moved, deleted...); buffered like results."""
         self._disposed_rows.extend((state.value, note, i) for i, state, note in outcomes)
 
-    @_guarded
+    @guarded
     def unfinished_disposals(self) -> list[Disposal]:
         """Moves and deletions pending, or failed, when the master last stopped."""
         # No index: this runs once, at start-up, and an index would cost every result a write.
@@ -662,7 +413,7 @@ class Ledger:
             "WHERE on_done_state IN ('pending', 'failed') ORDER BY id"
         )
         return [
-            Disposal(Version(i, p, s, m), Action(a), d, _unsigned64(dev), _unsigned64(ino))
+            Disposal(Version(i, p, s, m), Action(a), d, unsigned64(dev), unsigned64(ino))
             for i, p, s, m, a, d, dev, ino in rows
         ]
 
@@ -672,7 +423,7 @@ class Ledger:
         done = Pruned()
         return Pruning(steps(self._db, cutoff, done), done)
 
-    @_guarded
+    @guarded
     def prune_step(self, pruning: Pruning) -> bool:
         """One step of ``pruning``; False once it is over."""
         self._flush()
@@ -682,7 +433,7 @@ class Ledger:
         self._pruned_since_commit |= bool(wrote)
         return wrote is not None
 
-    @_guarded
+    @guarded
     def record_end(
         self,
         version_id: int,

@@ -2,7 +2,8 @@
 
 One thread runs ``step()`` over and over; it is the only writer of the ledger and of the
 registry. Scanner, watcher, manager-server and disposer threads talk to it through ``inbox``
-only. Each of them is a Service: started once by ``start()``, stopped once by ``close()``.
+only. Each of them is a Service (dispatcher.master.services): started once by ``start()``,
+stopped once by ``close()``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from dispatcher import defaults
 from dispatcher.inbox import Disposed, Inbox, ResultsIn, Scanned, Seen
@@ -24,7 +25,8 @@ from dispatcher.master.ondone import Disposer, prepare_archive
 from dispatcher.master.registry import Ready, Registry
 from dispatcher.master.results import Results
 from dispatcher.master.retention import Retention
-from dispatcher.transport.server import ManagerServer, ResultSink, StatusService
+from dispatcher.master.services import Server, ServerFactory, Service, manager_server
+from dispatcher.transport.server import ResultSink, StatusService
 from dispatcher.transport.taskqueue import TaskQueue
 from dispatcher.versions import Action, OpenVersion, Version, VersionStatus
 from dispatcher.views.activity import Activity
@@ -38,53 +40,6 @@ if TYPE_CHECKING:  # watchdog loads only in a master that watches
     from dispatcher.watch.events import Watcher
 
 log = logging.getLogger(f"logdispatch.{__name__}")
-
-
-class Service(Protocol):
-    """A part of the master that runs on threads of its own. ``stop()`` returns once they are
-    done (or given up on) and is safe when ``start()`` never ran or failed."""
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-class Server(Service, Protocol):
-    """Serves the task queue, the result sink and the status to workers and clients."""
-
-    @property
-    def address(self) -> tuple[str, int]: ...
-
-
-# What builds the server from the task queue, the result sink, the status service and the
-# callback for a closed connection's session.
-ServerFactory = Callable[[TaskQueue, ResultSink, StatusService, Callable[[int], None]], Server]
-
-
-def manager_server(config: MasterConfig) -> ServerFactory:
-    """The manager server on ``config.address``, as workers reach it."""
-
-    def build(
-        tasks: TaskQueue,
-        sink: ResultSink,
-        status: StatusService,
-        on_disconnect: Callable[[int], None],
-    ) -> Server:
-        try:
-            return ManagerServer(
-                config.address,
-                config.authkey,
-                tasks,
-                sink,
-                status=status,
-                on_disconnect=on_disconnect,
-                tls=config.tls,
-            )
-        except OSError as e:
-            host, port = config.address
-            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-
-    return build
 
 
 class Master:

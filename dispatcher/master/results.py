@@ -9,7 +9,8 @@ import logging
 from collections.abc import Callable
 
 from dispatcher import defaults
-from dispatcher.ledger.writer import Ledger, content_length
+from dispatcher.ledger.bulk import content_length
+from dispatcher.ledger.writer import Ledger
 from dispatcher.master.config import MasterConfig
 from dispatcher.master.registry import Registry
 from dispatcher.transport.taskqueue import Lease, TaskQueue

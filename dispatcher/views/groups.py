@@ -1,5 +1,6 @@
 """What ``logdispatch summary`` shows: one row per file (dispatcher.views.summary), totals per
-folder, worker, host or day, the failed and vanished files, or the most frequent error messages."""
+folder, worker, host or day, the failed and vanished files, or the most frequent error messages;
+every version of one path is dispatcher.views.history's."""
 
 from __future__ import annotations
 
@@ -14,22 +15,20 @@ from typing import TYPE_CHECKING, Any, TextIO
 from dispatcher import defaults
 from dispatcher.ledger.queries import (
     GROUP_FIELDS,
-    HISTORY_FIELDS,
     select_failed,
     select_groups,
-    select_history,
     select_samples,
 )
 from dispatcher.ledger.reader import EVERYTHING, Scope, read_latest
 from dispatcher.ledger.rows import FileRow
 from dispatcher.views import summary
-from dispatcher.views.entries import FAILED_ENTRY, EntryFormat, iso_time
-from workers.common import COUNTER_NAME, decode_path, display_path, encode_path, printable
+from dispatcher.views.entries import FAILED_ENTRY, EntryFormat
+from dispatcher.views.history import show_history
+from workers.common import COUNTER_NAME, decode_path, display_path, printable
 from workers.errors import ConfigError
 from workers.scans import SAMPLE_LINES
 
 if TYPE_CHECKING:  # rich loads only with a table, the masking patterns with --errors
-    from rich.console import JustifyMethod
     from rich.text import Text
 
     from dispatcher.views.messages import Message, Tally
@@ -119,7 +118,7 @@ def show(state_dir: Path, view: View, fmt: str, out: TextIO, rows: int) -> int:
     Returns the number of files failed or vanished for the ``failed`` view, else 0.
     """
     if view.history is not None:
-        _show_history(state_dir, view.history, fmt, out)
+        show_history(state_dir, view.history, fmt, out)
         return 0
     if view.failed:
         return _show_failed(state_dir, fmt, out, rows, view.scope)
@@ -294,74 +293,6 @@ def _failed_table(totals: dict[str, Any], files: list[FileRow], out: TextIO) -> 
         f"{totals['failed']:,} failed and {totals['vanished']:,} vanished, of "
         f"{totals['files']:,} files."
     )
-
-
-# ---------------------------------------------------------------------------------- history
-
-
-def history_entry(row: tuple[Any, ...]) -> dict[str, Any]:
-    entry = dict(zip(HISTORY_FIELDS, row, strict=True))
-    entry["mtime"] = iso_time(entry["mtime"])
-    entry["finished_at"] = iso_time(entry["finished_at"])
-    entry["same_as"] = None if entry["same_as"] is None else decode_path(entry["same_as"])
-    return entry
-
-
-def _show_history(state_dir: Path, shown: str, fmt: str, out: TextIO) -> None:
-    path = encode_path(shown)
-    _, rows = read_latest(state_dir, select_history(path))
-    entries = map(history_entry, rows)
-    if fmt == "json":
-        head = {"path": decode_path(path)}
-        summary.write_json(out, head, "versions", map(json.dumps, entries))
-    elif fmt == "csv":
-        summary.write_csv(out, HISTORY_FIELDS, (entry.values() for entry in entries))
-    else:
-        _history_table(path, list(entries), out)
-
-
-def _history_table(path: bytes, entries: list[dict[str, Any]], out: TextIO) -> None:
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
-    console = summary.console_for(out)
-    if not entries:
-        console.print(Text(f"No version of {display_path(path)} in the ledger."))
-        return
-    table = Table(box=box.SIMPLE_HEAD, title=Text(display_path(path)))
-    numbers = ("id", "size", "lines", "errors", "own lines")
-    time_width = len("YYYY-MM-DD HH:MM:SS")
-    for title in ("id", "status", "size", "mtime", "lines", "errors", "own lines", "finished"):
-        justify: JustifyMethod = "right" if title in numbers else "left"
-        width = time_width if title in ("mtime", "finished") else len(title)
-        table.add_column(title, no_wrap=True, justify=justify, min_width=width)
-
-    def number(value: int | None) -> str:
-        return "-" if value is None else f"{value:,}"
-
-    for entry in entries:
-        table.add_row(
-            str(entry["id"]),
-            entry["status"],
-            number(entry["size"]),
-            _local(entry["mtime"]),
-            number(entry["lines"]),
-            number(entry["error_lines"]),
-            number(entry["own_lines"]),
-            _local(entry["finished_at"]),
-        )
-    console.print(table)
-    # Too wide for a column: the few versions whose content was counted under another path.
-    for entry in entries:
-        if entry["same_as"] is not None:
-            same_as = printable(entry["same_as"])
-            console.print(Text(f"{entry['id']}: its content was counted first as {same_as}"))
-
-
-def _local(iso: str | None) -> str:
-    """An ISO time of history_entry as the tables show times."""
-    return "-" if iso is None else iso[:19].replace("T", " ")
 
 
 # --------------------------------------------------------------------------------- messages

@@ -161,7 +161,7 @@ class GuardedServerMixIn(ThreadingMixIn, TCPServer):
 
 class Serving:
     """A guarded server on a thread of its own, with the master's start/stop shape (see
-    dispatcher.master.loop.Service)."""
+    dispatcher.master.services.Service)."""
 
     def __init__(self, server: GuardedServerMixIn, name: str) -> None:
         self._server = server

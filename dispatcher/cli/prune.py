@@ -41,7 +41,7 @@ def add_prune_parser(commands: Subparsers) -> None:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from dispatcher.ledger.lock import StateDirLock
-    from dispatcher.ledger.prune import Pruned, steps
+    from dispatcher.ledger.prune import Pruning
     from dispatcher.ledger.schema import LAYOUT, layout, ledger_path
 
     path = ledger_path(args.state)
@@ -56,7 +56,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
     except LedgerBusy:
         lock = None
     before = _size(path)
-    done = Pruned()
     try:
         db = sqlite3.connect(path, isolation_level=None)
         with contextlib.closing(db):
@@ -69,7 +68,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 )
             db.execute("BEGIN IMMEDIATE")
             try:
-                for _ in steps(db, cutoff, done):  # each step a transaction
+                pruning = Pruning.of(db, cutoff)
+                for _ in pruning.steps:  # each step a transaction
                     db.execute("COMMIT")
                     db.execute("BEGIN IMMEDIATE")
                 db.execute("COMMIT")
@@ -97,7 +97,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     cut = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cutoff))
     beside = "" if lock is not None else " (a master runs on it: its free pages are reused)"
     print(
-        f"logdispatch prune: dropped {done} finished before {cut}; the ledger went from "
+        f"logdispatch prune: dropped {pruning.done} finished before {cut}; the ledger went from "
         f"{decimal(before)} to {decimal(after)}{beside}"
     )
     return 0

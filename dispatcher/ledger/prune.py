@@ -65,6 +65,12 @@ class Pruning:
     steps: Iterator[bool]  # each step's: whether it wrote
     done: Pruned
 
+    @classmethod
+    def of(cls, db: sqlite3.Connection, cutoff: float) -> Pruning:
+        """A prune of what was finished before ``cutoff`` (wall clock, seconds), on ``db``."""
+        done = Pruned()
+        return cls(steps(db, cutoff, done), done)
+
 
 def steps(db: sqlite3.Connection, cutoff: float, done: Pruned) -> Iterator[bool]:
     """Prune what was finished before ``cutoff`` (wall clock, seconds), a range of ids at a

@@ -30,7 +30,7 @@ from dispatcher.ledger.bulk import (
 from dispatcher.ledger.errors import guarded, ledger_error
 from dispatcher.ledger.lock import StateDirLock
 from dispatcher.ledger.lookups import CounterSets, meta_int, signed64, unsigned64
-from dispatcher.ledger.prune import Pruned, Pruning, steps
+from dispatcher.ledger.prune import Pruning
 from dispatcher.ledger.schema import LAYOUT, create, layout, ledger_path, newer_ledger
 from dispatcher.ledger.sums import Sums
 from dispatcher.versions import (
@@ -118,7 +118,6 @@ class Ledger:
         )
         self._db.execute("BEGIN")
         self._committed_changes = self._db.total_changes
-        self._pruned_since_commit = False
 
     def _release(self) -> None:
         """Close the connection and give the state directory up, writing nothing."""
@@ -148,14 +147,12 @@ class Ledger:
         self._db.execute("COMMIT")
         self._db.execute("BEGIN")
         self._committed_changes = self._db.total_changes
-        self._pruned_since_commit = False
 
     @property
     def dirty(self) -> bool:
         """Whether anything was written or buffered since the last commit."""
         buffered = self._new_rows or self._done_rows or self._disposed_rows
-        changed = self._db.total_changes != self._committed_changes
-        return bool(buffered) or changed or self._pruned_since_commit
+        return bool(buffered) or self._db.total_changes != self._committed_changes
 
     def _flush(self) -> None:
         """Write the buffered new versions and results, before any other write (order kept)."""
@@ -418,19 +415,19 @@ class Ledger:
         ]
 
     def pruning(self, cutoff: float) -> Pruning:
-        """A prune of what was finished before ``cutoff`` (dispatcher.ledger.prune), in this
-        writer's transactions: ``prune_step`` takes it a step further."""
-        done = Pruned()
-        return Pruning(steps(self._db, cutoff, done), done)
+        """A prune of what was finished before ``cutoff``, in this writer's transactions:
+        ``prune_step`` takes it a step further."""
+        return Pruning.of(self._db, cutoff)
 
     @guarded
     def prune_step(self, pruning: Pruning) -> bool:
         """One step of ``pruning``; False once it is over."""
         self._flush()
         wrote = next(pruning.steps, None)
-        # What it wrote may have changed no row (a vacuum step): it holds the write lock all
-        # the same, which the next commit must release.
-        self._pruned_since_commit |= bool(wrote)
+        if wrote:
+            # Perhaps no row (a vacuum step), but the write lock is held all the same: the
+            # next commit must come, and release it.
+            self._committed_changes = -1
         return wrote is not None
 
     @guarded

@@ -275,3 +275,30 @@ def test_a_worker_holds_at_most_a_bounded_number_of_tasks(cluster: Cluster) -> N
     assert len(first) == 1000
     assert hoarder.take("hoarder:1", 1000, 1 << 40, 0.2) == []  # holds all it may
     assert len(hoarder.take("hoarder:2", 1000, 1 << 40, 0)) == 200
+
+
+def test_a_worker_that_holds_all_it_may_gets_work_once_its_results_are_in(
+    cluster: Cluster,
+) -> None:
+    """Its take() waits for its results to be recorded, not for its whole timeout: then it
+    is handed the next files at once."""
+    for i in range(1100):
+        (cluster.root / f"f-{i:04}.log").write_bytes(b"ok\n")
+    cluster.serve()
+    wait_for(lambda: _queued(cluster, 1100), timeout=30)
+    tasks, results = _client(cluster)
+    first = tasks.take("busy:1", 1000, 1 << 40, 0)
+    assert len(first) == 1000
+    waiting, _ = _client(cluster)  # the same worker's next take, on a connection of its own
+    handed: list[Any] = []
+    taker = threading.Thread(
+        target=lambda: handed.append(waiting.take("busy:1", 1000, 1 << 40, 2.0))
+    )
+    taker.start()
+    time.sleep(0.3)  # it holds all it may: its take waits
+    results.put([
+        Result(t.id, t.attempt, "busy:1", Status.DONE, lines=1, bytes_read=3, lease=t.lease)
+        for t in first
+    ])  # fmt: skip
+    taker.join()
+    assert len(handed[0]) == 100  # the rest, within the same take

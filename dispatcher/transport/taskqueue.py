@@ -146,10 +146,14 @@ class TaskQueue:
         if self._on_contact is not None:
             self._on_contact(worker_id, session)
         with self._cond:
+            # A worker that holds all it may gets no work until its results are in: as soon
+            # as they are (discard() wakes it), not at the end of its wait.
+            while self._held_by[worker_id] >= MAX_HELD_PER_WORKER:
+                remaining = wait_until - self._clock()
+                if remaining <= 0:
+                    return []
+                self._cond.wait(remaining)
             max_items = min(max_items, MAX_HELD_PER_WORKER - self._held_by[worker_id])
-            if max_items <= 0:
-                self._cond.wait(wait)  # holds all it may: no work until it reports some
-                return []
             now = self._clock()
             self._last_take[host] = now
             if len(self._last_take) > MAX_HOSTS_REMEMBERED:
@@ -287,6 +291,7 @@ class TaskQueue:
         with self._cond:
             for version_id in version_ids:
                 self._drop_lease(version_id)
+            self._cond.notify_all()  # a worker that held all it may can take more now
 
     def session_closed(self, session: int) -> None:
         """The connection that took these leases is gone: let them expire now, not at term."""
